@@ -1,0 +1,3 @@
+from edgedistill.cli.main import main
+
+main()

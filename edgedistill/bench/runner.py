@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""edgedistill benchmark runner: times one model on this machine and prints JSON on stdout.
+
+Self-contained on purpose: it needs only the standard library, numpy and the model's runtime, because it
+is copied to the device and run there. Do not import edgedistill here.
+
+Exit codes: 0 measured; 2 bad arguments or inputs; 3 runtime not installed; 4 model failed to load;
+5 inference failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+class RunnerError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    VmHWM first: ru_maxrss can carry the parent's peak across fork+exec, which made a runner started
+    from a process holding torch report ~480 MB.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def load_onnxruntime(path: str, threads: int):
+    """An onnxruntime session on the CPU provider; returns (run(x) -> logits, input name, versions)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunnerError(3, "onnxruntime is not installed on this device") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError(4, f"onnxruntime could not load {path}: {exc}") from None
+    name = session.get_inputs()[0].name
+    return (lambda x: session.run(None, {name: x})[0]), {"onnxruntime": ort.__version__,
+                                                           "providers": session.get_providers()}
+
+
+RUNTIMES = {".onnx": load_onnxruntime}
+
+
+def device_info() -> dict:
+    info = {"hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith(("model name", "hardware", "model\t")):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for key, path in (("cpu_mhz_now", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
+                      ("cpu_mhz_max", "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
+                      ("temperature_c", "/sys/class/thermal/thermal_zone0/temp")):
+        try:
+            info[key] = int(open(path).read().strip()) / 1000
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+def percentile_stats(samples_ms: list[float]) -> dict:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()), "std": float(arr.std()),
+            "min": float(arr.min()), "max": float(arr.max()), "count": int(arr.size)}
+
+
+def benchmark(args) -> dict:
+    if args.cores:
+        try:
+            os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+        except (AttributeError, OSError, ValueError) as exc:
+            raise RunnerError(2, f"--cores {args.cores!r}: cannot pin ({exc})") from None
+    suffix = os.path.splitext(args.model)[1]
+    if suffix not in RUNTIMES:
+        raise RunnerError(2, f"--model {args.model!r}: unknown suffix {suffix!r} (valid: {', '.join(RUNTIMES)})")
+    try:
+        with np.load(args.data, allow_pickle=False) as arrays:
+            x, y = arrays["x"].astype(np.float32), arrays["y"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise RunnerError(2, f"--data {args.data!r}: expected an .npz with arrays x and y ({exc})") from None
+    if len(x) == 0 or len(x) != len(y):
+        raise RunnerError(2, f"--data {args.data!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
+    rss_before = _peak_rss_mb()
+    t0 = time.perf_counter()
+    infer, versions = RUNTIMES[suffix](args.model, args.threads)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    samples = [x[i:i + 1] for i in range(len(x))]
+    try:
+        t0 = time.perf_counter()
+        infer(samples[0])
+        first_ms = (time.perf_counter() - t0) * 1e3
+        # Warm-up: at least warmup_runs and at least warmup_s seconds.
+        i, start = 0, time.perf_counter()
+        while i < args.warmup_runs or time.perf_counter() - start < args.warmup_s:
+            infer(samples[i % len(samples)])
+            i += 1
+        # Timed runs: at least `runs` and at least `min_time_s` seconds (capped at 100x runs).
+        times, start = [], time.perf_counter()
+        while (len(times) < args.runs or time.perf_counter() - start < args.min_time_s) and len(times) < 100 * args.runs:
+            sample = samples[len(times) % len(samples)]
+            t0 = time.perf_counter()
+            infer(sample)
+            times.append((time.perf_counter() - t0) * 1e3)
+        outputs = np.concatenate([infer(s) for s in samples])
+    except RunnerError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError(5, f"inference failed: {exc}") from None
+    result = {
+        "schema_version": SCHEMA_VERSION, "status": "ok", "model": os.path.basename(args.model),
+        "model_bytes": os.path.getsize(args.model), "threads": args.threads, "cores": args.cores,
+        "init_ms": init_ms, "first_inference_ms": first_ms, "warmup_runs": i,
+        "latency_ms": percentile_stats(times), "throughput_per_s": 1e3 / float(np.mean(times)),
+        "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before,
+        "accuracy": float((outputs.argmax(1) == y).mean()), "samples": len(y),
+        "runtime": versions, "device": device_info(),
+    }
+    if args.save_outputs:
+        np.save(args.save_outputs, outputs)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help=".npz with x (inputs) and y (labels)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cores", default="", help="comma-separated CPU ids to pin to")
+    parser.add_argument("--warmup-runs", type=int, default=10)
+    parser.add_argument("--warmup-s", type=float, default=0.2)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--min-time-s", type=float, default=0.5)
+    parser.add_argument("--save-outputs", default="", help="write the model's outputs on x as .npy here")
+    args = parser.parse_args(argv)
+    try:
+        print(json.dumps(benchmark(args)))
+        return 0
+    except RunnerError as exc:
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "status": "failed", "error": str(exc),
+                          "exit_code": exc.code}))
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

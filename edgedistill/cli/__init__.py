@@ -1,0 +1,1 @@
+"""The typer CLI: one file per command group; heavy imports stay inside the commands."""

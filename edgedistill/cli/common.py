@@ -1,0 +1,31 @@
+"""What every command shares: bad input becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+
+from edgedistill.errors import UserError
+
+state = {"debug": bool(os.environ.get("EDGEDISTILL_DEBUG"))}
+
+
+def user_errors(command):
+    """Wrap a command so a UserError prints `error: ...` (no traceback unless --debug) and exits 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished stages are kept: rerun with --resume to continue", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper

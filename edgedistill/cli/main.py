@@ -1,0 +1,32 @@
+"""`edgedistill`: the entry point."""
+
+from __future__ import annotations
+
+import typer
+
+from edgedistill import __version__
+from edgedistill.cli import devices, run
+from edgedistill.cli.common import state, user_errors
+
+app = typer.Typer(name="edgedistill", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Take a large trained model to a small one that fits a named edge device, with proof.")
+app.add_typer(devices.app, name="devices")
+app.command("run")(user_errors(run.run_command))
+app.command("validate")(user_errors(run.validate_command))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgedistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors (or EDGEDISTILL_DEBUG=1)."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    state["debug"] = state["debug"] or debug
+
+
+def main() -> None:
+    app(prog_name="edgedistill")

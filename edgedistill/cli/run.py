@@ -1,0 +1,114 @@
+"""`edgedistill run` and `edgedistill validate`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgedistill.errors import UserError
+
+
+def _pipeline_path(pipeline: Optional[Path]) -> Path:
+    from edgedistill.resources import default_pipeline
+
+    return pipeline if pipeline is not None else default_pipeline()
+
+
+def _run_dir(name: str, out: Optional[Path], resume: bool) -> Path:
+    """The run folder: --out, the latest run of this pipeline on --resume, or a new timestamped one."""
+    from edgedistill.pipeline.manifest import MANIFEST
+
+    if out is not None:
+        if (out / MANIFEST).exists() and not resume:
+            raise UserError(f"--out {out}: already holds a run; add --resume to continue it, or choose another folder")
+        return out
+    base = Path("runs") / name
+    if resume:
+        earlier = sorted(p for p in base.glob("*") if (p / MANIFEST).exists()) if base.is_dir() else []
+        if not earlier:
+            raise UserError(f"--resume: no earlier run of '{name}' under {base}/; pass --out DIR to name one")
+        return earlier[-1]
+    return base / time.strftime("%Y%m%d-%H%M%S")
+
+
+def run_command(
+    pipeline: Optional[Path] = typer.Argument(None, help="Pipeline YAML; default: the bundled quickstart."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<pipeline>/<timestamp>)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or YAML, replacing the pipeline's."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed, replacing the pipeline's."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished stages whose inputs and outputs still match."),
+) -> None:
+    """Distill, export, benchmark and report: teacher to a student that fits the device, with proof."""
+    from edgedistill.config.device import load_device
+    from edgedistill.config.pipeline import load_pipeline
+
+    path = _pipeline_path(pipeline)
+    if device is not None:
+        try:
+            load_device(device)
+        except UserError as exc:
+            raise UserError(f"--device: {exc}") from None
+    spec = load_pipeline(path, overrides={"device": device, "seed": seed})
+    profile = load_device(spec.device)
+    run_dir = _run_dir(spec.name, out, resume)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
+    _execute(spec, profile, run_dir, resume)
+
+
+def _execute(spec, profile, run_dir: Path, resume: bool) -> None:
+    from rich.console import Console
+
+    from edgedistill.pipeline.engine import run_pipeline
+    from edgedistill.stages import default_stages
+
+    console = Console(stderr=True)
+    console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")
+    manifest = run_pipeline(spec, profile, default_stages(), run_dir, resume=resume, console=console)
+    _summary(run_dir, console)
+    failed = [f"{n}: {r.error}" for n, r in manifest.stages.items() if r.status == "failed"]
+    if failed:
+        console.print(f"[red]failed[/red] {failed[0]}  (finished stages are kept; fix it and rerun with --resume)")
+        raise typer.Exit(1)
+
+
+def _summary(run_dir: Path, console) -> None:
+    import json
+
+    results_path = run_dir / "report" / "results.json"
+    report_md = run_dir / "report" / "report.md"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        verdict = results["verdict"]
+        colour = {True: "green", False: "red", None: "yellow"}[verdict["fits"]]
+        teacher, student = results["teacher"] or {}, results["student"] or {}
+        if teacher and student.get("accuracy") is not None:
+            console.print(f"teacher {teacher['params']:,} params, {teacher['accuracy']:.2%}  →  student "
+                          f"{student['params']:,} params ({student['param_ratio']:.1%}), {student['accuracy']:.2%}")
+        console.print(f"[{colour}]verdict:[/{colour}] {verdict['summary']}")
+    # stdout gets only the report's location, so scripts can capture it.
+    print(f"report: {report_md if report_md.exists() else run_dir}")
+
+
+def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or device YAML files.")) -> None:
+    """Check pipeline and device files without running anything."""
+    from edgedistill.config.device import DeviceProfile
+    from edgedistill.config.loading import load_model, read_yaml
+    from edgedistill.config.pipeline import load_pipeline
+
+    for path in files:
+        data, _ = read_yaml(path)
+        # A device profile has hardware; everything else is read as a pipeline.
+        if isinstance(data, dict) and "hardware" in data:
+            load_model(DeviceProfile, path)
+        else:
+            load_pipeline(path)
+        typer.echo(f"ok: {path}")

@@ -1,0 +1,108 @@
+"""Device profiles: hardware figures, runtimes, default precision/format, budgets, connection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgedistill.config.loading import load_model
+from edgedistill.errors import UserError, unknown_choice
+from edgedistill.resources import bundled_dir
+
+RUNTIMES = ("onnxruntime", "tflite")
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hardware(Strict):
+    """Datasheet figures; each profile cites the source of its numbers in YAML comments."""
+
+    processor: str = Field(description="CPU model; 'auto' reads this machine")
+    accelerator: str | None = None
+    compute: Literal["cpu", "gpu"] = Field(default="cpu", description="the unit the peak figures describe")
+    cores: int | Literal["auto"] = Field(description="cores the model may use; 'auto' reads this machine")
+    clock_ghz: float = Field(gt=0)
+    peak_gflops_fp32: float = Field(gt=0)
+    peak_gops_int8: float = Field(gt=0)
+    memory_bandwidth_gbps: float = Field(gt=0)
+    ram_mb: int | Literal["auto"]
+
+    @model_validator(mode="after")
+    def _detect(self) -> "Hardware":
+        # 'auto' is for the host profile: the figures come from the machine the tool runs on.
+        if self.processor == "auto":
+            self.processor = _host_cpu_model()
+        if self.cores == "auto":
+            self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if self.ram_mb == "auto":
+            import psutil
+
+            self.ram_mb = int(psutil.virtual_memory().total / 2**20)
+        return self
+
+
+def _host_cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Budgets(Strict):
+    """What the deployed model must fit in. Unset budgets are not checked."""
+
+    max_model_mb: float | None = Field(default=None, gt=0)
+    max_ram_mb: float | None = Field(default=None, gt=0)
+    max_latency_p90_ms: float | None = Field(default=None, gt=0)
+    max_accuracy_drop: float | None = Field(default=None, ge=0, le=1, description="teacher minus deployed, 0..1")
+
+
+class Connection(Strict):
+    transport: Literal["local", "ssh"] = "local"
+    address: str | None = Field(default=None, pattern=r"^ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?$")
+
+
+class DeviceProfile(Strict):
+    name: str
+    description: str
+    hardware: Hardware
+    runtimes: list[Literal["onnxruntime", "tflite"]] = Field(min_length=1)
+    default_format: Literal["onnx", "tflite"]
+    default_precision: Literal["fp32", "fp16", "int8"]
+    budgets: Budgets
+    connection: Connection | None = None
+
+
+def device_files() -> dict[str, Path]:
+    """Known device profiles by name: the bundled ones, then EDGEDISTILL_DEVICES folders (os.pathsep)."""
+    dirs = [bundled_dir("devices")] + [Path(p) for p in os.environ.get("EDGEDISTILL_DEVICES", "").split(os.pathsep) if p]
+    files: dict[str, Path] = {}
+    for folder in dirs:
+        for path in sorted(folder.glob("*.yaml")):
+            files[path.stem] = path
+    return files
+
+
+def load_device(name_or_path: str) -> DeviceProfile:
+    """A device profile by name (see `device_files`) or by the path of a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_model(DeviceProfile, path)
+    files = device_files()
+    if name_or_path not in files:
+        raise UserError(unknown_choice("device", name_or_path, files))
+    return load_model(DeviceProfile, files[name_or_path])

@@ -1,0 +1,54 @@
+"""Datasets as numpy arrays, split deterministically by seed. Only numpy and scikit-learn here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32, (N, C, H, W)
+    y: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+                     class_names: list[str]) -> Dataset:
+    """Train/val/test split that keeps each class's share, the same for the same seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
+                                  random_state=seed)
+    part = lambda i: Split(np.ascontiguousarray(x[i], dtype=np.float32), y[i].astype(np.int64))  # noqa: E731
+    return Dataset(part(np.sort(train)), part(np.sort(val)), part(np.sort(test)), class_names)
+
+
+def load_dataset(spec, seed: int) -> Dataset:
+    """The dataset a pipeline's `data` section names, split by `seed`."""
+    from edgedistill.data import digits, npz
+
+    loader = {"digits": digits.load, "npz": npz.load}[spec.kind]
+    x, y, class_names = loader(spec)
+    return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names)

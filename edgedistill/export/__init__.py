@@ -1,0 +1,1 @@
+"""Export: the format table, converters, metadata and parity checks."""

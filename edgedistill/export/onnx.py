@@ -1,0 +1,54 @@
+"""PyTorch to ONNX with a dynamic batch axis, the ONNX checker, and metadata carried in the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_target
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'edgedistill[onnx]'") from None
+
+
+def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: int, metadata: dict[str, object]) -> Path:
+    """Export `model` (eval mode) to `path`; the batch axis is dynamic; `metadata` goes in metadata_props."""
+    _require_onnx()
+    import onnx
+    import torch
+
+    model = model.eval()
+    tmp = atomic_target(path)
+    # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models (DESIGN facts).
+    torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=opset, dynamo=False)
+    proto = onnx.load(str(tmp))
+    onnx.checker.check_model(proto)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: Path) -> dict[str, object]:
+    """metadata_props of an ONNX file, with JSON values decoded."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, object] = {}
+    for entry in proto.metadata_props:
+        try:
+            out[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            out[entry.key] = entry.value
+    return out

@@ -1,0 +1,1 @@
+"""The engine: ordered stages, the run directory, the manifest and resume."""

@@ -1,0 +1,151 @@
+"""Runs stages in order in a run directory, records each in the manifest, and resumes.
+
+A stage is `run(spec, ctx) -> StageResult`. Stages talk only through the context (which reads the
+manifest) and files in the run directory. A failure marks its stage failed, blocks the stages after it,
+and still runs the stages marked `always` (the report), so nothing finished is lost.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from rich.console import Console
+
+from edgedistill import __version__
+from edgedistill.config.device import Budgets, DeviceProfile
+from edgedistill.config.pipeline import PipelineSpec
+from edgedistill.errors import StageFailed, UserError
+from edgedistill.fileio import atomic_write_text, sha256_json
+from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, record_output
+
+RESOLVED = "pipeline.resolved.yaml"
+
+
+@dataclass
+class StageResult:
+    outputs: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[PipelineSpec, "RunContext"], StageResult]
+    config_keys: tuple[str, ...]  # sections of the pipeline whose values feed the inputs digest
+    after: tuple[str, ...] = ()  # stages whose outputs this one reads
+    always: bool = False  # runs even after a failure, and on every resume (the report)
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    spec: PipelineSpec
+    device: DeviceProfile
+    manifest: Manifest
+    console: Console
+    inputs_digest: str = ""  # of the stage now running; names its resumable state files
+
+    @property
+    def budgets(self) -> Budgets:
+        """The device's budgets with the pipeline's overrides on top."""
+        merged = self.device.budgets.model_dump()
+        merged.update(self.spec.budgets.model_dump(exclude_none=True))
+        return Budgets(**merged)
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.run_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record(self, stage: str) -> StageRecord:
+        return self.manifest.stages.get(stage) or StageRecord()
+
+    def output(self, stage: str, key: str) -> Path:
+        """A completed stage's output file; a clear error when it is not there."""
+        rec = self.record(stage)
+        if rec.status != "completed" or key not in rec.outputs:
+            raise StageFailed(f"needs output '{key}' of stage '{stage}', which is {rec.status}")
+        return self.run_dir / rec.outputs[key].path
+
+    def metrics(self, stage: str) -> dict[str, Any]:
+        return self.record(stage).metrics
+
+
+def inputs_digest(stage: Stage, spec: PipelineSpec, device: DeviceProfile, manifest: Manifest) -> str:
+    """What a stage's result depends on: its config sections, seed, device, and upstream output hashes."""
+    dumped = spec.model_dump(mode="json")
+    return sha256_json({
+        "stage": stage.name,
+        "version": __version__,
+        "seed": spec.seed,
+        "config": {key: dumped.get(key) for key in stage.config_keys},
+        "device": device.model_dump(mode="json") if "device" in stage.config_keys else None,
+        "upstream": {up: {k: o.sha256 for k, o in manifest.stages[up].outputs.items()}
+                     for up in stage.after if up in manifest.stages},
+    })
+
+
+def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage], run_dir: Path, *,
+                 resume: bool = False, console: Console | None = None) -> Manifest:
+    """Run `stages` in `run_dir`. Raises UserError for bad input found mid-run, after the report stage."""
+    console = console or Console(stderr=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest.load(run_dir) if resume and (run_dir / MANIFEST).exists() else Manifest(spec.name)
+    atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    ctx = RunContext(run_dir, spec, device, manifest, console)
+    first_failure: BaseException | None = None
+    for stage in stages:
+        digest = inputs_digest(stage, spec, device, manifest)
+        old = manifest.stages.get(stage.name)
+        if first_failure is not None and not stage.always:
+            manifest.stages[stage.name] = StageRecord(status="blocked", inputs_digest=digest,
+                                                      error="an earlier stage failed")
+            continue
+        if (resume and not stage.always and old is not None and old.status == "completed"
+                and old.inputs_digest == digest and old.outputs_intact(run_dir)):
+            old.resumed = True
+            console.print(f"[dim]· {stage.name}: unchanged, kept from the earlier run[/dim]")
+            continue
+        first_failure = _run_stage(stage, ctx, digest) or first_failure
+        manifest.save(run_dir)
+    manifest.save(run_dir)
+    if isinstance(first_failure, (UserError, KeyboardInterrupt)):
+        raise first_failure
+    return manifest
+
+
+def _run_stage(stage: Stage, ctx: RunContext, digest: str) -> BaseException | None:
+    """Run one stage, record it; return the exception it failed with, if any."""
+    rec = StageRecord(status="running", inputs_digest=digest, started_at=time.time())
+    ctx.manifest.stages[stage.name] = rec
+    ctx.manifest.save(ctx.run_dir)
+    ctx.inputs_digest = digest
+    ctx.console.print(f"[bold]▸ {stage.name}[/bold]")
+    start = time.perf_counter()
+    try:
+        result = stage.run(ctx.spec, ctx)
+        rec.outputs = {key: record_output(ctx.run_dir, path) for key, path in result.outputs.items()}
+        rec.metrics, rec.warnings, rec.status = result.metrics, result.warnings, "completed"
+        for warning in result.warnings:
+            ctx.console.print(f"  [yellow]warning:[/yellow] {warning}")
+        return None
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded; the caller decides what to raise
+        rec.status = "failed"
+        rec.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
+        (ctx.stage_dir(stage.name) / "error.txt").write_text(traceback.format_exc())
+        ctx.console.print(f"  [red]failed:[/red] {rec.error}")
+        return exc
+    finally:
+        rec.finished_at = time.time()
+        rec.seconds = round(time.perf_counter() - start, 3)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, (UserError, StageFailed)) else f"{type(exc).__name__}: {text}"

@@ -1,0 +1,74 @@
+"""report.md: the verdict first, then what was traded for it."""
+
+from __future__ import annotations
+
+
+def _fmt(value, spec: str = "", none: str = "—") -> str:
+    if value is None:
+        return none
+    return format(value, spec) if spec else str(value)
+
+
+def _pct(value) -> str:
+    return _fmt(None if value is None else value * 100, ".2f") + ("%" if value is not None else "")
+
+
+def _escape(text) -> str:
+    """Table cells hold user text (names, errors): keep pipes and newlines from breaking the table."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(results: dict) -> str:
+    v = results["verdict"]
+    mark = {True: "✅ FITS", False: "❌ DOES NOT FIT", None: "⚠️ CANNOT TELL"}[v["fits"]]
+    device = results["device"]
+    lines = [f"# Deployment report: {_escape(results['pipeline'])} → {_escape(device['name'])}", "",
+             f"**{mark}** — {_escape(v['summary'])}.", ""]
+    if v["checks"]:
+        lines += ["| budget | limit | measured | margin | result |", "|---|---|---|---|---|"]
+        for c in v["checks"]:
+            unit = c["unit"]
+            as_pct = c["budget"].startswith("accuracy")
+            show = (lambda x: _pct(x)) if as_pct else (lambda x: f"{x:.3f} {unit}" if x is not None else "—")
+            result = {True: "pass", False: "**FAIL**", None: c["note"]}[c["passed"]]
+            lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
+                         f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} |")
+        lines.append("")
+    lines += ["## Models", "", "| model | format | precision | params | size | accuracy | parity max abs diff | "
+              "p50 ms | p90 ms | p99 ms | target | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    teacher, student = results["teacher"], results["student"]
+    if teacher:
+        lines.append(f"| teacher {teacher['arch']} | PyTorch | fp32 | {teacher['params']:,} | "
+                     f"{teacher['params'] * 4 / 1024:.1f} KiB (weights) | {_pct(teacher['accuracy'])} | — | — | — | — | — | ok |")
+    if student:
+        lines.append(f"| student {student['arch']} | PyTorch | fp32 | {student['params']:,} "
+                     f"({student['param_ratio']:.1%}) | {student['params'] * 4 / 1024:.1f} KiB (weights) | "
+                     f"{_pct(student['accuracy'])} | — | — | — | — | — | ok |")
+    for a in results["artifacts"]:
+        lat = a["latency_ms"] or {}
+        parity = (a["parity"] or {}).get("max_abs_diff")
+        size = f"{a['bytes'] / 1024:.1f} KiB" if a["bytes"] is not None else "—"
+        lines.append(f"| student | {a['format']} | {a['precision']} | — | {size} | {_pct(a['accuracy'])} | "
+                     f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
+                     f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
+    lines.append("")
+    training = results["training"]
+    if training.get("distill"):
+        best = max(training["distill"], key=lambda h: h["val_accuracy"])
+        lines += ["## Distillation", "",
+                  f"Soft-label KD, temperature {training['temperature']}, alpha {training['alpha']}: "
+                  f"{len(training['distill'])} epochs, best validation accuracy {_pct(best['val_accuracy'])} "
+                  f"at epoch {best['epoch']}.", ""]
+    lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
+    for name, s in results["stages"].items():
+        note = "kept from an earlier run (--resume)" if s["resumed"] else _escape(s["error"] or "")
+        lines.append(f"| {name} | {s['status']} | {_fmt(s['seconds'], '.1f')} | {note} |")
+    lines.append("")
+    if results["failures"]:
+        lines += ["## Failures", ""] + [f"- {_escape(f)}" for f in results["failures"]] + [""]
+    env = results["environment"]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    lines += ["## Environment", "", f"- device profile: {_escape(device['description'])}",
+              f"- host: {_escape(env['host'])}, {_escape(env['platform'])}, Python {env['python']}",
+              f"- packages: {packages}", f"- seed {env['seed']}, config digest `{env['config_digest'][:16]}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""results.json: everything a report shows, gathered from the manifest of a run directory.
+
+Schema (version 1): pipeline, device, teacher {params, accuracy}, student {arch, params, accuracy},
+artifacts [{format, precision, path, bytes, accuracy, parity, latency_ms {p50, p90, p99, mean, std},
+peak_rss_mb, target, status, error}], budgets, verdict {fits, artifact, checks[]}, stages, failures,
+environment. A missing stage leaves its part null and adds a line to `failures`; it never raises.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+from edgedistill.fileio import sha256_json
+
+SCHEMA_VERSION = 1
+PACKAGES = ("edgedistill", "torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "pydantic")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def build_results(ctx) -> dict:
+    """The results document for the run in `ctx` (a RunContext), whatever stages completed."""
+    stages = ctx.manifest.stages
+    teacher, student, distill = (stages.get(n) for n in ("teacher", "student", "distill"))
+    t_metrics = teacher.metrics if teacher and teacher.status == "completed" else None
+    s_metrics = student.metrics if student and student.status == "completed" else None
+    d_metrics = distill.metrics if distill and distill.status == "completed" else None
+    artifacts = _artifacts(ctx)
+    budgets = ctx.budgets.model_dump()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "pipeline": ctx.spec.name,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_dir": str(ctx.run_dir),
+        "device": {"name": ctx.device.name, "description": ctx.device.description,
+                   "processor": ctx.device.hardware.processor, "cores": ctx.device.hardware.cores},
+        "teacher": None if t_metrics is None else {
+            "arch": f"{t_metrics['family']} x{t_metrics['width']} depth x{t_metrics['depth']}",
+            "params": t_metrics["params"], "accuracy": t_metrics["accuracy"], "source": t_metrics["source"]},
+        "student": None if s_metrics is None else {
+            "arch": f"{s_metrics['family']} x{s_metrics['width']} depth x{s_metrics['depth']}",
+            "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
+            "accuracy": d_metrics["accuracy"] if d_metrics else None},
+        "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history"),
+                     "temperature": (d_metrics or {}).get("temperature"), "alpha": (d_metrics or {}).get("alpha")},
+        "artifacts": artifacts,
+        "budgets": budgets,
+        "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None),
+        "stages": {name: {"status": rec.status, "seconds": rec.seconds, "resumed": rec.resumed, "error": rec.error}
+                   for name, rec in stages.items() if name != "report"},
+        "failures": [f"{name}: {rec.error}" for name, rec in stages.items() if rec.status in ("failed", "blocked")]
+        + [f"{a['format']} {a['precision']}: {a['error']}" for a in artifacts if a.get("error")],
+        "environment": {"host": platform.node(), "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "packages": {p: _version(p) for p in PACKAGES},
+                        "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
+    }
+
+
+def _artifacts(ctx) -> list[dict]:
+    """Export records joined with their benchmark cells, one row per (format, precision)."""
+    export = ctx.manifest.stages.get("export")
+    bench = ctx.manifest.stages.get("bench")
+    cells = {(c["format"], c["precision"]): c for c in (bench.metrics.get("cells", []) if bench else [])}
+    rows = []
+    for art in (export.metrics.get("artifacts", []) if export else []):
+        cell = cells.get((art["format"], art["precision"]), {})
+        error = art.get("error") or cell.get("error")
+        if art.get("status") == "ok" and not cell:
+            error = f"not benchmarked (bench stage {bench.status if bench else 'did not run'})"
+        rows.append({"format": art["format"], "precision": art["precision"], "path": art["path"],
+                     "bytes": art.get("bytes"), "parity": art.get("parity"),
+                     "accuracy": cell.get("accuracy", (art.get("parity") or {}).get("accuracy")),
+                     "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
+                     "init_ms": cell.get("init_ms"), "target": cell.get("target"),
+                     "status": cell.get("status", "not benchmarked") if art.get("status") == "ok" else art.get("status"),
+                     "error": error})
+    return rows
+
+
+def _check(name: str, value, limit, unit: str) -> dict:
+    if limit is None:
+        return {"budget": name, "limit": None, "value": value, "unit": unit, "margin": None, "passed": None,
+                "note": "no budget set"}
+    if value is None:
+        return {"budget": name, "limit": limit, "value": None, "unit": unit, "margin": None, "passed": None,
+                "note": "not measured"}
+    return {"budget": name, "limit": limit, "value": value, "unit": unit, "margin": limit - value,
+            "passed": value <= limit, "note": ""}
+
+
+def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | None) -> list[dict]:
+    latency = (artifact.get("latency_ms") or {}).get("p90")
+    size = artifact["bytes"] / 2**20 if artifact.get("bytes") is not None else None
+    acc = artifact.get("accuracy")
+    drop = teacher_accuracy - acc if teacher_accuracy is not None and acc is not None else None
+    return [_check("model size", size, budgets.get("max_model_mb"), "MB"),
+            _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB"),
+            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), "ms"),
+            _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "")]
+
+
+def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None) -> dict:
+    """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
+
+    The artifact named is the first that fits, else the first with the fewest failed checks.
+    """
+    scored = []
+    for art in artifacts:
+        checks = artifact_checks(art, budgets, teacher_accuracy)
+        failed = sum(c["passed"] is False for c in checks)
+        unknown = sum(c["passed"] is None and c["limit"] is not None for c in checks)
+        scored.append((failed, unknown, art, checks))
+    if not scored:
+        return {"fits": None, "artifact": None, "checks": [], "summary": "no artifact to judge"}
+    failed, unknown, art, checks = min(scored, key=lambda s: (s[0], s[1]))
+    fits = False if failed else (None if unknown else True)
+    name = f"{art['format']} {art['precision']}"
+    summary = {True: f"{name} fits every budget", False: f"{name} breaks {failed} budget(s)",
+               None: f"cannot tell: {unknown} measurement(s) missing for {name}"}[fits]
+    return {"fits": fits, "artifact": name, "checks": checks, "summary": summary}

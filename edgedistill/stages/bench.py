@@ -1,0 +1,52 @@
+"""Bench stage: each exported artifact timed by the runner on the target, with its test accuracy.
+
+One failing cell records its status and error; the others and the report go on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedistill.bench.local import BenchFailed, host_cores, run_local
+from edgedistill.data import load_dataset
+from edgedistill.fileio import atomic_target, atomic_write_json
+from edgedistill.pipeline.engine import StageResult
+
+
+def run(spec, ctx) -> StageResult:
+    cfg = spec.bench
+    data = load_dataset(spec.data, spec.seed)
+    out = ctx.stage_dir("bench")
+    test_npz = out / "test.npz"
+    tmp = atomic_target(test_npz)
+    with open(tmp, "wb") as f:
+        np.savez(f, x=data.test.x, y=data.test.y)
+    tmp.replace(test_npz)
+    # The host stands in for the device: as many threads as the device has cores, if the host has them.
+    threads = cfg.threads or min(int(ctx.device.hardware.cores), len(host_cores()))
+    target = f"local (this host, {threads} thread{'s' * (threads > 1)}, standing in for {ctx.device.name})"
+    cells, outputs, warnings = [], {"test_data": test_npz}, []
+    for artifact in ctx.metrics("export").get("artifacts", []):
+        cell = {"format": artifact["format"], "precision": artifact["precision"], "target": target}
+        if artifact.get("status") != "ok":
+            cells.append({**cell, "status": "skipped", "error": "not exported"})
+            continue
+        ctx.console.print(f"  benchmarking {artifact['format']} {artifact['precision']} on {threads} thread(s)…")
+        try:
+            result = run_local(ctx.output("export", artifact["format"]), test_npz, threads=threads,
+                               warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
+                               min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s)
+        except BenchFailed as exc:
+            cells.append({**cell, "status": "failed", "error": str(exc)})
+            warnings.append(f"{artifact['format']}: benchmark failed: {exc}")
+            continue
+        path = out / f"{artifact['format']}-{artifact['precision']}.json"
+        atomic_write_json(path, result)
+        outputs[f"{artifact['format']}-{artifact['precision']}"] = path
+        lat = result["latency_ms"]
+        ctx.console.print(f"  p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, "
+                          f"accuracy {result['accuracy']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB")
+        cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": result["accuracy"],
+                      "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
+                      "runtime": result["runtime"], "device": result["device"]})
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": target}, warnings=warnings)
