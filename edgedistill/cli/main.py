@@ -8,7 +8,9 @@ from edgedistill import __version__
 from edgedistill.cli import devices, run
 from edgedistill.cli.common import state, user_errors
 
+# rich_markup_mode=None: usage errors print as plain lines, not a boxed panel.
 app = typer.Typer(name="edgedistill", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Take a large trained model to a small one that fits a named edge device, with proof.")
 app.add_typer(devices.app, name="devices")
 app.command("run")(user_errors(run.run_command))

@@ -55,27 +55,38 @@ def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, nod
     errors = exc.errors(include_url=False)
     err = errors[0]
     loc = tuple(err["loc"])
-    field = ".".join(str(p) for i, p in enumerate(loc) if not _is_union_tag(model, loc, i)) or "(top level)"
-    line = _line_of(node, loc)
-    where = f"{path}:{line}" if line else f"{path}"
-    if err["type"] == "extra_forbidden":
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if err["type"] == "union_tag_invalid":
+        # Point at the `kind` key itself, and list the kinds.
+        loc, value = loc + ("kind",), ctx.get("tag")
+        message = _choice_message(value, ctx.get("expected_tags", ""))
+    elif err["type"] == "extra_forbidden":
         valid = _fields_at(model, loc[:-1])
         hint = nearest(loc[-1], valid)
         guess = f"; did you mean '{hint}'?" if hint else ""
         message = f"unknown key '{loc[-1]}'{guess} (valid: {', '.join(sorted(valid))})"
     elif err["type"] == "missing":
         message = "required field is missing"
+    elif err["type"] in ("literal_error", "enum"):
+        message = _choice_message(value, ctx.get("expected", ""))
+    elif err["type"] == "value_error":
+        message = _clean(err["msg"])  # our validators name the value themselves
     else:
-        value = err.get("input")
         message = f"{_clean(err['msg'])}, got {value!r}"
-        if err["type"] in ("literal_error", "enum", "union_tag_invalid"):
-            expected = (err.get("ctx") or {}).get("expected", "")
-            hint = nearest(value if not isinstance(value, dict) else value.get("kind"),
-                           [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip()])
-            if hint:
-                message += f"; did you mean '{hint}'?"
+    field = ".".join(str(p) for i, p in enumerate(loc) if not _is_union_tag(model, loc, i)) or "(top level)"
+    line = _line_of(node, loc)
+    where = f"{path}:{line}" if line else f"{path}"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {field}: {message}{more}"
+
+
+def _choice_message(value: Any, expected: str) -> str:
+    """`expected` is pydantic's "'a', 'b' or 'c'"; name the bad value, the nearest choice and all of them."""
+    choices = [c.strip(" '\"") for c in expected.replace(" or ", ",").split(",") if c.strip(" '\"")]
+    hint = nearest(value, choices)
+    guess = f"; did you mean '{hint}'?" if hint else ""
+    return f"unknown value {value!r}{guess} (valid: {', '.join(choices)})"
 
 
 def _clean(msg: str) -> str:
