@@ -12,25 +12,32 @@ app = typer.Typer(no_args_is_help=True, help="List and show device profiles.")
 @app.command("list")
 @user_errors
 def list_devices() -> None:
-    """A table of every known device profile."""
-    from rich.console import Console
+    """A table of every known device profile and its default budgets."""
     from rich.table import Table
 
     from edgedistill.config.device import device_files, load_device
 
     table = Table(title="device profiles")
-    for column in ("name", "processor / accelerator", "cores", "fp32 GFLOPS", "RAM MB", "runtimes", "default",
-                   "size MB", "RAM MB budget", "p90 ms", "acc. drop"):
-        table.add_column(column, overflow="fold")
+    for column in ("name", "compute", "cores", "fp32 GFLOPS", "RAM GB", "default", "budgets"):
+        table.add_column(column, no_wrap=column in ("name", "default"))
     for name in device_files():
         d = load_device(name)
-        b = d.budgets
-        table.add_row(name, d.hardware.accelerator or d.hardware.processor, str(d.hardware.cores),
-                      f"{d.hardware.peak_gflops_fp32:g}", str(d.hardware.ram_mb), ", ".join(d.runtimes),
-                      f"{d.default_format} {d.default_precision}", *(
-                          "—" if v is None else f"{v:g}" for v in
-                          (b.max_model_mb, b.max_ram_mb, b.max_latency_p90_ms, b.max_accuracy_drop)))
-    Console().print(table)
+        hw, b = d.hardware, d.budgets
+        budgets = " · ".join(text for value, text in (
+            (b.max_model_mb, f"size ≤{b.max_model_mb:g} MB"), (b.max_ram_mb, f"RAM ≤{b.max_ram_mb:g} MB"),
+            (b.max_latency_p90_ms, f"p90 ≤{b.max_latency_p90_ms:g} ms"),
+            (b.max_accuracy_drop, f"drop ≤{(b.max_accuracy_drop or 0) * 100:g} pt")) if value is not None)
+        table.add_row(name, hw.compute, str(hw.cores), f"{hw.peak_gflops_fp32:g}", f"{int(hw.ram_mb) / 1024:.1f}",
+                      f"{d.default_format} {d.default_precision}", budgets)
+    _console().print(table)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped output gets a fixed, wide-enough width instead of rich's 80-column guess.
+    return console if console.is_terminal else Console(width=140)
 
 
 @app.command("show")
@@ -39,14 +46,13 @@ def show_device(name: str = typer.Argument(..., help="A profile name (see `devic
     """One profile: its file, with the sources of its figures, and the values read at load time."""
     from pathlib import Path
 
-    from rich.console import Console
     from rich.syntax import Syntax
 
     from edgedistill.config.device import device_files, load_device
 
     profile = load_device(name)
     path = Path(name) if Path(name).suffix in (".yaml", ".yml") else device_files()[name]
-    console = Console()
+    console = _console()
     console.print(f"[bold]{profile.name}[/bold] — {profile.description}\n[dim]{path}[/dim]")
     console.print(Syntax(path.read_text(), "yaml", theme="ansi_dark", background_color="default"))
     hw = profile.hardware

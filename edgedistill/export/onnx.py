@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from edgedistill.errors import UserError
@@ -26,10 +27,13 @@ def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: in
 
     model = model.eval()
     tmp = atomic_target(path)
-    # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models (DESIGN facts).
-    torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=opset, dynamo=False)
+    # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models (DESIGN facts);
+    # its deprecation warning says nothing the user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
     for key, value in metadata.items():

@@ -7,7 +7,7 @@ from torch import nn
 from edgedistill.models.common import Classifier, ConvBNAct, scale_channels, scale_depth, stem_stride
 
 BASE_WIDTHS = (16, 32, 64)
-BASE_BLOCKS = (1, 1, 1)
+BASE_BLOCKS = (2, 2, 2)
 
 
 class BasicBlock(nn.Module):

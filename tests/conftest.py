@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny pipeline on the real digits data that runs end to end in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_pipeline_dict(**overrides) -> dict:
+    spec = {
+        "name": "tiny",
+        "seed": 0,
+        "device": "raspberry-pi-4",
+        "budgets": {"max_accuracy_drop": 0.5},
+        "data": {"kind": "digits"},
+        "teacher": {"kind": "train", "family": "resnet", "width": 0.25, "depth": 0.5, "epochs": 2, "batch_size": 128},
+        "student": {"family": "mobilenetv2", "width": 0.125, "depth": 0.5},
+        "distill": {"epochs": 2, "batch_size": 128, "lr": 0.01},
+        "export": {"formats": ["onnx"]},
+        "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 10, "min_time_s": 0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def write_pipeline(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path) -> Path:
+    return write_pipeline(tmp_path / "tiny.yaml", tiny_pipeline_dict())
+
+
+def cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """Run the real `edgedistill` CLI in a subprocess (so exit codes and stderr are the user's)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("EDGEDISTILL_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "edgedistill", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,108 @@
+"""Each stage on the tiny digits pipeline, run once for the module through the real engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from edgedistill.config.device import load_device
+from edgedistill.config.pipeline import load_pipeline
+from edgedistill.pipeline.engine import run_pipeline
+from edgedistill.stages import default_stages
+from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    spec = load_pipeline(write_pipeline(folder / "tiny.yaml", tiny_pipeline_dict()))
+    run_dir = folder / "run"
+    manifest = run_pipeline(spec, load_device(spec.device), default_stages(), run_dir,
+                            console=Console(file=open("/dev/null", "w")))
+    return run_dir, manifest
+
+
+def test_every_stage_completes(tiny_run):
+    _, manifest = tiny_run
+    assert {n: r.status for n, r in manifest.stages.items()} == dict.fromkeys(
+        ["teacher", "student", "distill", "export", "bench", "report"], "completed")
+
+
+def test_teacher_stage(tiny_run):
+    run_dir, manifest = tiny_run
+    m = manifest.stages["teacher"].metrics
+    assert m["source"] == "train" and m["params"] > 1000 and len(m["history"]) == 2
+    assert 0.1 < m["accuracy"] <= 1  # above chance after two epochs on real digits
+    arch = json.loads((run_dir / "teacher" / "arch.json").read_text())
+    assert arch["input_hw"] == [8, 8] and arch["class_names"] == [str(i) for i in range(10)]
+
+
+def test_student_is_smaller_than_teacher(tiny_run):
+    _, manifest = tiny_run
+    m = manifest.stages["student"].metrics
+    assert m["params"] < manifest.stages["teacher"].metrics["params"]
+    assert m["param_ratio"] == pytest.approx(m["params"] / manifest.stages["teacher"].metrics["params"])
+
+
+def test_distill_keeps_best_checkpoint_and_history(tiny_run):
+    run_dir, manifest = tiny_run
+    m = manifest.stages["distill"].metrics
+    assert m["best_epoch"] in (1, 2) and len(m["history"]) == 2
+    assert m["val_accuracy"] == pytest.approx(max(h["val_accuracy"] for h in m["history"]), abs=1e-6)
+    assert (run_dir / "distill" / "best.safetensors").exists()
+
+
+def test_export_onnx_with_metadata_and_parity(tiny_run):
+    from edgedistill.export.onnx import read_metadata
+
+    run_dir, manifest = tiny_run
+    (art,) = manifest.stages["export"].metrics["artifacts"]
+    assert art["status"] == "ok" and art["format"] == "onnx"
+    assert art["parity"]["max_abs_diff"] < 1e-4 and art["parity"]["top1_agreement"] == 1.0
+    meta = read_metadata(run_dir / art["path"])
+    assert meta["pipeline"] == "tiny" and meta["input_shape"] == [None, 1, 8, 8] and meta["precision"] == "fp32"
+    assert meta["class_names"] == [str(i) for i in range(10)] and len(meta["config_digest"]) == 64
+
+
+def test_onnx_batch_axis_is_dynamic(tiny_run):
+    import onnxruntime as ort
+
+    run_dir, _ = tiny_run
+    session = ort.InferenceSession(str(run_dir / "export" / "student.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": np.zeros((5, 1, 8, 8), np.float32)})[0]
+    assert out.shape == (5, 10)
+
+
+def test_bench_measures_latency_and_accuracy(tiny_run):
+    run_dir, manifest = tiny_run
+    (cell,) = manifest.stages["bench"].metrics["cells"]
+    assert cell["status"] == "ok"
+    lat = cell["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and lat["count"] >= 10
+    # The runner's accuracy on the real runtime matches the parity check's (same test split, same model).
+    export = manifest.stages["export"].metrics["artifacts"][0]
+    assert cell["accuracy"] == pytest.approx(export["parity"]["accuracy"])
+    assert cell["threads"] == min(4, len(__import__("os").sched_getaffinity(0)))
+    assert "raspberry-pi-4" in cell["target"]
+
+
+def test_report_results_json_schema(tiny_run):
+    run_dir, manifest = tiny_run
+    results = json.loads((run_dir / "report" / "results.json").read_text())
+    assert results["schema_version"] == 1 and results["pipeline"] == "tiny"
+    assert results["device"]["name"] == "raspberry-pi-4"
+    assert {"params", "accuracy"} <= set(results["teacher"]) and {"arch", "params", "accuracy"} <= set(results["student"])
+    (art,) = results["artifacts"]
+    assert {"format", "precision", "path", "bytes", "accuracy", "latency_ms", "target", "status", "error"} <= set(art)
+    assert set(art["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std"}
+    assert results["budgets"]["max_accuracy_drop"] == 0.5  # the pipeline's override
+    assert results["budgets"]["max_model_mb"] == 20  # the device's default
+    assert {c["budget"] for c in results["verdict"]["checks"]} == {"model size", "peak RAM", "p90 latency",
+                                                                   "accuracy drop vs teacher"}
+    assert results["verdict"]["fits"] in (True, False)
+    md = (run_dir / "report" / "report.md").read_text()
+    assert md.startswith("# Deployment report: tiny → raspberry-pi-4")
+    assert "FITS" in md and "| onnx | fp32 |" in md
