@@ -1,0 +1,90 @@
+"""Time the quickstart end to end (`edgedistill run`), stage by stage, and record the result.
+
+Writes benchmarks/results/quickstart_e2e.json and the table between the markers in benchmarks/README.md.
+Usage: python benchmarks/quickstart_e2e.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "quickstart_e2e.json"
+README = HERE / "README.md"
+BEGIN, END = "<!-- quickstart_e2e:begin -->", "<!-- quickstart_e2e:end -->"
+
+
+def one_run(workdir: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgedistill", "run", "--out", str(workdir / "run")],
+                          capture_output=True, text=True, cwd=workdir)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"edgedistill run failed ({proc.returncode}):\n{proc.stderr}")
+    manifest = json.loads((workdir / "run" / "manifest.json").read_text())
+    results = json.loads((workdir / "run" / "report" / "results.json").read_text())
+    art = results["artifacts"][0]
+    return {"wall_s": wall, "stages_s": {n: s["seconds"] for n, s in manifest["stages"].items()},
+            "teacher_accuracy": results["teacher"]["accuracy"], "student_accuracy": results["student"]["accuracy"],
+            "teacher_params": results["teacher"]["params"], "student_params": results["student"]["params"],
+            "onnx_p50_ms": art["latency_ms"]["p50"], "onnx_p90_ms": art["latency_ms"]["p90"],
+            "onnx_bytes": art["bytes"], "fits": results["verdict"]["fits"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    runs = []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_run(Path(tmp)))
+        print(f"run {i + 1}/{args.repeats}: {runs[-1]['wall_s']:.1f} s", file=sys.stderr)
+    stages = list(runs[0]["stages_s"])
+    summary = {
+        "benchmark": "quickstart_e2e", "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
+        "host": {"cpu": _cpu(), "cores": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version()},
+        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        "median_stage_s": {s: statistics.median(r["stages_s"][s] for r in runs) for s in stages},
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    _update_readme(summary)
+    print(json.dumps({k: summary[k] for k in ("median_wall_s", "median_stage_s")}, indent=2))
+
+
+def _cpu() -> str:
+    try:
+        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def _update_readme(summary: dict) -> None:
+    r0 = summary["runs"][0]
+    rows = ["| stage | median s |", "|---|---|"]
+    rows += [f"| {stage} | {secs:.2f} |" for stage, secs in summary["median_stage_s"].items()]
+    rows += [f"| **whole command (wall)** | **{summary['median_wall_s']:.2f}** |", "",
+             f"Median of {summary['repeats']} runs on {summary['date']}, {summary['host']['cpu']}, "
+             f"{summary['host']['cores']} cores. Run 1: teacher {r0['teacher_params']:,} params "
+             f"{r0['teacher_accuracy']:.2%}, student {r0['student_params']:,} params {r0['student_accuracy']:.2%}, "
+             f"ONNX {r0['onnx_bytes'] / 1024:.1f} KiB, p50 {r0['onnx_p50_ms']:.3f} ms, p90 {r0['onnx_p90_ms']:.3f} ms."]
+    table = "\n".join(rows)
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    README.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()

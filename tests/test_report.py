@@ -1,0 +1,73 @@
+"""The verdict's budget arithmetic and the Markdown report's handling of user text and gaps."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgedistill.report.markdown import render_markdown
+from edgedistill.report.results import verdict
+
+BUDGETS = {"max_model_mb": 1.0, "max_ram_mb": 100.0, "max_latency_p90_ms": 5.0, "max_accuracy_drop": 0.02}
+
+
+def _artifact(**kw):
+    art = {"format": "onnx", "precision": "fp32", "path": "export/student.onnx", "bytes": 2**19, "accuracy": 0.97,
+           "parity": {"max_abs_diff": 1e-6}, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1, "std": 0},
+           "peak_rss_mb": 50.0, "init_ms": 1.0, "target": "local", "status": "ok", "error": None}
+    art.update(kw)
+    return art
+
+
+def test_fits_with_margins():
+    v = verdict([_artifact()], BUDGETS, teacher_accuracy=0.98)
+    assert v["fits"] is True and v["artifact"] == "onnx fp32"
+    checks = {c["budget"]: c for c in v["checks"]}
+    assert checks["model size"]["value"] == 0.5 and checks["model size"]["margin"] == 0.5
+    assert checks["p90 latency"]["margin"] == 3.0
+    assert checks["accuracy drop vs teacher"]["value"] == pytest.approx(0.01)
+
+
+def test_breaks_a_budget():
+    v = verdict([_artifact(latency_ms={"p50": 4, "p90": 6.5, "p99": 9, "mean": 4, "std": 1})], BUDGETS, 0.98)
+    assert v["fits"] is False and "breaks 1 budget" in v["summary"]
+    assert next(c for c in v["checks"] if c["budget"] == "p90 latency")["margin"] == -1.5
+
+
+def test_missing_measurement_cannot_tell_and_unset_budget_is_skipped():
+    v = verdict([_artifact(latency_ms=None, peak_rss_mb=None)], {**BUDGETS, "max_ram_mb": None}, 0.98)
+    assert v["fits"] is None and "1 measurement(s) missing" in v["summary"]
+    ram = next(c for c in v["checks"] if c["budget"] == "peak RAM")
+    assert ram["passed"] is None and ram["note"] == "no budget set"
+
+
+def test_best_artifact_is_named():
+    slow = _artifact(format="onnx", precision="fp32", latency_ms={"p50": 9, "p90": 9, "p99": 9, "mean": 9, "std": 0})
+    fast = _artifact(format="onnx", precision="int8")
+    assert verdict([slow, fast], BUDGETS, 0.98)["artifact"] == "onnx int8"
+    assert verdict([], BUDGETS, 0.98)["fits"] is None
+
+
+def _results(**kw):
+    base = {"pipeline": "p", "device": {"name": "raspberry-pi-4", "description": "Pi"},
+            "verdict": verdict([_artifact()], BUDGETS, 0.98), "teacher": {"arch": "resnet", "params": 1000, "accuracy": 0.98},
+            "student": {"arch": "mbv2", "params": 50, "param_ratio": 0.05, "accuracy": 0.97},
+            "artifacts": [_artifact()], "training": {}, "stages": {"teacher": {"status": "completed", "seconds": 1.0,
+                                                                               "resumed": False, "error": None}},
+            "failures": [], "environment": {"host": "h", "platform": "linux", "python": "3.11",
+                                            "packages": {"torch": "2"}, "seed": 0, "config_digest": "0" * 64}}
+    base.update(kw)
+    return base
+
+
+def test_markdown_keeps_tables_intact_with_user_text():
+    md = render_markdown(_results(pipeline="a|b", failures=["bench: runner exited 4: bad | worse\nnext"]))
+    assert md.startswith("# Deployment report: a\\|b → raspberry-pi-4")
+    assert "- bench: runner exited 4: bad \\| worse next" in md
+
+
+def test_markdown_with_missing_parts():
+    md = render_markdown(_results(teacher=None, student=None, artifacts=[], verdict=verdict([], BUDGETS, None),
+                                  stages={"teacher": {"status": "failed", "seconds": 0.1, "resumed": False,
+                                                      "error": "UserError: x"}},
+                                  failures=["teacher: UserError: x"]))
+    assert "CANNOT TELL" in md and "## Failures" in md and "| teacher | failed |" in md

@@ -1,0 +1,76 @@
+"""A teacher loaded from a checkpoint: safetensors or weights-only torch, never pickled code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from rich.console import Console
+
+from edgedistill.config.device import load_device
+from edgedistill.config.pipeline import load_pipeline
+from edgedistill.errors import UserError
+from edgedistill.models import build_model
+from edgedistill.models.io import load_weights, read_state_dict, save_weights
+from edgedistill.pipeline.engine import run_pipeline
+from edgedistill.stages import default_stages
+from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+ARCH = {"family": "resnet", "width": 0.25, "depth": 0.5}
+
+
+def _model():
+    return build_model(in_channels=1, num_classes=10, input_hw=(8, 8), **ARCH)
+
+
+def _run_teacher_only(tmp_path, path):
+    raw = tiny_pipeline_dict()
+    raw["teacher"] = {"kind": "checkpoint", "path": str(path), **ARCH}
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
+    run_dir = tmp_path / "run"
+    run_pipeline(spec, load_device(spec.device), default_stages()[:1], run_dir, console=Console(file=open("/dev/null", "w")))
+    return json.loads((run_dir / "manifest.json").read_text())["stages"]["teacher"]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_checkpoint_teacher_loads(tmp_path, suffix):
+    model = _model()
+    path = tmp_path / f"teacher{suffix}"
+    if suffix == ".pt":
+        torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)  # DDP-style
+    else:
+        save_weights(model, path)
+    record = _run_teacher_only(tmp_path, path)
+    assert record["status"] == "completed" and record["metrics"]["source"] == "checkpoint"
+    loaded = _model()
+    load_weights(loaded, tmp_path / "run" / "teacher" / "model.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch notes the pickle protocol
+def test_pickle_with_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"weight": _Exploit()}, f)
+    with pytest.raises(UserError, match="not a loadable weights file"):
+        read_state_dict(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_mismatched_weights_name_the_keys(tmp_path):
+    other = build_model("resnet", width=0.5, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
+    path = tmp_path / "wide.safetensors"
+    save_weights(other, path)
+    with pytest.raises(UserError, match=r"wide\.safetensors: weights do not match the architecture \(shape of "):
+        load_weights(_model(), path)
