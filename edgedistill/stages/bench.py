@@ -31,11 +31,12 @@ def run(spec, ctx) -> StageResult:
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
-        ctx.console.print(f"  benchmarking {artifact['format']} {artifact['precision']} on {threads} thread(s)…")
         try:
-            result = run_local(ctx.output("export", artifact["format"]), test_npz, threads=threads,
-                               warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
-                               min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s)
+            with ctx.console.status(f"  benchmarking {artifact['format']} {artifact['precision']} on "
+                                    f"{threads} thread(s)…"):
+                result = run_local(ctx.output("export", artifact["format"]), test_npz, threads=threads,
+                                   warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
+                                   min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s)
         except BenchFailed as exc:
             cells.append({**cell, "status": "failed", "error": str(exc)})
             warnings.append(f"{artifact['format']}: benchmark failed: {exc}")
@@ -44,8 +45,8 @@ def run(spec, ctx) -> StageResult:
         atomic_write_json(path, result)
         outputs[f"{artifact['format']}-{artifact['precision']}"] = path
         lat = result["latency_ms"]
-        ctx.console.print(f"  p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, "
-                          f"accuracy {result['accuracy']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB")
+        ctx.console.print(f"  {artifact['format']} {artifact['precision']}: p50 {lat['p50']:.3f} ms, "
+                          f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, accuracy {result['accuracy']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB")
         cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": result["accuracy"],
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "runtime": result["runtime"], "device": result["device"]})
