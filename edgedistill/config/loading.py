@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgedistill.errors import UserError, nearest
+from edgedistill.errors import UserError, unknown_choice
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -60,16 +60,13 @@ def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, nod
     if err["type"] == "union_tag_invalid":
         # Point at the `kind` key itself, and list the kinds.
         loc, value = loc + ("kind",), ctx.get("tag")
-        message = _choice_message(value, ctx.get("expected_tags", ""))
+        message = unknown_choice("value", value, _split_choices(ctx.get("expected_tags", "")))
     elif err["type"] == "extra_forbidden":
-        valid = _fields_at(model, loc[:-1])
-        hint = nearest(loc[-1], valid)
-        guess = f"; did you mean '{hint}'?" if hint else ""
-        message = f"unknown key '{loc[-1]}'{guess} (valid: {', '.join(sorted(valid))})"
+        message = unknown_choice("key", loc[-1], _fields_at(model, loc[:-1]))
     elif err["type"] == "missing":
         message = "required field is missing"
     elif err["type"] in ("literal_error", "enum"):
-        message = _choice_message(value, ctx.get("expected", ""))
+        message = unknown_choice("value", value, _split_choices(ctx.get("expected", "")))
     elif err["type"] == "value_error":
         message = _clean(err["msg"])  # our validators name the value themselves
     else:
@@ -81,12 +78,9 @@ def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, nod
     return f"{where}: {field}: {message}{more}"
 
 
-def _choice_message(value: Any, expected: str) -> str:
-    """`expected` is pydantic's "'a', 'b' or 'c'"; name the bad value, the nearest choice and all of them."""
-    choices = [c.strip(" '\"") for c in expected.replace(" or ", ",").split(",") if c.strip(" '\"")]
-    hint = nearest(value, choices)
-    guess = f"; did you mean '{hint}'?" if hint else ""
-    return f"unknown value {value!r}{guess} (valid: {', '.join(choices)})"
+def _split_choices(expected: str) -> list[str]:
+    """pydantic's "'a', 'b' or 'c'" as ['a', 'b', 'c']."""
+    return [c.strip(" '\"") for c in expected.replace(" or ", ",").split(",") if c.strip(" '\"")]
 
 
 def _clean(msg: str) -> str:
