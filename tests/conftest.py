@@ -39,6 +39,14 @@ def write_pipeline(path: Path, spec: dict) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The teacher-output cache of the tests lives in a temporary folder, never the user's home."""
+    os.environ["EDGEDISTILL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    os.environ.pop("EDGEDISTILL_CACHE", None)
+
+
 @pytest.fixture
 def tiny_pipeline(tmp_path) -> Path:
     return write_pipeline(tmp_path / "tiny.yaml", tiny_pipeline_dict())

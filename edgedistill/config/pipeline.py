@@ -83,10 +83,100 @@ class Student(Architecture):
     pass
 
 
+class LayerMapping(Strict):
+    """Which student layers learn from which teacher layers (see edgedistill.distill.mapping)."""
+
+    mapping: Literal["direct", "projection", "depth", "auto"] = "auto"
+    pairs: list[tuple[str, str]] | None = Field(default=None, description="explicit [student, teacher] module paths")
+    student_layers: list[str] | None = None
+    teacher_layers: list[str] | None = None
+    depth: Literal["uniform", "last"] | list[int] = "uniform"
+
+
+class FeatureTerm(LayerMapping):
+    weight: float = Field(default=1.0, ge=0)
+    loss: Literal["mse", "smooth_l1", "cosine"] = "mse"
+
+
+class AttentionTerm(LayerMapping):
+    weight: float = Field(default=1000.0, ge=0, description="beta of Zagoruyko & Komodakis (their code: 1000)")
+
+
+class ClassifierTerm(Strict):
+    """SimKD-style: student features through a projector and the teacher's frozen head, KD on the result."""
+
+    weight: float = Field(default=1.0, ge=0)
+    student_layer: str = Field(default="head", description="the student module whose input is its final feature")
+    teacher_head: str = Field(default="head", description="the teacher module that maps features to logits")
+
+
+PHASE_DEFAULTS = {  # what each phase changes from the distillation settings
+    "warmup": {"alpha": 0.0, "classifier": 0.0, "easy_fraction": 0.5},
+    "distill": {},
+    "finetune": {"alpha": 0.0, "features": 0.0, "attention": 0.0, "classifier": 0.0, "lr_scale": 0.1},
+}
+
+
+class Phase(Strict):
+    """A fraction of training with its own loss weights. Unset fields take the phase's defaults."""
+
+    name: Literal["warmup", "distill", "finetune"]
+    fraction: float = Field(gt=0, le=1)
+    alpha: float | None = Field(default=None, ge=0, le=1)
+    features: float | None = Field(default=None, ge=0, description="multiplies features.weight")
+    attention: float | None = Field(default=None, ge=0, description="multiplies attention.weight")
+    classifier: float | None = Field(default=None, ge=0, description="multiplies classifier.weight")
+    lr_scale: float | None = Field(default=None, gt=0, le=10)
+    easy_fraction: float | None = Field(default=None, gt=0, le=1,
+                                        description="train on this share of examples, most teacher-confident first")
+
+
+STANDARD_SCHEDULE = [{"name": "warmup", "fraction": 0.2}, {"name": "distill", "fraction": 0.6},
+                     {"name": "finetune", "fraction": 0.2}]
+
+
+class Augment(Strict):
+    shift: int = Field(default=1, ge=0, le=8, description="random translation by up to this many pixels")
+
+
+class Progressive(Strict):
+    """Teacher-assistant KD (Mirzadeh et al. 2020) for a large width gap."""
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    threshold: float = Field(default=16.0, gt=1, description="auto: used when teacher/student channels reach this")
+    assistants: int = Field(default=1, ge=1, le=4)
+
+
 class Distill(Training):
     epochs: int = Field(default=30, ge=1, le=10_000)
     temperature: float = Field(default=4.0, gt=0, le=100)
+    temperature_end: float | None = Field(default=None, gt=0, le=100, description="anneal linearly to this")
     alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the soft (teacher) term; 1-alpha on labels")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    jsd_beta: float = Field(default=0.5, gt=0, lt=1)
+    features: FeatureTerm | None = None
+    attention: AttentionTerm | None = None
+    classifier: ClassifierTerm | None = None
+    schedule: Literal["standard"] | list[Phase] | None = None
+    augment: Augment | None = None
+    cache: Literal["auto", "off"] = Field(default="auto", description="teacher outputs on disk, reused across runs")
+    progressive: Progressive = Field(default_factory=Progressive)
+
+    @field_validator("schedule")
+    @classmethod
+    def _fractions_sum_to_one(cls, value):
+        if isinstance(value, list):
+            total = sum(p.fraction for p in value)
+            if abs(total - 1) > 1e-6:
+                raise ValueError(f"phase fractions must add up to 1, got {total:g}")
+        return value
+
+    def phases(self) -> list[Phase]:
+        """The schedule as phases; no schedule is one distillation phase."""
+        if self.schedule is None:
+            return [Phase(name="distill", fraction=1.0)]
+        raw = STANDARD_SCHEDULE if self.schedule == "standard" else [p.model_dump() for p in self.schedule]
+        return [Phase(**p) for p in raw]
 
 
 class Export(Strict):

@@ -22,7 +22,9 @@ from edgedistill.data import Split
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import atomic_target
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels, indices)
+# (inputs, logits, labels, example indices, epoch) -> named loss terms (already weighted) or one tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], "torch.Tensor | dict[str, torch.Tensor]"]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def seed_everything(seed: int) -> None:
@@ -52,59 +54,86 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
 
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
-                               nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
-        console: Console, state_path: Path | None = None) -> FitResult:
+        console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
+        schedule=None, augment: Augment | None = None) -> FitResult:
     """Train `model` for cfg.epochs with cosine LR; keep the weights with the best validation accuracy.
 
+    `extra` holds trainable modules that train with the model but are not part of it (adapters).
+    `schedule` (a distill.schedule.Schedule) picks each epoch's examples and LR scale.
     `state_path`, when given, holds the training state after each epoch; an existing one is resumed.
+    A NaN or inf in any loss term stops training, naming the term and the step; the last epoch's state
+    and the best weights so far are kept.
     """
     seed_everything(seed)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    result = FitResult(best_state={k: v.clone() for k, v in model.state_dict().items()}, best_epoch=0,
-                       best_val_accuracy=-1.0)
-    start_epoch = _resume(state_path, model, optimizer, scheduler, result) if state_path else 0
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    optimizer = make_optimizer(params, cfg)
+    lr_scale = schedule.lr_scale if schedule is not None else (lambda epoch: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)) * lr_scale(e))
+    result = FitResult(best_state=_copy_state(model), best_epoch=0, best_val_accuracy=-1.0)
+    start_epoch = _resume(state_path, model, extra, optimizer, scheduler, result) if state_path else 0
     x_train, y_train = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    steps = math.ceil(len(train) / cfg.batch_size)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(start_epoch):  # replay the shuffles of finished epochs so a resumed run sees the same order
-        torch.randperm(len(train), generator=generator)
+
+    def order(epoch: int) -> torch.Tensor:
+        return schedule.order(epoch, len(train), generator) if schedule else torch.randperm(len(train), generator=generator)
+
+    orders = [order(e) for e in range(cfg.epochs)]  # fixed up front, so a resumed run sees the same order
+    total_steps = sum(math.ceil(len(o) / cfg.batch_size) for o in orders)
+    done_steps = sum(math.ceil(len(o) / cfg.batch_size) for o in orders[:start_epoch])
     with _progress(console) as progress:
-        task = progress.add_task(label, total=cfg.epochs * steps, completed=start_epoch * steps, info="")
+        task = progress.add_task(label, total=total_steps, completed=done_steps, info="")
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
-            order = torch.randperm(len(train), generator=generator)
-            total = 0.0
-            for step in range(steps):
-                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                loss = loss_fn(model(x_train[idx]), y_train[idx], idx)
-                if not torch.isfinite(loss):
-                    raise StageFailed(f"{label}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                      "lower the learning rate")
+            if extra is not None:
+                extra.train()
+            totals: dict[str, float] = {}
+            seen = 0
+            for step, idx in enumerate(orders[epoch].split(cfg.batch_size)):
+                x = x_train[idx] if augment is None else augment(x_train[idx], generator)
+                terms = loss_fn(x, model(x), y_train[idx], idx, epoch)
+                terms = terms if isinstance(terms, dict) else {"loss": terms}
+                for name, value in terms.items():
+                    if not torch.isfinite(value):
+                        raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
+                                          f"step {step + 1}; the last good epoch's state is kept. Lower the "
+                                          "learning rate or that term's weight")
+                loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(idx)
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
+                seen += len(idx)
                 progress.advance(task)
             scheduler.step()
             val_acc = accuracy(predict(model, val.x), val.y)
-            result.history.append({"epoch": epoch + 1, "train_loss": round(total / len(train), 6),
-                                   "val_accuracy": round(val_acc, 6), "lr": optimizer.param_groups[0]["lr"]})
+            entry = {"epoch": epoch + 1, "train_loss": round(sum(totals.values()) / seen, 6),
+                     "val_accuracy": round(val_acc, 6), "lr": optimizer.param_groups[0]["lr"], "examples": seen}
+            if schedule is not None:
+                entry["phase"] = schedule.at(epoch).name
+            if len(totals) > 1:
+                entry["terms"] = {k: round(v / seen, 6) for k, v in totals.items()}
+            result.history.append(entry)
             if val_acc > result.best_val_accuracy:
                 result.best_val_accuracy, result.best_epoch = val_acc, epoch + 1
-                result.best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                result.best_state = _copy_state(model)
             progress.update(task, info=f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})")
             if state_path:
-                _save_state(state_path, epoch + 1, model, optimizer, scheduler, result)
+                _save_state(state_path, epoch + 1, model, extra, optimizer, scheduler, result)
     model.load_state_dict(result.best_state)
     return result
+
+
+def _copy_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _progress(console: Console) -> Progress:
@@ -112,20 +141,23 @@ def _progress(console: Console) -> Progress:
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
 
 
-def _save_state(path: Path, epoch: int, model, optimizer, scheduler, result: FitResult) -> None:
+def _save_state(path: Path, epoch: int, model, extra, optimizer, scheduler, result: FitResult) -> None:
     tmp = atomic_target(path)
     torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "extra": extra.state_dict() if extra is not None else {},
                 "scheduler": scheduler.state_dict(), "best_state": result.best_state,
                 "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                 "history": result.history}, tmp)
     os.replace(tmp, path)
 
 
-def _resume(path: Path, model, optimizer, scheduler, result: FitResult) -> int:
+def _resume(path: Path, model, extra, optimizer, scheduler, result: FitResult) -> int:
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
+    if extra is not None:
+        extra.load_state_dict(state["extra"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]

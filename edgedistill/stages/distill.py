@@ -1,12 +1,14 @@
-"""Distill stage: soft-label KD from the teacher into the student, best validation checkpoint kept."""
+"""Distill stage: the configured loss terms and schedule, through teacher assistants when the width gap is
+large; the best validation checkpoint is kept."""
 
 from __future__ import annotations
 
 import torch
 
 from edgedistill.data import load_dataset
-from edgedistill.distill.losses import soft_label_kd
-from edgedistill.distill.trainer import accuracy, fit, predict
+from edgedistill.distill.distiller import assistant_widths, distill_model, width_ratio
+from edgedistill.distill.trainer import accuracy, predict
+from edgedistill.models import count_params
 from edgedistill.models.io import ArchInfo, load_weights, save_weights
 from edgedistill.pipeline.engine import StageResult
 
@@ -19,22 +21,38 @@ def run(spec, ctx) -> StageResult:
     student_arch = ArchInfo.load(ctx.output("student", "arch"))
     student = student_arch.build()
     load_weights(student, ctx.output("student", "weights"))
-    # No augmentation, so the teacher's logits on the training set are fixed: compute them once.
-    teacher_logits = torch.from_numpy(predict(teacher, data.train.x))
-
-    def loss_fn(logits, labels, idx):
-        return soft_label_kd(logits, teacher_logits[idx], labels, cfg.temperature, cfg.alpha)
-
     out = ctx.stage_dir("distill")
-    result = fit(student, data.train, data.val, loss_fn, cfg, seed=spec.seed, label="distill", console=ctx.console,
-                 state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt")
+    state = f"{ctx.inputs_digest[:12]}.pt"
+
+    ratio = width_ratio(student, teacher, torch.from_numpy(data.train.x[:2]))
+    progressive = cfg.progressive.mode == "on" or (cfg.progressive.mode == "auto" and ratio >= cfg.progressive.threshold)
+    assistants, source = [], teacher
+    if progressive:
+        for i, width in enumerate(assistant_widths(student_arch.width, ratio, cfg.progressive.assistants)):
+            arch = ArchInfo(student_arch.family, width, student_arch.depth, student_arch.in_channels,
+                            student_arch.num_classes, student_arch.input_hw, student_arch.class_names)
+            assistant = arch.build()
+            ctx.console.print(f"  teacher assistant {i + 1}: {arch.family} ×{width:.3g}, {count_params(assistant):,} params")
+            hop = distill_model(assistant, source, data, cfg, seed=spec.seed, label=f"assistant {i + 1}",
+                                console=ctx.console, state_path=out / f"assistant-{i + 1}-train-state-{state}")
+            assistants.append({"width": width, "params": count_params(assistant), "seconds": round(hop.seconds, 3),
+                               "val_accuracy": hop.result.best_val_accuracy,
+                               "accuracy": accuracy(predict(assistant, data.test.x), data.test.y)})
+            source = assistant
+    run = distill_model(student, source, data, cfg, seed=spec.seed, label="distill", console=ctx.console,
+                        state_path=out / f"train-state-{state}")
     save_weights(student, out / "best.safetensors")
     test_acc = accuracy(predict(student, data.test.x), data.test.y)
-    ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {result.best_epoch}"
-                      + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else "")
-                      + ")")
-    return StageResult(outputs={"weights": out / "best.safetensors"},
-                       metrics={"accuracy": test_acc, "val_accuracy": result.best_val_accuracy,
-                                "best_epoch": result.best_epoch, "epochs": cfg.epochs,
-                                "temperature": cfg.temperature, "alpha": cfg.alpha,
-                                "resumed_from_epoch": result.resumed_from_epoch, "history": result.history})
+    resumed = run.result.resumed_from_epoch
+    ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
+                      f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
+    terms = ["kd" if cfg.alpha > 0 else None, "ce" if cfg.alpha < 1 else None] + [
+        name for name in ("features", "attention", "classifier") if getattr(cfg, name) is not None]
+    return StageResult(outputs={"weights": out / "best.safetensors"}, metrics={
+        "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
+        "epochs": cfg.epochs, "temperature": cfg.temperature, "alpha": cfg.alpha, "divergence": cfg.divergence,
+        "terms": [t for t in terms if t], "mapping": run.mapping, "phases": run.phases, "teacher_cache": run.cache,
+        "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
+                                              "assistants": assistants,
+                                              "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
+        "resumed_from_epoch": resumed, "history": run.result.history})

@@ -25,7 +25,7 @@ def run(spec, ctx) -> StageResult:
         load_weights(model, cfg.path)
         metrics["checkpoint"] = str(cfg.path)
     else:
-        result = fit(model, data.train, data.val, lambda logits, y, _: F.cross_entropy(logits, y), cfg,
+        result = fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                      seed=spec.seed, label="teacher", console=ctx.console,
                      state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt")
         metrics.update(best_epoch=result.best_epoch, history=result.history)

@@ -1,0 +1,96 @@
+"""Teacher outputs (logits and hooked features) computed once per teacher and data set, kept on disk.
+
+Keyed by the digests of the teacher's weights, the input array and the hooked layers, stored as .npy and
+read memory-mapped, so the teacher's forward passes are skipped on every later epoch and run. With
+augmentation the teacher's outputs change every step, so the cache is bypassed and the teacher runs online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgedistill import __version__
+from edgedistill.distill.hooks import FeatureHooks
+from edgedistill.fileio import sha256_json
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEDISTILL_CACHE") or Path.home() / ".cache" / "edgedistill")
+
+
+@dataclass
+class TeacherOutputs:
+    logits: np.ndarray  # (N, classes), possibly memory-mapped
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    status: str = "memory"  # hit | miss | memory
+    key: str = ""
+
+    def batch(self, idx: torch.Tensor):
+        """Logits and features of the examples `idx` as tensors (fancy indexing copies out of the memmap)."""
+        i = idx.numpy()
+        return (torch.from_numpy(self.logits[i]), {k: torch.from_numpy(v[i]) for k, v in self.outputs.items()},
+                {k: torch.from_numpy(v[i]) for k, v in self.inputs.items()})
+
+
+def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str]) -> str:
+    weights = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    data = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+    return sha256_json({"weights": weights.hexdigest(), "data": data, "shape": list(x.shape), "outputs": outputs,
+                        "inputs": inputs, "version": __version__})[:32]
+
+
+@torch.no_grad()
+def compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str],
+            batch_size: int = 256) -> TeacherOutputs:
+    """One pass of the teacher over `x` in eval mode, with the named layers' outputs and inputs."""
+    teacher.eval()
+    logits, outs, ins = [], {p: [] for p in outputs}, {p: [] for p in inputs}
+    with FeatureHooks(teacher, outputs) as out_hooks, FeatureHooks(teacher, inputs, "input") as in_hooks:
+        for i in range(0, len(x), batch_size):
+            logits.append(teacher(torch.from_numpy(x[i:i + batch_size])).numpy())
+            for store, hooks in ((outs, out_hooks), (ins, in_hooks)):
+                for path, tensor in hooks.collect("teacher pass").items():
+                    store[path].append(tensor.numpy())
+    return TeacherOutputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in outs.items()},
+                          {k: np.concatenate(v) for k, v in ins.items()})
+
+
+def load_or_compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str],
+                    root: Path | None = None) -> TeacherOutputs:
+    """The cached outputs for this teacher and data, computing and storing them on a miss."""
+    key = cache_key(teacher, x, outputs, inputs)
+    folder = (root or cache_root()) / "teacher" / key
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        load = lambda name: np.load(folder / name, mmap_mode="r")  # noqa: E731
+        return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
+                              {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key)
+    result = compute(teacher, x, outputs, inputs)
+    tmp = folder.with_name(f".{key}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "logits.npy", result.logits)
+    meta = {"outputs": {}, "inputs": {}}
+    for kind, arrays in (("outputs", result.outputs), ("inputs", result.inputs)):
+        for i, (path, array) in enumerate(arrays.items()):
+            meta[kind][path] = f"{kind}-{i}.npy"
+            np.save(tmp / meta[kind][path], array)
+    (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete entry
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process stored the same entry first; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    result.status, result.key = "miss", key
+    return result

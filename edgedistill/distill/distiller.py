@@ -1,0 +1,100 @@
+"""One distillation from a teacher into a student, and teacher-assistant chains for large width gaps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from edgedistill.data import Dataset
+from edgedistill.distill.cache import TeacherOutputs, compute, load_or_compute
+from edgedistill.distill.hooks import FeatureHooks
+from edgedistill.distill.mapping import probe_shapes, stage_layers
+from edgedistill.distill.objective import DistillObjective
+from edgedistill.distill.schedule import Schedule
+from edgedistill.distill.trainer import FitResult, fit
+
+
+@dataclass
+class Distilled:
+    result: FitResult
+    cache: str  # hit | miss | memory | online (cache: off) | bypass (augmentation)
+    mapping: dict
+    phases: list[dict]
+    seconds: float
+    assistants: list[dict] = field(default_factory=list)
+
+
+def shift_augment(max_shift: int):
+    """Random translation of each image by up to `max_shift` pixels, zero-filled."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+        offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+        return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+    return augment
+
+
+def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Dataset, cfg, *, seed: int, label: str,
+                  console: Console, state_path: Path | None = None) -> Distilled:
+    """Train `student` from `teacher` with every loss term, phase and cache setting of `cfg` (a Distill)."""
+    start = time.perf_counter()
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    objective = DistillObjective(cfg, student, teacher, torch.from_numpy(data.train.x[:2]))
+    s_out = FeatureHooks(student, objective.student_outputs, only_training=True)
+    s_in = FeatureHooks(student, objective.student_inputs, "input", only_training=True)
+    online = cfg.augment is not None or cfg.cache == "off"
+    t_all: TeacherOutputs
+    if online:
+        t_all = compute(teacher, data.train.x, [], [])  # logits only: to rank examples by difficulty
+        cache = "bypass" if cfg.augment is not None else "online"
+        t_out = FeatureHooks(teacher, objective.teacher_outputs)
+        t_in = FeatureHooks(teacher, objective.teacher_inputs, "input")
+    else:
+        t_all = load_or_compute(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs)
+        cache = t_all.status
+    labels = torch.from_numpy(data.train.y)
+    confidence = torch.softmax(torch.from_numpy(np.array(t_all.logits)), dim=1)[torch.arange(len(labels)), labels]
+    schedule = Schedule(cfg, difficulty=1 - confidence)
+
+    def loss_fn(x, logits, y, idx, epoch):
+        plan, step = schedule.at(epoch), f"epoch {epoch + 1}"
+        s_feats, s_ins = s_out.collect(step), s_in.collect(step)
+        if online:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            t_feats, t_ins = t_out.collect(step), t_in.collect(step)
+        else:
+            t_logits, t_feats, t_ins = t_all.batch(idx)
+        return objective(logits, y, s_feats, s_ins, t_logits, t_feats, t_ins, plan, schedule.temperature(epoch))
+
+    try:
+        result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
+                     state_path=state_path, extra=objective.adapters, schedule=schedule,
+                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
+    finally:
+        for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
+            hooks.remove()
+    phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
+               "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
+    return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start)
+
+
+def width_ratio(student: torch.nn.Module, teacher: torch.nn.Module, sample: torch.Tensor) -> float:
+    """Teacher over student channels at their last stages: the gap teacher assistants bridge."""
+    s_last, t_last = stage_layers(student)[-1], stage_layers(teacher)[-1]
+    return probe_shapes(teacher, [t_last], sample)[t_last][0] / probe_shapes(student, [s_last], sample)[s_last][0]
+
+
+def assistant_widths(student_width: float, ratio: float, count: int) -> list[float]:
+    """Width multipliers of the assistants, geometrically spaced between the teacher's and the student's
+    channel counts (Mirzadeh et al. 2020 find intermediate sizes best), largest first."""
+    return [student_width * ratio ** (1 - j / (count + 1)) for j in range(1, count + 1)]
