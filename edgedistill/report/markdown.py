@@ -52,13 +52,7 @@ def render_markdown(results: dict) -> str:
                      f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
                      f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
-    training = results["training"]
-    if training.get("distill"):
-        best = max(training["distill"], key=lambda h: h["val_accuracy"])
-        lines += ["## Distillation", "",
-                  f"Soft-label KD, temperature {training['temperature']}, alpha {training['alpha']}: "
-                  f"{len(training['distill'])} epochs, best validation accuracy {_pct(best['val_accuracy'])} "
-                  f"at epoch {best['epoch']}.", ""]
+    lines += _distillation(results.get("distillation"), results["training"].get("distill"))
     lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
     for name, s in results["stages"].items():
         note = "kept from an earlier run (--resume)" if s["resumed"] else _escape(s["error"] or "")
@@ -72,3 +66,33 @@ def render_markdown(results: dict) -> str:
               f"- host: {_escape(env['host'])}, {_escape(env['platform'])}, Python {env['python']}",
               f"- packages: {packages}", f"- seed {env['seed']}, config digest `{env['config_digest'][:16]}`", ""]
     return "\n".join(lines)
+
+
+def _distillation(d: dict | None, history: list | None) -> list[str]:
+    if not d or not history:
+        return []
+    best = max(history, key=lambda h: h["val_accuracy"])
+    lines = ["## Distillation", "",
+             f"Terms {', '.join(d['terms'])}; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}; "
+             f"{len(history)} epochs, best validation accuracy {_pct(best['val_accuracy'])} at epoch {best['epoch']}; "
+             f"teacher outputs: {d['teacher_cache']}.", ""]
+    if len(d["phases"]) > 1:
+        lines += ["| phase | epochs | alpha | LR scale | examples |", "|---|---|---|---|---|"]
+        lines += [f"| {p['name']} | {p['epochs'][0]}–{p['epochs'][1]} | {p['alpha']} | {p['lr_scale']} | "
+                  f"{'easiest ' + _pct(p['easy_fraction']) if p['easy_fraction'] else 'all'} |" for p in d["phases"]]
+        lines.append("")
+    mapping = d["mapping"]
+    pairs = [(term, p) for term in ("features", "attention") for p in mapping[term]]
+    if pairs:
+        lines += ["| term | student layer | teacher layer | student shape | teacher shape |", "|---|---|---|---|---|"]
+        lines += [f"| {term} | {_escape(p['student'])} | {_escape(p['teacher'])} | {tuple(p['student_shape'])} | "
+                  f"{tuple(p['teacher_shape'])} |" for term, p in pairs]
+        lines += ["", f"Adapters: {mapping['adapter_params']:,} parameters, trained with the student and left out "
+                  "of the export.", ""]
+    prog = d["progressive"]
+    if prog["used"]:
+        steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {_pct(a['accuracy'])}, {a['seconds']:.1f} s)"
+                          for a in prog["assistants"])
+        lines += [f"Teacher assistants (width ratio {d['width_ratio']:.1f} ≥ {prog['threshold']:g}): {steps}; "
+                  f"extra cost {prog['extra_seconds']:.1f} s.", ""]
+    return lines

@@ -1,6 +1,7 @@
 """results.json: everything a report shows, gathered from the manifest of a run directory.
 
 Schema (version 1): pipeline, device, teacher {params, accuracy}, student {arch, params, accuracy},
+training {teacher, distill: per-epoch history}, distillation {terms, mapping, phases, teacher_cache, progressive},
 artifacts [{format, precision, path, bytes, accuracy, parity, latency_ms {p50, p90, p99, mean, std},
 peak_rss_mb, target, status, error}], budgets, verdict {fits, artifact, checks[]}, stages, failures,
 environment. A missing stage leaves its part null and adds a line to `failures`; it never raises.
@@ -49,8 +50,10 @@ def build_results(ctx) -> dict:
             "arch": f"{s_metrics['family']} x{s_metrics['width']} depth x{s_metrics['depth']}",
             "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
             "accuracy": d_metrics["accuracy"] if d_metrics else None},
-        "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history"),
-                     "temperature": (d_metrics or {}).get("temperature"), "alpha": (d_metrics or {}).get("alpha")},
+        "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history")},
+        "distillation": None if d_metrics is None else {
+            key: d_metrics.get(key) for key in ("terms", "divergence", "temperature", "alpha", "epochs", "best_epoch",
+                                                "mapping", "phases", "teacher_cache", "width_ratio", "progressive")},
         "artifacts": artifacts,
         "budgets": budgets,
         "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None),

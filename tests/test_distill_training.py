@@ -1,0 +1,133 @@
+"""Distillation runs on real digits: schedule, teacher cache, NaN guard, adapters left out, assistants."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from edgedistill.config.pipeline import DigitsData, Distill, load_pipeline
+from edgedistill.data import load_dataset
+from edgedistill.distill.cache import compute, load_or_compute
+from edgedistill.distill.distiller import distill_model
+from edgedistill.distill.schedule import Schedule
+from edgedistill.distill.trainer import fit
+from edgedistill.errors import StageFailed, UserError
+from edgedistill.models import build_model
+from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+QUIET = Console(file=open(os.devnull, "w"))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DigitsData(kind="digits"), seed=0)
+
+
+def net(family="resnet", width=0.25, depth=0.5):
+    torch.manual_seed(0)
+    return build_model(family, width=width, depth=depth, in_channels=1, num_classes=10, input_hw=(8, 8))
+
+
+def test_standard_schedule_phases():
+    schedule = Schedule(Distill(epochs=10, schedule="standard", temperature=6, temperature_end=2),
+                        difficulty=torch.arange(20, dtype=torch.float32))
+    assert [(p.name, p.first_epoch, p.last_epoch) for p in schedule.plans] == [
+        ("warmup", 0, 2), ("distill", 2, 8), ("finetune", 8, 10)]
+    warm, mid, fine = schedule.at(0), schedule.at(5), schedule.at(9)
+    assert (warm.alpha, warm.easy_fraction) == (0.0, 0.5) and mid.alpha == 0.7 and fine.lr_scale == 0.1
+    assert fine.features == fine.attention == fine.classifier == 0.0
+    # Warm-up trains on the easiest half (lowest difficulty), shuffled; later phases on everything.
+    order = schedule.order(0, 20, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(10))
+    assert sorted(schedule.order(5, 20, torch.Generator().manual_seed(0)).tolist()) == list(range(20))
+    assert schedule.temperature(0) == 6 and schedule.temperature(9) == 2
+
+
+def test_schedule_fractions_must_add_up(tmp_path):
+    spec = tiny_pipeline_dict(distill={"schedule": [{"name": "warmup", "fraction": 0.5},
+                                                    {"name": "distill", "fraction": 0.6}]})
+    with pytest.raises(UserError, match="distill.schedule: phase fractions must add up to 1, got 1.1"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
+
+
+def test_cache_miss_then_hit_gives_identical_outputs(data, tmp_path):
+    teacher = net(width=0.5)
+    first = load_or_compute(teacher, data.train.x, ["stages.1"], ["head"], root=tmp_path)
+    second = load_or_compute(teacher, data.train.x, ["stages.1"], ["head"], root=tmp_path)
+    assert (first.status, second.status) == ("miss", "hit") and first.key == second.key
+    assert isinstance(second.logits, np.memmap)
+    assert np.array_equal(first.logits, second.logits)
+    assert np.array_equal(first.outputs["stages.1"], second.outputs["stages.1"])
+    assert second.inputs["head"].shape == (len(data.train), 32, 2, 2)
+    # Another teacher, or other data, is another entry.
+    other = load_or_compute(net(width=0.5, depth=1.0), data.train.x, ["stages.1"], ["head"], root=tmp_path)
+    assert other.status == "miss" and other.key != first.key
+    assert load_or_compute(teacher, data.val.x, ["stages.1"], ["head"], root=tmp_path).status == "miss"
+
+
+def _cfg(**kw):
+    return Distill(**{"epochs": 2, "batch_size": 128, "lr": 0.01, **kw})
+
+
+def test_distill_cache_modes(data):
+    teacher = net(width=0.5)
+    features = {"mapping": "projection", "pairs": [["stages.1", "stages.1"]]}
+    runs = {name: distill_model(net("mobilenetv2", 0.125), teacher, data, _cfg(features=features, **kw),
+                                seed=0, label=name, console=QUIET)
+            for name, kw in [("first", {}), ("second", {}), ("off", {"cache": "off"}),
+                             ("augmented", {"augment": {"shift": 1}})]}
+    assert [r.cache for r in runs.values()] == ["miss", "hit", "online", "bypass"]
+    # The cache changes where the teacher's outputs come from, not what is learned.
+    assert runs["first"].result.history == runs["second"].result.history
+    assert runs["off"].result.history[0]["terms"] == pytest.approx(runs["first"].result.history[0]["terms"], rel=1e-4)
+
+
+def test_adapters_train_but_are_not_part_of_the_student(data):
+    student = net("mobilenetv2", 0.125)
+    keys = set(student.state_dict())
+    run = distill_model(student, net(width=0.5), data,
+                        _cfg(features={"mapping": "auto"}, classifier={"weight": 1.0}), seed=0, label="t", console=QUIET)
+    assert set(student.state_dict()) == keys
+    assert run.mapping["adapter_params"] > 0 and run.mapping["classifier"]["teacher_shape"] == [32, 2, 2]
+    assert {"kd", "ce", "features", "classifier"} <= set(run.result.history[0]["terms"])
+
+
+def test_nan_guard_names_the_term_and_keeps_the_last_good_epoch(data, tmp_path):
+    model = net()
+    calls = {"n": 0}
+
+    def loss_fn(x, logits, y, idx, epoch):
+        calls["n"] += 1
+        features = torch.tensor(float("nan")) if epoch == 1 and calls["n"] > 12 else logits.sum() * 0
+        return {"ce": torch.nn.functional.cross_entropy(logits, y), "features": features}
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(StageFailed, match=r"loss term 'features' became nan at epoch 2, step 3"):
+        fit(model, data.train, data.val, loss_fn, _cfg(epochs=3), seed=0, label="t", console=QUIET, state_path=state)
+    assert torch.load(state, weights_only=True)["epoch"] == 1
+
+
+def test_progressive_assistant_through_the_engine(tmp_path):
+    from edgedistill.config.device import load_device
+    from edgedistill.pipeline.engine import run_pipeline
+    from edgedistill.stages import default_stages
+
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(
+        teacher={"width": 1.0}, distill={"progressive": {"mode": "on", "assistants": 2}})))
+    manifest = run_pipeline(spec, load_device(spec.device), default_stages()[:3], tmp_path / "run", console=QUIET)
+    progressive = manifest.stages["distill"].metrics["progressive"]
+    assert progressive["used"] and len(progressive["assistants"]) == 2
+    widths = [a["width"] for a in progressive["assistants"]]
+    assert widths[0] > widths[1] > 0.125  # geometric steps from teacher width down to the student
+    assert progressive["extra_seconds"] > 0
+
+
+def test_teacher_pass_matches_direct_forward(data):
+    teacher = net()
+    out = compute(teacher, data.test.x, [], [])
+    with torch.no_grad():
+        assert np.allclose(out.logits, teacher.eval()(torch.from_numpy(data.test.x)).numpy(), atol=1e-5)
