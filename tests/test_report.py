@@ -11,7 +11,7 @@ BUDGETS = {"max_model_mb": 1.0, "max_ram_mb": 100.0, "max_latency_p90_ms": 5.0, 
 
 
 def _artifact(**kw):
-    art = {"format": "onnx", "precision": "fp32", "path": "export/student.onnx", "bytes": 2**19, "accuracy": 0.97,
+    art = {"format": "onnx", "precision": "fp32", "requested_precision": "fp32", "path": "export/student.onnx", "bytes": 2**19, "accuracy": 0.97,
            "parity": {"max_abs_diff": 1e-6}, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1, "std": 0},
            "peak_rss_mb": 50.0, "init_ms": 1.0, "target": "local", "status": "ok", "error": None}
     art.update(kw)
@@ -71,3 +71,16 @@ def test_markdown_with_missing_parts():
                                                       "error": "UserError: x"}},
                                   failures=["teacher: UserError: x"]))
     assert "CANNOT TELL" in md and "## Failures" in md and "| teacher | failed |" in md
+
+
+def test_markdown_lists_gate_attempts_and_fallbacks():
+    attempts = [{"precision": "int8", "calibration": "minmax", "keep_float": [], "accuracy": 0.5, "drop": 0.45,
+                 "passed": False, "reason": "as requested", "path": None},
+                {"precision": "fp16", "calibration": None, "keep_float": [], "accuracy": 0.95, "drop": 0.0,
+                 "passed": True, "reason": "drop 45.00% > 2.00%: fall back to fp16", "path": None}]
+    art = _artifact(precision="fp16", requested_precision="int8", attempts=attempts,
+                    fallback="drop 45.00% > 2.00%: fall back to fp16")
+    md = render_markdown(_results(artifacts=[art]))
+    assert "| onnx | fp16 (asked int8) |" in md
+    assert "## Quantization gate" in md and "| onnx int8 | 1 | int8 | minmax |" in md
+    assert "fall back to fp16" in md and "**fail**" in md

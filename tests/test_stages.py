@@ -71,7 +71,7 @@ def test_onnx_batch_axis_is_dynamic(tiny_run):
     import onnxruntime as ort
 
     run_dir, _ = tiny_run
-    session = ort.InferenceSession(str(run_dir / "export" / "student.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(run_dir / "export" / "student-fp32.onnx"), providers=["CPUExecutionProvider"])
     out = session.run(None, {"input": np.zeros((5, 1, 8, 8), np.float32)})[0]
     assert out.shape == (5, 10)
 

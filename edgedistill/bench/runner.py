@@ -65,7 +65,54 @@ def load_onnxruntime(path: str, threads: int):
                                                            "providers": session.get_providers()}
 
 
-RUNTIMES = {".onnx": load_onnxruntime}
+def _tflite_interpreter_class():
+    """LiteRT's interpreter, else tflite_runtime's, else TensorFlow's: whichever the device has."""
+    for module, attr in (("ai_edge_litert.interpreter", "Interpreter"), ("tflite_runtime.interpreter", "Interpreter"),
+                         ("tensorflow.lite", "Interpreter")):
+        try:
+            return getattr(__import__(module, fromlist=[attr]), attr), module.split(".")[0]
+        except ImportError:
+            continue
+    raise RunnerError(3, "no TFLite runtime on this device (ai_edge_litert, tflite_runtime or tensorflow)")
+
+
+def to_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float samples to the input tensor's dtype; int8/uint8 inputs take its scale and zero point."""
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+    return x.astype(detail["dtype"])
+
+
+def from_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor as float32, dequantized when it is int8/uint8."""
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
+def load_tflite(path: str, threads: int):
+    """A TFLite interpreter for batch-1 inference; int8 inputs/outputs are converted both ways."""
+    interpreter_class, runtime = _tflite_interpreter_class()
+    try:
+        interpreter = interpreter_class(model_path=path, num_threads=threads)
+        interpreter.allocate_tensors()
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError(4, f"{runtime} could not load {path}: {exc}") from None
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(x):
+        interpreter.set_tensor(inp["index"], to_input(x, inp))
+        interpreter.invoke()
+        return from_output(interpreter.get_tensor(out["index"]), out)
+
+    module = sys.modules[runtime]
+    return run, {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name}
+
+
+RUNTIMES = {".onnx": load_onnxruntime, ".tflite": load_tflite}
 
 
 def device_info() -> dict:

@@ -179,10 +179,21 @@ class Distill(Training):
         return [Phase(**p) for p in raw]
 
 
+class Calibration(Strict):
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: int = Field(default=128, ge=1, le=100_000, description="drawn from the training split")
+
+
 class Export(Strict):
-    formats: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    """Every format in `formats` at every precision in `precisions`; quantized ones pass the accuracy gate."""
+
+    formats: list[Literal["onnx", "tflite"]] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    precisions: list[Literal["fp32", "fp16", "int8-dynamic", "int8", "auto"]] = Field(
+        default_factory=lambda: ["fp32"], min_length=1, description="auto: the device profile's default precision")
     opset: int = Field(default=17, ge=11, le=21)
-    parity_atol: float = Field(default=1e-4, gt=0)
+    parity_atol: float = Field(default=1e-4, gt=0, description="max |output difference| of fp32 artifacts")
+    calibration: Calibration = Field(default_factory=Calibration)
+    gate: bool = Field(default=True, description="fall back when quantization loses more than max_accuracy_drop")
 
 
 class Bench(Strict):

@@ -90,7 +90,10 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
 
 def width_ratio(student: torch.nn.Module, teacher: torch.nn.Module, sample: torch.Tensor) -> float:
     """Teacher over student channels at their last stages: the gap teacher assistants bridge."""
-    s_last, t_last = stage_layers(student)[-1], stage_layers(teacher)[-1]
+    s_stages, t_stages = stage_layers(student), stage_layers(teacher)
+    if not s_stages or not t_stages:
+        return 1.0  # no stages to compare (a model that is a single layer): no gap to bridge
+    s_last, t_last = s_stages[-1], t_stages[-1]
     return probe_shapes(teacher, [t_last], sample)[t_last][0] / probe_shapes(student, [s_last], sample)[s_last][0]
 
 

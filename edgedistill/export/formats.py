@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+
 
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
     suffix: str
     precisions: tuple[str, ...]
-    runtime: str  # the runtime the benchmark runner loads it with
-    extra: str  # pip extra that brings the converter and runtime
-    options: tuple[str, ...] = ()
+    runtime: str  # what the benchmark runner loads it with
+    extra: str  # the pip extra that brings the converter and the runtime
+    converter: str  # what turns PyTorch into this format
+    quantizer: str  # what makes the fp16 / int8 variants
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", ".onnx", ("fp32",), runtime="onnxruntime", extra="onnx",
-                         options=("opset", "parity_atol")),
+    "onnx": ExportFormat("onnx", ".onnx", PRECISIONS, runtime="onnxruntime", extra="onnx",
+                         converter="torch.onnx (TorchScript exporter)",
+                         quantizer="onnxruntime.quantization (QDQ static, dynamic), onnxruntime.transformers.float16"),
+    "tflite": ExportFormat("tflite", ".tflite", PRECISIONS, runtime="ai_edge_litert", extra="tflite",
+                           converter="litert-torch", quantizer="ai-edge-quantizer"),
 }
 
 
@@ -27,3 +33,7 @@ def get_format(name: str) -> ExportFormat:
     if name not in FORMATS:
         raise UserError(unknown_choice("export format", name, FORMATS))
     return FORMATS[name]
+
+
+def artifact_name(fmt: str, precision: str) -> str:
+    return f"student-{precision}{FORMATS[fmt].suffix}"

@@ -34,14 +34,24 @@ def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: in
         torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    proto = onnx.load(str(tmp))
-    onnx.checker.check_model(proto)
+    onnx.checker.check_model(onnx.load(str(tmp)))
+    os.replace(tmp, path)
+    set_metadata(path, metadata)
+    return path
+
+
+def set_metadata(path: Path, metadata: dict[str, object]) -> None:
+    """Replace the file's metadata_props with `metadata` (values not already strings as JSON)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    tmp = atomic_target(path)
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)
-    return path
 
 
 def read_metadata(path: Path) -> dict[str, object]:

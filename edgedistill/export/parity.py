@@ -32,6 +32,15 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, ato
                   atol=atol, within_tolerance=diff <= atol)
 
 
+def artifact_outputs(fmt: str, path, x: np.ndarray) -> np.ndarray:
+    """An exported artifact's outputs on `x`, on its runtime's CPU path."""
+    if fmt == "tflite":
+        from edgedistill.export.tflite import tflite_outputs
+
+        return tflite_outputs(path, x)
+    return onnx_outputs(path, x)
+
+
 def onnx_outputs(path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     import onnxruntime as ort
 

@@ -48,11 +48,14 @@ def render_markdown(results: dict) -> str:
         lat = a["latency_ms"] or {}
         parity = (a["parity"] or {}).get("max_abs_diff")
         size = f"{a['bytes'] / 1024:.1f} KiB" if a["bytes"] is not None else "—"
-        lines.append(f"| student | {a['format']} | {a['precision']} | — | {size} | {_pct(a['accuracy'])} | "
+        precision = a["precision"] if a["precision"] == a["requested_precision"] else \
+            f"{a['precision']} (asked {a['requested_precision']})"
+        lines.append(f"| student | {a['format']} | {precision} | — | {size} | {_pct(a['accuracy'])} | "
                      f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
                      f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
     lines += _distillation(results.get("distillation"), results["training"].get("distill"))
+    lines += _gate(results["artifacts"])
     lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
     for name, s in results["stages"].items():
         note = "kept from an earlier run (--resume)" if s["resumed"] else _escape(s["error"] or "")
@@ -96,3 +99,22 @@ def _distillation(d: dict | None, history: list | None) -> list[str]:
         lines += [f"Teacher assistants (width ratio {d['width_ratio']:.1f} ≥ {prog['threshold']:g}): {steps}; "
                   f"extra cost {prog['extra_seconds']:.1f} s.", ""]
     return lines
+
+
+def _gate(artifacts: list[dict]) -> list[str]:
+    """Every attempt of the quantization gate, for the artifacts that were quantized."""
+    rows = [(a, i, t) for a in artifacts if a["requested_precision"] != "fp32"
+            for i, t in enumerate(a.get("attempts") or [], 1)]
+    if not rows:
+        return []
+    lines = ["## Quantization gate", "",
+             "Each quantized artifact is checked on the validation split against the float student; when it loses "
+             "more than the allowed accuracy the next option is tried.", "",
+             "| artifact | attempt | precision | calibration | kept in float | val. accuracy | drop | result | why |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for a, i, t in rows:
+        kept = ", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or "—"
+        lines.append(f"| {a['format']} {a['requested_precision']} | {i} | {t['precision']} | {t['calibration'] or '—'} | "
+                     f"{_escape(kept)} | {_pct(t['accuracy'])} | {_pct(t['drop'])} | "
+                     f"{'pass' if t['passed'] else '**fail**'} | {_escape(t['reason'])} |")
+    return lines + [""]

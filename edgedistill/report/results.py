@@ -72,15 +72,17 @@ def _artifacts(ctx) -> list[dict]:
     """Export records joined with their benchmark cells, one row per (format, precision)."""
     export = ctx.manifest.stages.get("export")
     bench = ctx.manifest.stages.get("bench")
-    cells = {(c["format"], c["precision"]): c for c in (bench.metrics.get("cells", []) if bench else [])}
+    cells = {(c["format"], c["requested_precision"]): c for c in (bench.metrics.get("cells", []) if bench else [])}
     rows = []
     for art in (export.metrics.get("artifacts", []) if export else []):
-        cell = cells.get((art["format"], art["precision"]), {})
+        cell = cells.get((art["format"], art["requested_precision"]), {})
         error = art.get("error") or cell.get("error")
         if art.get("status") == "ok" and not cell:
             error = f"not benchmarked (bench stage {bench.status if bench else 'did not run'})"
-        rows.append({"format": art["format"], "precision": art["precision"], "path": art["path"],
-                     "bytes": art.get("bytes"), "parity": art.get("parity"),
+        rows.append({"format": art["format"], "precision": art["precision"],
+                     "requested_precision": art["requested_precision"], "path": art.get("path"),
+                     "bytes": art.get("bytes"), "parity": art.get("parity"), "fallback": art.get("fallback"),
+                     "attempts": art.get("attempts", []),
                      "accuracy": cell.get("accuracy", (art.get("parity") or {}).get("accuracy")),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
                      "init_ms": cell.get("init_ms"), "target": cell.get("target"),

@@ -27,26 +27,29 @@ def run(spec, ctx) -> StageResult:
     target = f"local (this host, {threads} thread{'s' * (threads > 1)}, standing in for {ctx.device.name})"
     cells, outputs, warnings = [], {"test_data": test_npz}, []
     for artifact in ctx.metrics("export").get("artifacts", []):
-        cell = {"format": artifact["format"], "precision": artifact["precision"], "target": target}
+        key = f"{artifact['format']}-{artifact['requested_precision']}"
+        cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
+                "precision": artifact["precision"], "target": target}
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
         try:
             with ctx.console.status(f"  benchmarking {artifact['format']} {artifact['precision']} on "
                                     f"{threads} thread(s)…"):
-                result = run_local(ctx.output("export", artifact["format"]), test_npz, threads=threads,
+                result = run_local(ctx.output("export", key), test_npz, threads=threads,
                                    warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
                                    min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s)
         except BenchFailed as exc:
             cells.append({**cell, "status": "failed", "error": str(exc)})
-            warnings.append(f"{artifact['format']}: benchmark failed: {exc}")
+            warnings.append(f"{key}: benchmark failed: {exc}")
             continue
-        path = out / f"{artifact['format']}-{artifact['precision']}.json"
+        path = out / f"{key}.json"
         atomic_write_json(path, result)
-        outputs[f"{artifact['format']}-{artifact['precision']}"] = path
+        outputs[key] = path
         lat = result["latency_ms"]
         ctx.console.print(f"  {artifact['format']} {artifact['precision']}: p50 {lat['p50']:.3f} ms, "
-                          f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, accuracy {result['accuracy']:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB")
+                          f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, accuracy {result['accuracy']:.2%}, "
+                          f"peak RSS {result['peak_rss_mb']:.0f} MB")
         cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": result["accuracy"],
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "runtime": result["runtime"], "device": result["device"]})

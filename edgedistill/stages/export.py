@@ -1,50 +1,112 @@
-"""Export stage: each format in the pipeline, each artifact checked for parity with PyTorch.
+"""Export stage: every format at every precision, each artifact checked for parity with PyTorch.
 
-A format that fails to convert records its error; the other formats go on.
+Quantized artifacts pass the accuracy gate (on the validation split) or fall back, with every attempt
+recorded. A format whose conversion fails records its error; the other formats go on.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from edgedistill.data import load_dataset
-from edgedistill.distill.trainer import predict
+from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
-from edgedistill.export.formats import get_format
-from edgedistill.export.onnx import torch_to_onnx
-from edgedistill.export.parity import compare, onnx_outputs
+from edgedistill.export.formats import artifact_name, get_format
+from edgedistill.export.parity import artifact_outputs, compare
 from edgedistill.fileio import sha256_json
 from edgedistill.models.io import ArchInfo, load_weights
 from edgedistill.pipeline.engine import StageResult
+from edgedistill.quantize.gate import run_gate
+
+
+def requested_precisions(spec, device) -> list[str]:
+    """The pipeline's precisions, with 'auto' replaced by the device profile's default."""
+    out = []
+    for p in spec.export.precisions:
+        p = device.default_precision if p == "auto" else p
+        if p not in out:
+            out.append(p)
+    return out
 
 
 def run(spec, ctx) -> StageResult:
+    from edgedistill.export import converters
+
     cfg = spec.export
     data = load_dataset(spec.data, spec.seed)
     arch = ArchInfo.load(ctx.output("student", "arch"))
     model = arch.build()
     load_weights(model, ctx.output("distill", "weights"))
     reference = predict(model, data.test.x)
+    val_reference = accuracy(predict(model, data.val.x), data.val.y)
+    calibration_x = data.train.x[:cfg.calibration.samples]
+    max_drop = ctx.budgets.max_accuracy_drop
     out = ctx.stage_dir("export")
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}"}
     artifacts, outputs, warnings = [], {}, []
     for name in cfg.formats:
-        fmt = get_format(name)
-        path = out / f"student{fmt.suffix}"
-        record = {"format": name, "precision": "fp32", "path": str(path.relative_to(ctx.run_dir))}
+        fmt, conv = get_format(name), converters.CONVERTERS[name]
+        fp32_path = out / artifact_name(name, "fp32")
         try:
-            torch_to_onnx(model, (1, *data.input_shape), path, opset=cfg.opset, metadata=metadata)
-            parity = compare(reference, onnx_outputs(path, data.test.x), data.test.y, cfg.parity_atol, name)
-            record.update(status="ok", bytes=path.stat().st_size, parity=parity.as_dict())
-            if not parity.within_tolerance:
-                warnings.append(f"{name}: max |Δ| {parity.max_abs_diff:.2e} exceeds parity_atol {cfg.parity_atol:g}")
-            outputs[name] = path
-            ctx.console.print(f"  {name} fp32: {path.stat().st_size / 1024:.1f} KiB, max |Δ| {parity.max_abs_diff:.1e}, "
-                              f"top-1 agreement {parity.top1_agreement:.1%}")
+            conv.export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one failed format is recorded, the others go on
-            record.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
-            warnings.append(f"{name}: export failed: {record['error']}")
-        artifacts.append(record)
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            warnings.append(f"{name}: export failed: {error[:200]}")
+            artifacts += [{"format": name, "requested_precision": p, "precision": p, "status": "failed",
+                           "error": error} for p in requested_precisions(spec, ctx.device)]
+            continue
+        for precision in requested_precisions(spec, ctx.device):
+            record = {"format": name, "requested_precision": precision}
+            work = out / "attempts"
+            work.mkdir(exist_ok=True)
+            gate = run_gate(
+                precision, reference_accuracy=val_reference, max_drop=max_drop, calibration=cfg.calibration.method,
+                other_calibrations=list(conv.calibration_methods), workdir=work, enabled=cfg.gate,
+                make=lambda p, calib, keep, dest: conv.variant(fp32_path, dest.with_suffix(fmt.suffix), p, calibration_x,
+                                                              calib, keep, metadata),
+                evaluate=lambda path: accuracy(artifact_outputs(name, path, data.val.x), data.val.y),
+                first_and_last=lambda: conv.first_and_last_layers(fp32_path))
+            record["attempts"] = [a.as_dict() for a in gate.attempts]
+            if gate.final is None:
+                record.update(precision=precision, status="failed",
+                              error="; ".join(a.reason for a in gate.attempts))
+                warnings.append(f"{name} {precision}: every attempt failed")
+                artifacts.append(record)
+                continue
+            final = gate.final
+            target = out / (artifact_name(name, precision) if final.precision == precision
+                            else f"student-{precision}-fallback-{final.precision}{fmt.suffix}")
+            if final.path != fp32_path and final.path != target:
+                os.replace(final.path, target)
+            elif final.path == fp32_path and target != fp32_path:
+                shutil.copyfile(fp32_path, target)
+            record["precision"] = final.precision
+            if gate.fell_back:
+                record["fallback"] = final.reason
+                warnings.append(f"{name} {precision}: {final.reason}")
+            try:
+                parity = compare(reference, artifact_outputs(name, target, data.test.x), data.test.y,
+                                 cfg.parity_atol, f"{name} {final.precision}")
+            except (StageFailed, ValueError) as exc:
+                record.update(status="failed", error=str(exc), path=str(target.relative_to(ctx.run_dir)))
+                warnings.append(f"{name} {precision}: {exc}")
+                artifacts.append(record)
+                continue
+            record.update(status="ok", path=str(target.relative_to(ctx.run_dir)), bytes=target.stat().st_size,
+                          parity=parity.as_dict())
+            if final.precision == "fp32" and not parity.within_tolerance:
+                warnings.append(f"{name} fp32: max |Δ| {parity.max_abs_diff:.2e} exceeds parity_atol {cfg.parity_atol:g}")
+            key = f"{name}-{precision}"
+            outputs[key] = target
+            artifacts.append(record)
+            ctx.console.print(f"  {name} {final.precision}{' (asked ' + precision + ')' if gate.fell_back else ''}: "
+                              f"{target.stat().st_size / 1024:.1f} KiB, max |Δ| {parity.max_abs_diff:.1e}, top-1 "
+                              f"agreement {parity.top1_agreement:.1%}, accuracy {parity.accuracy:.2%}")
+        shutil.rmtree(out / "attempts", ignore_errors=True)
     if not outputs:
-        raise StageFailed("no format exported: " + "; ".join(a["error"] for a in artifacts))
-    return StageResult(outputs=outputs, metrics={"artifacts": artifacts}, warnings=warnings)
+        raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
+    return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "gate_reference_accuracy": val_reference,
+                                                 "max_accuracy_drop": max_drop}, warnings=warnings)

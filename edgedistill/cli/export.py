@@ -1,0 +1,123 @@
+"""`edgedistill export` and `edgedistill quantize`: the export stage's libraries on a checkpoint or a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgedistill.errors import UserError
+
+
+def _load_npz(path: Path, what: str):
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            x = arrays["x"].astype(np.float32)
+            y = arrays["y"] if "y" in arrays.files else None
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{path}: {what}: expected an .npz with array x (and y for accuracy) ({exc})") from None
+    return (x[:, None] if x.ndim == 3 else x), y
+
+
+def _checkpoint(checkpoint: Path, arch: Optional[Path]):
+    """(model, arch info, run folder or None) from a weights file + arch.json, or from a run folder."""
+    from edgedistill.models.io import ArchInfo, load_weights
+
+    run_dir = checkpoint if checkpoint.is_dir() else None
+    weights = checkpoint / "distill" / "best.safetensors" if run_dir else checkpoint
+    arch = arch or (checkpoint / "student" / "arch.json" if run_dir else checkpoint.with_name("arch.json"))
+    for path, what in ((weights, "CHECKPOINT"), (arch, "--arch")):
+        if not path.is_file():
+            raise UserError(f"{path}: {what}: file not found (give a run folder, or weights with --arch arch.json)")
+    info = ArchInfo.load(arch)
+    model = info.build()
+    load_weights(model, weights)
+    return model, info, run_dir
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="A run folder, or student weights (.safetensors / .pt)."),
+    format: str = typer.Option("onnx", "--format", help="onnx or tflite."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, int8-dynamic or int8."),
+    arch: Optional[Path] = typer.Option(None, "--arch", help="arch.json (default: beside the weights)."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help=".npz with x and y, for parity."),
+    method: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile (ONNX)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside the checkpoint)."),
+) -> None:
+    """Export a student checkpoint to ONNX or TFLite at a precision, and check its parity with PyTorch."""
+    from edgedistill.distill.trainer import predict
+    from edgedistill.errors import unknown_choice
+    from edgedistill.export.converters import CONVERTERS
+    from edgedistill.export.formats import PRECISIONS, artifact_name, get_format
+    from edgedistill.export.parity import artifact_outputs, compare
+
+    fmt = get_format(format)
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision: {unknown_choice('precision', precision, PRECISIONS)}")
+    model, info, run_dir = _checkpoint(checkpoint, arch)
+    calib_x, test = None, None
+    if run_dir is not None:
+        from edgedistill.config.pipeline import load_pipeline
+        from edgedistill.data import load_dataset
+
+        spec = load_pipeline(run_dir / "pipeline.resolved.yaml")
+        data = load_dataset(spec.data, spec.seed)
+        calib_x, test = data.train.x[:spec.export.calibration.samples], (data.test.x, data.test.y)
+    if calibration_data:
+        calib_x, _ = _load_npz(calibration_data, "--calibration-data")
+    if test_data:
+        test = _load_npz(test_data, "--test-data")
+    if precision == "int8" and calib_x is None:
+        raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
+    out = out or (run_dir / "export" if run_dir else checkpoint.parent) / artifact_name(format, precision)
+    conv = CONVERTERS[format]
+    fp32 = out if precision == "fp32" else out.with_name(artifact_name(format, "fp32"))
+    metadata = {"pipeline": "edgedistill export", "input_shape": [None, info.in_channels, *info.input_hw],
+                "input_dtype": "float32", "precision": "fp32", "class_names": info.class_names,
+                "model": f"{info.family} x{info.width} depth x{info.depth}"}
+    conv.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
+    conv.variant(fp32, out, precision, calib_x, method, [], metadata)
+    typer.echo(f"{format} {precision}: {out} ({out.stat().st_size / 1024:.1f} KiB)")
+    if test is not None:
+        x, y = test
+        parity = compare(predict(model, x), artifact_outputs(fmt.name, out, x), y if y is not None else
+                         predict(model, x).argmax(1), 1e-4, f"{format} {precision}")
+        typer.echo(f"parity: max |Δ| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.2%}"
+                   + (f", accuracy {parity.accuracy:.2%}" if y is not None else ""))
+
+
+def quantize_command(
+    model: Path = typer.Argument(..., help="An fp32 .onnx or .tflite file."),
+    precision: str = typer.Option("int8", "--precision", help="fp16, int8-dynamic or int8."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
+    method: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile (ONNX)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: MODEL-PRECISION.suffix)."),
+) -> None:
+    """Quantize an exported fp32 model file, keeping its metadata."""
+    from edgedistill.errors import unknown_choice
+    from edgedistill.export.converters import CONVERTERS, read_any_metadata
+
+    formats = {".onnx": "onnx", ".tflite": "tflite"}
+    if model.suffix not in formats:
+        raise UserError(f"{model}: {unknown_choice('model suffix', model.suffix, formats)}")
+    if not model.is_file():
+        raise UserError(f"{model}: file not found")
+    if precision not in ("fp16", "int8-dynamic", "int8"):
+        raise UserError(f"--precision: {unknown_choice('precision', precision, ('fp16', 'int8-dynamic', 'int8'))}")
+    conv = CONVERTERS[formats[model.suffix]]
+    if method not in conv.calibration_methods:
+        raise UserError(f"--calibration: {unknown_choice('calibration method', method, conv.calibration_methods)}")
+    calib_x = _load_npz(calibration_data, "--calibration-data")[0] if calibration_data else None
+    if precision == "int8" and calib_x is None:
+        raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
+    out = out or model.with_name(f"{model.stem}-{precision}{model.suffix}")
+    try:
+        metadata = read_any_metadata(model)
+    except Exception as exc:  # noqa: BLE001 - a file that is not a model is the user's input
+        raise UserError(f"{model}: not a readable {formats[model.suffix]} model ({' '.join(str(exc).split())[:200]})") from None
+    conv.variant(model, out, precision, calib_x, method, [], metadata)
+    typer.echo(f"{precision}: {out} ({out.stat().st_size / 1024:.1f} KiB, from {model.stat().st_size / 1024:.1f} KiB)")

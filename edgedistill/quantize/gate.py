@@ -1,0 +1,88 @@
+"""The accuracy gate: a quantized artifact ships only if it keeps accuracy, else the next thing is tried.
+
+When an int8 artifact loses more than the allowed accuracy against the float model (measured on the
+validation split, so the test split stays unseen), the gate tries in order: another calibration method;
+keeping the first and last weighted layers in float; fp16; fp32. Every attempt and its reason is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Attempt:
+    precision: str
+    calibration: str | None
+    keep_float: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+    drop: float | None = None
+    passed: bool = False
+    reason: str = ""
+    path: Path | None = None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["path"] = None if self.path is None else self.path.name
+        return out
+
+
+@dataclass
+class GateResult:
+    final: Attempt | None
+    attempts: list[Attempt]
+
+    @property
+    def fell_back(self) -> bool:
+        return self.final is not None and self.final is not self.attempts[0]
+
+
+Make = Callable[[str, str | None, list[str], Path], Path]  # (precision, calibration, keep_float, out) -> path
+Evaluate = Callable[[Path], float]  # artifact -> validation accuracy
+
+
+def run_gate(requested: str, *, make: Make, evaluate: Evaluate, reference_accuracy: float, max_drop: float | None,
+             calibration: str, other_calibrations: list[str], first_and_last: Callable[[], list[str]],
+             workdir: Path, enabled: bool = True) -> GateResult:
+    """Produce `requested`, falling back as needed; the final attempt's file is the one to ship."""
+    attempts: list[Attempt] = []
+
+    def attempt(precision: str, calib: str | None, keep: list[str], why: str) -> Attempt:
+        label = "-".join(filter(None, [precision, calib, "keepfloat" if keep else None]))
+        trial = Attempt(precision, calib, keep, reason=why)
+        try:
+            trial.path = make(precision, calib, keep, workdir / f"attempt-{len(attempts) + 1}-{label}")
+            trial.accuracy = evaluate(trial.path)
+            trial.drop = reference_accuracy - trial.accuracy
+            # fp32 is the float model itself: the gate judges only what quantization changed.
+            trial.passed = precision == "fp32" or max_drop is None or not enabled or trial.drop <= max_drop
+        except Exception as exc:  # noqa: BLE001 - a failed attempt is recorded and the next one tried
+            trial.reason += f"; failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        attempts.append(trial)
+        return trial
+
+    first = attempt(requested, calibration if requested == "int8" else None, [], "as requested")
+    if first.passed or requested == "fp32":
+        return GateResult(first, attempts)
+    limit = f"drop {first.drop:.2%} > {max_drop:.2%}" if first.drop is not None else "conversion failed"
+    steps: list[tuple[str, str | None, bool, str]] = []
+    if requested == "int8":
+        steps += [("int8", other, False, f"{limit} with {calibration}: try {other} calibration")
+                  for other in other_calibrations if other != calibration]
+    if requested.startswith("int8"):
+        steps.append((requested, "best", True, f"{limit}: keep the first and last layers in float"))
+    steps += [(p, None, False, f"{limit}: fall back to {p}") for p in ("fp16", "fp32") if p != requested]
+    for precision, calib, keep_float, why in steps:
+        if calib == "best":  # the calibration that did best so far
+            calib = _best(attempts).calibration
+        trial = attempt(precision, calib, first_and_last() if keep_float else [], why)
+        if trial.passed:
+            return GateResult(trial, attempts)
+    return GateResult(None, attempts)
+
+
+def _best(attempts: list[Attempt]) -> Attempt:
+    scored = [a for a in attempts if a.accuracy is not None and a.precision == "int8"]
+    return max(scored, key=lambda a: a.accuracy) if scored else attempts[0]

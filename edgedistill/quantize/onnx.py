@@ -1,0 +1,83 @@
+"""fp16, dynamic int8 and static QDQ int8 variants of an fp32 ONNX model, with onnxruntime.quantization.
+
+Static int8 uses QDQ with per-channel weights, calibrated on samples of the training split by MinMax,
+Entropy or Percentile. Dynamic int8 quantizes weights only ahead of time: on convolutions it is often
+slower than fp32 (DESIGN facts: 29.6 ms vs 8.1 ms for a small CNN), so static is the CNN default.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.fileio import atomic_target
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Layers a fallback may keep in float: the compute-heavy ops that carry weights.
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def first_and_last_layers(path: Path) -> list[str]:
+    """Names of the first and last weighted nodes, the usual suspects for quantization error."""
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in WEIGHTED_OPS]
+    return sorted({nodes[0], nodes[-1]}) if nodes else []
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibration_x: np.ndarray | None = None,
+                  method: str = "minmax", keep_float: list[str] = ()) -> Path:
+    """Write the `precision` variant of `fp32_path` to `out_path` ('fp16', 'int8-dynamic' or 'int8')."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tmp = atomic_target(out_path)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # keep_io_types: the model still takes and returns float32, so callers need not change.
+        onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(tmp))
+        os.replace(tmp, out_path)
+        return out_path
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if precision == "int8-dynamic":
+            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=list(keep_float))
+        elif precision == "int8":
+            if calibration_x is None or len(calibration_x) == 0:
+                raise ValueError("static int8 needs calibration samples")
+            calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                         "percentile": CalibrationMethod.Percentile}[method]
+            quantize_static(str(prepared), str(tmp), calibration_reader(str(prepared), calibration_x),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                            nodes_to_exclude=list(keep_float))
+        else:
+            raise ValueError(f"unknown precision {precision!r} for ONNX quantization")
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def calibration_reader(model_path: str, x: np.ndarray):
+    """A CalibrationDataReader feeding one sample at a time (the exported batch axis is dynamic)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader
+
+    name = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._samples = iter(x[i:i + 1] for i in range(len(x)))
+
+        def get_next(self):
+            sample = next(self._samples, None)
+            return None if sample is None else {name: sample}
+
+    return Reader()

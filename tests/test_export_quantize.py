@@ -1,0 +1,198 @@
+"""Export and parity for every format and precision, metadata, the accuracy gate, failing conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgedistill.config.pipeline import DigitsData
+from edgedistill.data import load_dataset
+from edgedistill.distill.trainer import accuracy, predict
+from edgedistill.export.converters import CONVERTERS, read_any_metadata
+from edgedistill.export.formats import FORMATS, PRECISIONS, artifact_name
+from edgedistill.export.parity import artifact_outputs, compare
+from edgedistill.quantize.gate import run_gate
+
+pytest.importorskip("litert_torch")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DigitsData(kind="digits"), seed=0)
+
+
+class LinearDigits(nn.Module):
+    """A real classifier (logistic regression fitted on digits) in two linear layers.
+
+    With `outlier`, the hidden layer carries one extra unit fixed at 10,000: per-tensor int8 activations
+    then have a step of ~40, far coarser than the logits' spread, so plain int8 destroys accuracy.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, outlier: bool):
+        super().__init__()
+        k = weight.shape[0]
+        extra = 1 if outlier else 0
+        self.hidden = nn.Linear(weight.shape[1], k + extra)
+        self.out = nn.Linear(k + extra, k)
+        with torch.no_grad():
+            self.hidden.weight.zero_()
+            self.hidden.weight[:k] = torch.from_numpy(weight)
+            self.hidden.bias.zero_()
+            self.hidden.bias[:k] = torch.from_numpy(bias)
+            if outlier:
+                self.hidden.bias[k] = 1e4
+            self.out.weight.zero_()
+            self.out.weight[:, :k] = torch.eye(k)
+            self.out.bias.zero_()
+
+    def forward(self, x):
+        return self.out(self.hidden(x.flatten(1)))
+
+
+@pytest.fixture(scope="module")
+def linear_weights(digits):
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000).fit(digits.train.x.reshape(len(digits.train), -1), digits.train.y)
+    return clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    """A small trained CNN student (a few epochs on digits) for the format/precision matrix."""
+    import os
+
+    import torch.nn.functional as F
+    from rich.console import Console
+
+    from edgedistill.config.pipeline import Distill
+    from edgedistill.distill.trainer import fit
+    from edgedistill.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
+    fit(model, digits.train, digits.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y),
+        Distill(epochs=8, batch_size=32, lr=0.01), seed=0, label="t", console=Console(file=open(os.devnull, "w")))
+    return model.eval()
+
+
+META = {"pipeline": "t", "input_shape": [None, 1, 8, 8], "precision": "fp32", "class_names": list("0123456789")}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_precision_exports_with_parity_and_metadata(cnn, digits, tmp_path, fmt):
+    conv = CONVERTERS[fmt]
+    fp32 = tmp_path / artifact_name(fmt, "fp32")
+    conv.export(cnn, (1, 1, 8, 8), fp32, opset=17, metadata=META)
+    reference = predict(cnn, digits.test.x)
+    torch_acc = accuracy(reference, digits.test.y)
+    for precision in PRECISIONS:
+        path = conv.variant(fp32, tmp_path / artifact_name(fmt, precision), precision, digits.train.x[:64],
+                            "minmax", [], META)
+        parity = compare(reference, artifact_outputs(fmt, path, digits.test.x), digits.test.y, 1e-4, fmt)
+        meta = read_any_metadata(path)
+        assert meta["precision"] == precision and meta["class_names"] == list("0123456789")
+        if precision == "fp32":
+            assert parity.within_tolerance and parity.top1_agreement >= 0.995
+        elif precision == "fp16":
+            assert parity.top1_agreement >= 0.99
+        else:
+            assert parity.top1_agreement >= 0.95 and torch_acc - parity.accuracy <= 0.03, (precision, parity)
+
+
+def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgedistill.bench.local import run_local
+
+    conv = CONVERTERS["tflite"]
+    fp32 = conv.export(cnn, (1, 1, 8, 8), tmp_path / "m.tflite", opset=17, metadata=META)
+    int8 = conv.variant(fp32, tmp_path / "m-int8.tflite", "int8", digits.train.x[:64], "minmax", [], META)
+    interpreter = Interpreter(model_path=str(int8))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    data = tmp_path / "test.npz"
+    np.savez(data, x=digits.test.x, y=digits.test.y)
+    result = run_local(int8, data, threads=1, warmup_runs=1, warmup_s=0, runs=5, min_time_s=0, timeout_s=120)
+    assert result["runtime"]["input_dtype"] == "int8"
+    assert result["accuracy"] == pytest.approx(accuracy(artifact_outputs("tflite", int8, digits.test.x),
+                                                        digits.test.y))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt):
+    model = LinearDigits(*linear_weights, outlier=True).eval()
+    plain_acc = accuracy(predict(model, digits.val.x), digits.val.y)
+    assert plain_acc > 0.9  # a real, good classifier
+    conv = CONVERTERS[fmt]
+    fp32 = conv.export(model, (1, 1, 8, 8), tmp_path / artifact_name(fmt, "fp32"), opset=17, metadata=META)
+    gate = run_gate(
+        "int8", reference_accuracy=plain_acc, max_drop=0.02, calibration="minmax",
+        other_calibrations=list(conv.calibration_methods), workdir=tmp_path,
+        make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(FORMATS[fmt].suffix), p,
+                                                      digits.train.x[:128], calib, keep, META),
+        evaluate=lambda path: accuracy(artifact_outputs(fmt, path, digits.val.x), digits.val.y),
+        first_and_last=lambda: conv.first_and_last_layers(fp32))
+    first = gate.attempts[0]
+    assert first.precision == "int8" and not first.passed and first.drop > 0.2  # int8 really broke it
+    assert gate.final is not None and gate.final.passed and gate.fell_back
+    assert gate.final.drop <= 0.02
+    assert all(a.reason for a in gate.attempts) and gate.final.reason != "as requested"
+
+
+def test_gate_passes_a_healthy_model_first_time(linear_weights, digits, tmp_path):
+    model = LinearDigits(*linear_weights, outlier=False).eval()
+    conv = CONVERTERS["onnx"]
+    fp32 = conv.export(model, (1, 1, 8, 8), tmp_path / "m.onnx", opset=17, metadata=META)
+    gate = run_gate(
+        "int8", reference_accuracy=accuracy(predict(model, digits.val.x), digits.val.y), max_drop=0.02,
+        calibration="minmax", other_calibrations=["minmax"], workdir=tmp_path,
+        make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(".onnx"), p, digits.train.x[:128],
+                                                      calib, keep, META),
+        evaluate=lambda path: accuracy(artifact_outputs("onnx", path, digits.val.x), digits.val.y),
+        first_and_last=lambda: conv.first_and_last_layers(fp32))
+    assert len(gate.attempts) == 1 and gate.final.passed and not gate.fell_back
+
+
+class BranchyNet(nn.Module):
+    """Data-dependent control flow: TorchScript tracing (ONNX) records one branch; torch.export (litert)
+    cannot, so the TFLite conversion fails and must not take the ONNX export down with it."""
+
+    def __init__(self, *, width=1.0, depth=1.0, in_channels=1, num_classes=10, input_hw=(8, 8)):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * input_hw[0] * input_hw[1], num_classes)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x.flatten(1))
+        return -self.fc(x.flatten(1))
+
+
+def test_a_failing_conversion_does_not_stop_the_others(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from rich.console import Console
+
+    from edgedistill.config.device import load_device
+    from edgedistill.config.pipeline import load_pipeline
+    from edgedistill import models
+    from edgedistill.pipeline.engine import run_pipeline
+    from edgedistill.stages import default_stages
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    # Registered for this test only (monkeypatch restores the registry afterwards).
+    monkeypatch.setitem(models._FAMILIES, "branchy", "tests.test_export_quantize:BranchyNet")
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(
+        student={"family": "branchy", "width": 1.0, "depth": 1.0},
+        export={"formats": ["tflite", "onnx"], "precisions": ["fp32"]})))
+    manifest = run_pipeline(spec, load_device(spec.device), default_stages(), tmp_path / "run",
+                            console=Console(file=open(os.devnull, "w")))
+    arts = {a["format"]: a for a in manifest.stages["export"].metrics["artifacts"]}
+    assert arts["tflite"]["status"] == "failed" and arts["tflite"]["error"]
+    assert arts["onnx"]["status"] == "ok"
+    assert manifest.stages["export"].status == "completed" and manifest.stages["bench"].status == "completed"
+    results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    assert any(f.startswith("tflite fp32:") for f in results["failures"])
+    assert "tflite" in (tmp_path / "run" / "report" / "report.md").read_text()
