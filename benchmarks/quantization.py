@@ -34,6 +34,40 @@ README = HERE / "README.md"
 BEGIN, END = "<!-- quantization:begin -->", "<!-- quantization:end -->"
 
 
+def macs(model, input_shape) -> int:
+    """Multiply-accumulates of one inference, from the conv and linear layers (what int8 can speed up)."""
+    import torch
+
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output.numel() * k
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def op_count(fmt: str, path: Path) -> int:
+    """Nodes in the graph: each one costs a fixed dispatch overhead whatever its size."""
+    if fmt == "onnx":
+        import onnx
+
+        return len(onnx.load(str(path)).graph.node)
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return len(flatbuffer_utils.read_model(str(path)).subgraphs[0].operators)
+
+
 def measure(label, model, data, calib_x, folder: Path, runs: int) -> list[dict]:
     reference = predict(model, data.test.x)
     torch_acc = accuracy(reference, data.test.y)
@@ -51,6 +85,7 @@ def measure(label, model, data, calib_x, folder: Path, runs: int) -> list[dict]:
             bench = run_local(path, test_npz, threads=1, warmup_runs=50, warmup_s=0.5, runs=runs, min_time_s=1.0,
                               timeout_s=600)
             rows.append({"model": label, "format": fmt, "precision": precision, "bytes": path.stat().st_size,
+                         "macs": macs(model, data.input_shape), "ops": op_count(fmt, path),
                          "accuracy": parity.accuracy, "torch_accuracy": torch_acc, "drop": torch_acc - parity.accuracy,
                          "top1_agreement": parity.top1_agreement, "max_abs_diff": parity.max_abs_diff,
                          "p50_ms": bench["latency_ms"]["p50"], "p90_ms": bench["latency_ms"]["p90"]})
@@ -89,11 +124,12 @@ def main() -> None:
 def _update_readme(s: dict) -> None:
     lines = [f"One thread, pinned to one core; at least {s['runs']} timed runs after warm-up, batch 1; "
              f"{s['date']}. Ratio: p50 of this artifact over the fp32 artifact of the same format and model.", "",
-             "| model | format | precision | size KiB | accuracy | drop vs PyTorch | top-1 agreement | p50 ms | "
-             "p90 ms | vs fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | MACs | format | precision | graph ops | size KiB | accuracy | drop vs PyTorch | top-1 agreement | "
+             "p50 ms | p90 ms | vs fp32 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["model"], r["format"]): r["p50_ms"] for r in s["rows"] if r["precision"] == "fp32"}
     for r in s["rows"]:
-        lines.append(f"| {r['model']} | {r['format']} | {r['precision']} | {r['bytes'] / 1024:.1f} | {r['accuracy']:.2%} | "
+        lines.append(f"| {r['model']} | {r['macs']:,} | {r['format']} | {r['precision']} | {r['ops']} | "
+                     f"{r['bytes'] / 1024:.1f} | {r['accuracy']:.2%} | "
                      f"{r['drop'] * 100:+.2f} pt | {r['top1_agreement']:.2%} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | "
                      f"{r['p50_ms'] / base[(r['model'], r['format'])]:.2f}× |")
     text = README.read_text()

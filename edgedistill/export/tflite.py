@@ -49,7 +49,9 @@ def write_with_metadata(model_bytes: bytes, path: Path, metadata: dict[str, obje
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    # read_model_from_bytearray folds buffers stored past the flatbuffer (offset/size) back in, so the
+    # re-serialized model stays whole; large models are written that way by the converter.
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
@@ -63,7 +65,7 @@ def write_with_metadata(model_bytes: bytes, path: Path, metadata: dict[str, obje
 def read_metadata(path: Path) -> dict[str, object]:
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(path.read_bytes()))
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     for entry in model.metadata or []:
         if entry.name.decode() == METADATA_NAME:
             return json.loads(bytes(model.buffers[entry.buffer].data).decode())
