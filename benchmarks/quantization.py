@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.config.pipeline import load_pipeline
+from edgedistill.cost import macs_by_kind
 from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.bench.local import run_local
@@ -32,29 +33,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quantization.json"
 README = HERE / "README.md"
 BEGIN, END = "<!-- quantization:begin -->", "<!-- quantization:end -->"
-
-
-def macs(model, input_shape) -> int:
-    """Multiply-accumulates of one inference, from the conv and linear layers (what int8 can speed up)."""
-    import torch
-
-    total = 0
-
-    def count(module, inputs, output):
-        nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += output.numel() * k
-        elif isinstance(module, torch.nn.Linear):
-            total += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    for h in handles:
-        h.remove()
-    return total
 
 
 def op_count(fmt: str, path: Path) -> int:
@@ -85,7 +63,7 @@ def measure(label, model, data, calib_x, folder: Path, runs: int) -> list[dict]:
             bench = run_local(path, test_npz, threads=1, warmup_runs=50, warmup_s=0.5, runs=runs, min_time_s=1.0,
                               timeout_s=600)
             rows.append({"model": label, "format": fmt, "precision": precision, "bytes": path.stat().st_size,
-                         "macs": macs(model, data.input_shape), "ops": op_count(fmt, path),
+                         "macs": sum(macs_by_kind(model, data.input_shape).values()), "ops": op_count(fmt, path),
                          "accuracy": parity.accuracy, "torch_accuracy": torch_acc, "drop": torch_acc - parity.accuracy,
                          "top1_agreement": parity.top1_agreement, "max_abs_diff": parity.max_abs_diff,
                          "p50_ms": bench["latency_ms"]["p50"], "p90_ms": bench["latency_ms"]["p90"]})

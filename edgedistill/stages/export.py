@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from edgedistill.cost import is_linear_heavy
 from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
@@ -20,11 +21,15 @@ from edgedistill.pipeline.engine import StageResult
 from edgedistill.quantize.gate import run_gate
 
 
-def requested_precisions(spec, device) -> list[str]:
-    """The pipeline's precisions, with 'auto' replaced by the device profile's default."""
+def requested_precisions(spec, device, linear_heavy: bool) -> list[str]:
+    """The pipeline's precisions, 'auto' being the device's default precision for this kind of model:
+    int8 means static int8 for convolutional models and dynamic int8 for linear-heavy ones."""
     out = []
     for p in spec.export.precisions:
-        p = device.default_precision if p == "auto" else p
+        if p == "auto":
+            p = device.default_precision
+            if p == "int8" and linear_heavy:
+                p = "int8-dynamic"
         if p not in out:
             out.append(p)
     return out
@@ -42,6 +47,7 @@ def run(spec, ctx) -> StageResult:
     val_reference = accuracy(predict(model, data.val.x), data.val.y)
     calibration_x = data.train.x[:cfg.calibration.samples]
     max_drop = ctx.budgets.max_accuracy_drop
+    precisions = requested_precisions(spec, ctx.device, is_linear_heavy(model, data.input_shape))
     out = ctx.stage_dir("export")
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
@@ -56,9 +62,9 @@ def run(spec, ctx) -> StageResult:
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             warnings.append(f"{name}: export failed: {error[:200]}")
             artifacts += [{"format": name, "requested_precision": p, "precision": p, "status": "failed",
-                           "error": error} for p in requested_precisions(spec, ctx.device)]
+                           "error": error} for p in precisions]
             continue
-        for precision in requested_precisions(spec, ctx.device):
+        for precision in precisions:
             record = {"format": name, "requested_precision": precision}
             work = out / "attempts"
             work.mkdir(exist_ok=True)
