@@ -189,6 +189,8 @@ def benchmark(args) -> dict:
         "model_bytes": os.path.getsize(args.model), "threads": args.threads, "cores": args.cores,
         "init_ms": init_ms, "first_inference_ms": first_ms, "warmup_runs": i,
         "latency_ms": percentile_stats(times), "throughput_per_s": 1e3 / float(np.mean(times)),
+        # Up to 1,000 evenly spaced samples, in run order, so reports can draw the distribution.
+        "samples_ms": [round(times[int(i)], 5) for i in np.linspace(0, len(times) - 1, min(1000, len(times)))],
         "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before,
         "accuracy": float((outputs.argmax(1) == y).mean()), "samples": len(y),
         "runtime": versions, "device": device_info(),

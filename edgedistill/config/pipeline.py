@@ -207,7 +207,7 @@ class Bench(Strict):
 
 
 class Report(Strict):
-    formats: list[Literal["json", "md"]] = Field(default_factory=lambda: ["json", "md"], min_length=1)
+    formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"], min_length=1)
 
 
 class PipelineSpec(Strict):

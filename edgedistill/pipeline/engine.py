@@ -24,6 +24,7 @@ from edgedistill.fileio import atomic_write_text, sha256_json
 from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, record_output
 
 RESOLVED = "pipeline.resolved.yaml"
+DEVICE = "device.resolved.yaml"
 
 
 @dataclass
@@ -98,6 +99,8 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(run_dir) if resume and (run_dir / MANIFEST).exists() else Manifest(spec.name)
     atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    # The device profile as used, so a report rebuilt later shows the budgets this run was judged by.
+    atomic_write_text(run_dir / DEVICE, yaml.safe_dump(device.model_dump(mode="json"), sort_keys=False))
     ctx = RunContext(run_dir, spec, device, manifest, console)
     first_failure: BaseException | None = None
     for stage in stages:
@@ -149,3 +152,16 @@ def _run_stage(stage: Stage, ctx: RunContext, digest: str) -> BaseException | No
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, (UserError, StageFailed)) else f"{type(exc).__name__}: {text}"
+
+
+def load_run(run_dir: Path, console: Console | None = None) -> RunContext:
+    """The context of a finished (or failed) run, from its folder, to rebuild its report."""
+    from edgedistill.config.device import load_device
+    from edgedistill.config.pipeline import load_pipeline
+
+    for name in (RESOLVED, MANIFEST):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{run_dir}: not a run folder (no {name})")
+    spec = load_pipeline(run_dir / RESOLVED)
+    device = load_device(str(run_dir / DEVICE)) if (run_dir / DEVICE).is_file() else load_device(spec.device)
+    return RunContext(run_dir, spec, device, Manifest.load(run_dir), console or Console(stderr=True))

@@ -30,6 +30,7 @@ def _version(package: str) -> str | None:
 def build_results(ctx) -> dict:
     """The results document for the run in `ctx` (a RunContext), whatever stages completed."""
     stages = ctx.manifest.stages
+    bench = stages.get("bench")
     teacher, student, distill = (stages.get(n) for n in ("teacher", "student", "distill"))
     t_metrics = teacher.metrics if teacher and teacher.status == "completed" else None
     s_metrics = student.metrics if student and student.status == "completed" else None
@@ -62,6 +63,8 @@ def build_results(ctx) -> dict:
         "failures": [f"{name}: {rec.error}" for name, rec in stages.items() if rec.status in ("failed", "blocked")]
         + [f"{a['format']} {a['precision']}: {a['error']}" for a in artifacts if a.get("error")],
         "environment": {"host": platform.node(), "platform": platform.platform(),
+                        "device_info": next((c["device"] for c in (bench.metrics.get("cells", []) if bench else [])
+                                             if c.get("device")), None),
                         "python": platform.python_version(),
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
@@ -86,6 +89,7 @@ def _artifacts(ctx) -> list[dict]:
                      "accuracy": cell.get("accuracy", (art.get("parity") or {}).get("accuracy")),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
                      "init_ms": cell.get("init_ms"), "target": cell.get("target"),
+                     "latency_samples_ms": cell.get("samples_ms", []),
                      "status": cell.get("status", "not benchmarked") if art.get("status") == "ok" else art.get("status"),
                      "error": error})
     return rows

@@ -52,5 +52,6 @@ def run(spec, ctx) -> StageResult:
                           f"peak RSS {result['peak_rss_mb']:.0f} MB")
         cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": result["accuracy"],
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
+                      "samples_ms": result.get("samples_ms", []),
                       "runtime": result["runtime"], "device": result["device"]})
     return StageResult(outputs=outputs, metrics={"cells": cells, "target": target}, warnings=warnings)

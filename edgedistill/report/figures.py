@@ -1,0 +1,124 @@
+"""Report figures as inline SVG (matplotlib, headless): nothing is fetched when the report opens."""
+
+from __future__ import annotations
+
+import io
+import re
+
+COLORS = {"onnx": "#1f77b4", "tflite": "#ff7f0e"}
+
+
+def _svg(fig) -> str:
+    """The figure as an <svg> element, without the XML prolog and DOCTYPE (they name external URLs)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(width=6.0, height=3.4):
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable
+    return plt.subplots(figsize=(width, height))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not beaten on both lower latency and higher accuracy."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, (l2, a2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def accuracy_latency(results: dict) -> str | None:
+    """Each benchmarked artifact's p90 latency against its accuracy, budget lines, Pareto front marked."""
+    arts = [a for a in results["artifacts"] if a.get("latency_ms") and a.get("accuracy") is not None]
+    if not arts:
+        return None
+    fig, ax = _figure()
+    points = [(a["latency_ms"]["p90"], a["accuracy"] * 100) for a in arts]
+    front = pareto_front(points)
+    for i, (a, (lat, acc)) in enumerate(zip(arts, points)):
+        ax.scatter(lat, acc, s=60, color=COLORS.get(a["format"], "grey"), edgecolor="black" if i in front else "none",
+                   linewidth=1.5, zorder=3)
+        ax.annotate(f"{a['format']} {a['precision']}", (lat, acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if len(front) > 1:
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=0.8, label="Pareto front")
+    budgets, teacher = results["budgets"], results.get("teacher")
+    if budgets.get("max_latency_p90_ms") is not None:
+        ax.axvline(budgets["max_latency_p90_ms"], color="red", linestyle=":", label="p90 budget")
+    if budgets.get("max_accuracy_drop") is not None and teacher:
+        ax.axhline((teacher["accuracy"] - budgets["max_accuracy_drop"]) * 100, color="purple", linestyle=":",
+                   label="accuracy floor")
+    ax.set_xscale("log")
+    ax.set_xlabel("p90 latency (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
+def size_bars(results: dict) -> str | None:
+    arts = [a for a in results["artifacts"] if a.get("bytes")]
+    if not arts:
+        return None
+    fig, ax = _figure(height=0.5 + 0.4 * len(arts))
+    labels = [f"{a['format']} {a['precision']}" for a in arts]
+    sizes = [a["bytes"] / 2**20 for a in arts]
+    ax.barh(labels, sizes, color=[COLORS.get(a["format"], "grey") for a in arts])
+    limit = results["budgets"].get("max_model_mb")
+    if limit is not None:
+        ax.axvline(limit, color="red", linestyle=":", label=f"size budget {limit:g} MB")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("size (MB, log scale)")
+    ax.invert_yaxis()
+    return _svg(fig)
+
+
+def training_curves(results: dict) -> str | None:
+    training = results.get("training") or {}
+    if not training.get("teacher") and not training.get("distill"):
+        return None
+    fig, ax = _figure()
+    for name, history, style in (("teacher", training.get("teacher"), "-"), ("student", training.get("distill"), "-")):
+        if history:
+            ax.plot([h["epoch"] for h in history], [h["val_accuracy"] * 100 for h in history], style, label=name)
+    phases = ((results.get("distillation") or {}).get("phases")) or []
+    shades = {"warmup": "#fde0c5", "distill": "#d9ead3", "finetune": "#cfe2f3"}
+    if len(phases) > 1:
+        for p in phases:
+            ax.axvspan(p["epochs"][0] - 0.5, p["epochs"][1] + 0.5, color=shades.get(p["name"], "#eeeeee"), alpha=0.6,
+                       label=f"phase: {p['name']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
+def latency_distributions(samples: dict[str, list[float]]) -> str | None:
+    """Box plots of the timed runs of each artifact (from the runner's samples)."""
+    samples = {k: v for k, v in samples.items() if v}
+    if not samples:
+        return None
+    fig, ax = _figure(height=0.6 + 0.45 * len(samples))
+    ax.boxplot(list(samples.values()), vert=False, showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(samples) + 1), list(samples))
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per inference (ms, log scale)")
+    ax.invert_yaxis()
+    return _svg(fig)
+
+
+def has_external_reference(svg: str) -> bool:
+    """True if the SVG would fetch something (href/src to a URL); xmlns declarations are not fetches."""
+    return bool(re.search(r"(?:href|src)\s*=\s*[\"'](?:https?:)?//", svg))

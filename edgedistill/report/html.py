@@ -1,0 +1,185 @@
+"""report.html: one self-contained file (inline CSS and SVG figures, no scripts, no fetches).
+
+Every string that came from the user or a tool (pipeline name, class names, paths, errors) is escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from edgedistill.report import figures
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}
+th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6px;margin:1em 0}
+.fits{background:#e6f4ea;border:1px solid #34a853}.nofit{background:#fce8e6;border:1px solid #ea4335}
+.unknown{background:#fef7e0;border:1px solid #fbbc04}.pass{color:#188038}.fail{color:#c5221f;font-weight:bold}
+.muted{color:#777}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}svg{max-width:100%;height:auto}
+code{background:#f5f5f5;padding:0 .2em}
+"""
+
+SECTIONS = ("verdict", "models", "figures", "distillation", "quantization", "selection", "stages", "failures",
+            "environment")
+
+
+def e(value) -> str:
+    return escape("—" if value is None else str(value), quote=True)
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def _ms(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """`rows` hold already-escaped cell HTML."""
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(results: dict) -> str:
+    parts = [_verdict(results), _models(results), _figures(results), _distillation(results), _quantization(results),
+             _selection(results), _stages(results), _failures(results), _environment(results)]
+    title = f"Deployment report: {results['pipeline']} → {results['device']['name']}"
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>"
+            f"<body><h1>{e(title)}</h1>{''.join(parts)}</body></html>\n")
+
+
+def _section(key: str, title: str, body: str) -> str:
+    return f"<section id=\"{key}\"><h2>{e(title)}</h2>{body}</section>"
+
+
+def _verdict(r: dict) -> str:
+    v = r["verdict"]
+    css, word = {True: ("fits", "FITS"), False: ("nofit", "DOES NOT FIT"), None: ("unknown", "CANNOT TELL")}[v["fits"]]
+    rows = []
+    for c in v["checks"]:
+        pct = c["budget"].startswith("accuracy")
+        show = _pct if pct else (lambda x, u=c["unit"]: "—" if x is None else f"{x:.3f} {u}")
+        result = {True: "<span class=pass>pass</span>", False: "<span class=fail>FAIL</span>",
+                  None: f"<span class=muted>{e(c['note'])}</span>"}[c["passed"]]
+        rows.append([e(c["budget"]), e(show(c["limit"])), e(show(c["value"])), e(show(c["margin"])), result])
+    table = _table(["budget", "limit", "measured", "margin", "result"], rows) if rows else ""
+    return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{word}</b> — {e(v['summary'])} "
+                    f"on {e(r['device']['description'])}.</div>{table}")
+
+
+def _models(r: dict) -> str:
+    rows = []
+    t, s = r.get("teacher"), r.get("student")
+    if t:
+        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", "—", e(_pct(t["accuracy"])),
+                     "—", "—", "—", "—", "—", "ok"])
+    if s:
+        rows.append(["student " + e(s["arch"]), "PyTorch", "fp32", f"{s['params']:,} ({s['param_ratio']:.1%})", "—",
+                     e(_pct(s["accuracy"])), "—", "—", "—", "—", "—", "ok"])
+    for a in r["artifacts"]:
+        lat = a.get("latency_ms") or {}
+        precision = a["precision"] if a["precision"] == a["requested_precision"] else \
+            f"{a['precision']} (asked {a['requested_precision']})"
+        size = "—" if a.get("bytes") is None else f"{a['bytes'] / 1024:.1f} KiB"
+        parity = a.get("parity") or {}
+        status = e(a["status"]) + (f"<br><span class=muted>{e(a['error'])}</span>" if a.get("error") else "")
+        rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(_pct(a.get("accuracy"))),
+                     e(_pct(parity.get("top1_agreement"))), e(_ms(lat.get("p50"))), e(_ms(lat.get("p90"))),
+                     e(_ms(lat.get("p99"))), e(a.get("target")), status])
+    return _section("models", "Teacher, student and artifacts", _table(
+        ["model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "p50 ms", "p90 ms",
+         "p99 ms", "target", "status"], rows))
+
+
+def _figure(svg: str | None, caption: str, missing: str) -> str:
+    if svg is None:
+        return f"<p class=muted>{e(missing)}</p>"
+    return f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
+
+
+def _figures(r: dict) -> str:
+    samples = {f"{a['format']} {a['precision']}": a.get("latency_samples_ms") or [] for a in r["artifacts"]}
+    body = "".join([
+        _figure(figures.accuracy_latency(r), "Accuracy against p90 latency; outlined points form the Pareto front; "
+                "dotted lines are the latency budget and the accuracy floor (teacher minus the allowed drop).",
+                "No accuracy-latency chart: no artifact was benchmarked."),
+        _figure(figures.size_bars(r), "Artifact sizes against the size budget.", "No size chart: no artifact exported."),
+        _figure(figures.training_curves(r), "Validation accuracy per epoch; shading marks the distillation phases.",
+                "No training curves: no training ran."),
+        _figure(figures.latency_distributions(samples), "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
+                "No latency distributions: no benchmark samples."),
+    ])
+    return _section("figures", "Figures", body)
+
+
+def _distillation(r: dict) -> str:
+    d = r.get("distillation")
+    if not d:
+        return _section("distillation", "Distillation", "<p class=muted>Distillation did not complete.</p>")
+    text = (f"<p>Terms {e(', '.join(d['terms']))}; {e(d['divergence'])} at temperature {e(d['temperature'])}, "
+            f"alpha {e(d['alpha'])}; best epoch {e(d['best_epoch'])} of {e(d['epochs'])}; teacher outputs: "
+            f"{e(d['teacher_cache'])}.</p>")
+    pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
+             for term in ("features", "attention") for p in d["mapping"][term]]
+    if pairs:
+        text += _table(["term", "student layer", "teacher layer", "student shape", "teacher shape"], pairs)
+        text += f"<p>Adapters: {d['mapping']['adapter_params']:,} parameters, dropped at export.</p>"
+    if len(d["phases"]) > 1:
+        text += _table(["phase", "epochs", "alpha", "LR scale", "examples"], [
+            [e(p["name"]), e(f"{p['epochs'][0]}–{p['epochs'][1]}"), e(p["alpha"]), e(p["lr_scale"]),
+             e(f"easiest {p['easy_fraction']:.0%}" if p["easy_fraction"] else "all")] for p in d["phases"]])
+    prog = d["progressive"]
+    if prog["used"]:
+        text += "<p>Teacher assistants: " + e(", ".join(
+            f"width ×{a['width']:.3g} ({a['params']:,} params, {_pct(a['accuracy'])}, {a['seconds']:.1f} s)"
+            for a in prog["assistants"])) + f"; extra cost {prog['extra_seconds']:.1f} s.</p>"
+    return _section("distillation", "Distillation", text)
+
+
+def _quantization(r: dict) -> str:
+    rows = [[e(f"{a['format']} {a['requested_precision']}"), str(i), e(t["precision"]), e(t["calibration"]),
+             e(", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or None), e(_pct(t["accuracy"])),
+             e(_pct(t["drop"])), "<span class=pass>pass</span>" if t["passed"] else "<span class=fail>fail</span>",
+             e(t["reason"])]
+            for a in r["artifacts"] if a["requested_precision"] != "fp32"
+            for i, t in enumerate(a.get("attempts") or [], 1)]
+    body = _table(["artifact", "attempt", "precision", "calibration", "kept in float", "val. accuracy", "drop",
+                   "result", "why"], rows) if rows else "<p class=muted>No quantized artifact was requested.</p>"
+    return _section("quantization", "Quantization gate", body)
+
+
+def _selection(r: dict) -> str:
+    sel = r.get("selection")
+    if not sel:
+        return _section("selection", "Student selection",
+                        "<p class=muted>The pipeline named its student; no candidates were ranked.</p>")
+    rows = [[e(c.get("name")), e(c.get("params")), e(c.get("predicted_latency_ms")), e(c.get("fits"))]
+            for c in sel.get("candidates", [])]
+    return _section("selection", "Student selection", _table(["candidate", "params", "predicted ms", "fits"], rows))
+
+
+def _stages(r: dict) -> str:
+    rows = [[e(n), e(s["status"]), e(None if s["seconds"] is None else f"{s['seconds']:.1f}"),
+             "kept from an earlier run" if s["resumed"] else e(s["error"] or "")] for n, s in r["stages"].items()]
+    return _section("stages", "Stages", _table(["stage", "status", "seconds", "note"], rows))
+
+
+def _failures(r: dict) -> str:
+    if not r["failures"]:
+        return _section("failures", "Failures", "<p class=pass>None.</p>")
+    return _section("failures", "Failures", "<ul>" + "".join(f"<li>{e(f)}</li>" for f in r["failures"]) + "</ul>")
+
+
+def _environment(r: dict) -> str:
+    env = r["environment"]
+    rows = [["device profile", e(r["device"]["description"])], ["host", e(f"{env['host']}, {env['platform']}")],
+            ["python", e(env["python"])], ["packages", e(", ".join(f"{k} {v}" for k, v in env["packages"].items() if v))],
+            ["measured on", e(", ".join(f"{k}: {v}" for k, v in (env.get("device_info") or {}).items()) or None)],
+            ["seed", e(env["seed"])], ["config digest", f"<code>{e(env['config_digest'])}</code>"],
+            ["generated", e(r["generated_at"])]]
+    return _section("environment", "Environment", _table(["", ""], rows))
