@@ -37,7 +37,7 @@ def test_run_end_to_end_prints_report_location(tiny_pipeline, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.strip().splitlines()
     report = tmp_path / line.removeprefix("report: ")
-    assert report.name == "report.md" and report.exists()
+    assert report.name == "report.html" and report.exists()
     run_dir = report.parent.parent
     assert run_dir.parent == tmp_path / "runs" / "tiny"
     results = json.loads((run_dir / "report" / "results.json").read_text())

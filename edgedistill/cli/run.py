@@ -84,7 +84,9 @@ def _summary(run_dir: Path, console) -> None:
     import json
 
     results_path = run_dir / "report" / "results.json"
-    report_md = run_dir / "report" / "report.md"
+    # The richest report written: HTML, else Markdown, else the results.
+    report = next((p for p in (run_dir / "report" / n for n in ("report.html", "report.md", "results.json"))
+                   if p.exists()), None)
     if results_path.exists():
         results = json.loads(results_path.read_text())
         verdict = results["verdict"]
@@ -95,7 +97,7 @@ def _summary(run_dir: Path, console) -> None:
                           f"{student['params']:,} params ({student['param_ratio']:.1%}), {student['accuracy']:.2%}")
         console.print(f"[{colour}]verdict:[/{colour}] {verdict['summary']}")
     # stdout gets only the report's location, so scripts can capture it.
-    print(f"report: {report_md if report_md.exists() else run_dir}")
+    print(f"report: {report or run_dir}")
 
 
 def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or device YAML files.")) -> None:
