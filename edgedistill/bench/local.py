@@ -19,13 +19,15 @@ def host_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
-def run_local(model: Path, data: Path, *, threads: int, warmup_runs: int, warmup_s: float, runs: int,
-              min_time_s: float, timeout_s: float) -> dict:
+def run_local(model: Path, data: Path | None, *, threads: int, warmup_runs: int, warmup_s: float, runs: int,
+              min_time_s: float, timeout_s: float, providers: list[str] = ("CPUExecutionProvider",)) -> dict:
     """Run the benchmark runner on `model` with `threads` threads pinned to as many host cores."""
     cores = host_cores()[:threads]
-    cmd = [sys.executable, str(RUNNER), "--model", str(model), "--data", str(data), "--threads", str(threads),
+    cmd = [sys.executable, str(RUNNER), "--model", str(model), "--threads", str(threads),
            "--cores", ",".join(map(str, cores)), "--warmup-runs", str(warmup_runs), "--warmup-s", str(warmup_s),
-           "--runs", str(runs), "--min-time-s", str(min_time_s)]
+           "--runs", str(runs), "--min-time-s", str(min_time_s), "--providers", ",".join(providers)]
+    if data is not None:
+        cmd += ["--data", str(data)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -37,4 +39,5 @@ def run_local(model: Path, data: Path, *, threads: int, warmup_runs: int, warmup
         raise BenchFailed(f"runner exited {proc.returncode} without a result: {tail}") from None
     if result.get("status") != "ok":
         raise BenchFailed(f"runner exited {proc.returncode}: {result.get('error')}")
+    result["target"] = "local"
     return result

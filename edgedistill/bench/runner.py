@@ -18,9 +18,14 @@ import resource
 import sys
 import time
 
-import numpy as np
-
 SCHEMA_VERSION = 1
+
+try:
+    import numpy as np
+except ImportError:  # answer in the runner's own format, so the host can say what the device lacks
+    print(json.dumps({"schema_version": SCHEMA_VERSION, "status": "failed", "exit_code": 3,
+                      "error": "numpy is not installed on this device"}))
+    sys.exit(3)
 
 
 class RunnerError(Exception):
@@ -46,8 +51,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def load_onnxruntime(path: str, threads: int):
-    """An onnxruntime session on the CPU provider; returns (run(x) -> logits, input name, versions)."""
+def load_onnxruntime(path: str, threads: int, providers: list[str]):
+    """An onnxruntime session on the first requested providers this device has, CPU last.
+
+    Returns (run(x) -> outputs, runtime info incl. the providers that actually ran, input shape).
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -56,13 +64,17 @@ def load_onnxruntime(path: str, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    available = ort.get_available_providers()
+    chosen = [p for p in providers if p in available and p != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, options, providers=chosen)
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"onnxruntime could not load {path}: {exc}") from None
-    name = session.get_inputs()[0].name
-    return (lambda x: session.run(None, {name: x})[0]), {"onnxruntime": ort.__version__,
-                                                           "providers": session.get_providers()}
+    inp = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # a named (dynamic) axis runs at 1
+    info = {"onnxruntime": ort.__version__, "providers": session.get_providers(), "requested_providers": providers,
+            "input_dtype": "float32"}
+    return (lambda x: session.run(None, {inp.name: x})[0]), info, shape
 
 
 def _tflite_interpreter_class():
@@ -93,7 +105,7 @@ def from_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def load_tflite(path: str, threads: int):
+def load_tflite(path: str, threads: int, providers: list[str]):
     """A TFLite interpreter for batch-1 inference; int8 inputs/outputs are converted both ways."""
     interpreter_class, runtime = _tflite_interpreter_class()
     try:
@@ -109,7 +121,8 @@ def load_tflite(path: str, threads: int):
         return from_output(interpreter.get_tensor(out["index"]), out)
 
     module = sys.modules[runtime]
-    return run, {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name}
+    info = {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name}
+    return run, info, [int(d) for d in inp["shape"]]
 
 
 RUNTIMES = {".onnx": load_onnxruntime, ".tflite": load_tflite}
@@ -119,10 +132,15 @@ def device_info() -> dict:
     info = {"hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count()}
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
+        fields = dict(line.split(":", 1) for line in open("/proc/cpuinfo") if ":" in line)
+        fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        # x86 names the CPU in 'model name'; a Raspberry Pi names the board in 'model' and the SoC in 'hardware'.
+        for key in ("model name", "hardware"):
+            if key in fields:
+                info["cpu_model"] = fields[key]
                 break
+        if "model" in fields and not fields["model"].isdigit():
+            info["board"] = fields["model"]
     except OSError:
         pass
     for key, path in (("cpu_mhz_now", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
@@ -132,6 +150,13 @@ def device_info() -> dict:
             info[key] = int(open(path).read().strip()) / 1000
         except (OSError, ValueError):
             pass
+    try:  # Raspberry Pi firmware: a non-zero value means under-voltage or thermal throttling happened
+        import subprocess
+
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=2).stdout
+        info["throttled"] = out.strip().split("=")[-1]
+    except (OSError, subprocess.SubprocessError):
+        pass
     return info
 
 
@@ -151,17 +176,23 @@ def benchmark(args) -> dict:
     suffix = os.path.splitext(args.model)[1]
     if suffix not in RUNTIMES:
         raise RunnerError(2, f"--model {args.model!r}: unknown suffix {suffix!r} (valid: {', '.join(RUNTIMES)})")
-    try:
-        with np.load(args.data, allow_pickle=False) as arrays:
-            x, y = arrays["x"].astype(np.float32), arrays["y"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise RunnerError(2, f"--data {args.data!r}: expected an .npz with arrays x and y ({exc})") from None
-    if len(x) == 0 or len(x) != len(y):
-        raise RunnerError(2, f"--data {args.data!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
+    x = y = None
+    if args.data:
+        try:
+            with np.load(args.data, allow_pickle=False) as arrays:
+                x, y = arrays["x"].astype(np.float32), arrays["y"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise RunnerError(2, f"--data {args.data!r}: expected an .npz with arrays x and y ({exc})") from None
+        if len(x) == 0 or len(x) != len(y):
+            raise RunnerError(2, f"--data {args.data!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
     rss_before = _peak_rss_mb()
+    temperature_before = device_info().get("temperature_c")
     t0 = time.perf_counter()
-    infer, versions = RUNTIMES[suffix](args.model, args.threads)
+    providers = [p for p in args.providers.split(",") if p]
+    infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers)
     init_ms = (time.perf_counter() - t0) * 1e3
+    if x is None:  # timing only: zeros of the model's own input shape, no accuracy
+        x = np.zeros([len(input_shape) and 1] + input_shape[1:], dtype=np.float32)
     samples = [x[i:i + 1] for i in range(len(x))]
     try:
         t0 = time.perf_counter()
@@ -179,7 +210,7 @@ def benchmark(args) -> dict:
             t0 = time.perf_counter()
             infer(sample)
             times.append((time.perf_counter() - t0) * 1e3)
-        outputs = np.concatenate([infer(s) for s in samples])
+        outputs = np.concatenate([infer(s) for s in samples]) if y is not None else None
     except RunnerError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -192,10 +223,11 @@ def benchmark(args) -> dict:
         # Up to 1,000 evenly spaced samples, in run order, so reports can draw the distribution.
         "samples_ms": [round(times[int(i)], 5) for i in np.linspace(0, len(times) - 1, min(1000, len(times)))],
         "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before,
-        "accuracy": float((outputs.argmax(1) == y).mean()), "samples": len(y),
-        "runtime": versions, "device": device_info(),
+        "accuracy": None if y is None else float((outputs.argmax(1) == y).mean()),
+        "samples": 0 if y is None else len(y), "runtime": versions, "device": device_info(),
+        "temperature_before_c": temperature_before,
     }
-    if args.save_outputs:
+    if args.save_outputs and outputs is not None:
         np.save(args.save_outputs, outputs)
     return result
 
@@ -203,7 +235,9 @@ def benchmark(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help=".npz with x (inputs) and y (labels)")
+    parser.add_argument("--data", default="", help=".npz with x (inputs) and y (labels); without it, zeros, no accuracy")
+    parser.add_argument("--providers", default="CPUExecutionProvider",
+                        help="onnxruntime execution providers to try in order (CPU is always the fallback)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cores", default="", help="comma-separated CPU ids to pin to")
     parser.add_argument("--warmup-runs", type=int, default=10)

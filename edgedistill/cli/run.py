@@ -40,6 +40,8 @@ def run_command(
     device: Optional[str] = typer.Option(None, "--device", help="Device profile name or YAML, replacing the pipeline's."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed, replacing the pipeline's."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages whose inputs and outputs still match."),
+    target: Optional[str] = typer.Option(None, "--target", help="Where to benchmark: local, or ssh://user@host[:port]."),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
 ) -> None:
     """Distill, export, benchmark and report: teacher to a student that fits the device, with proof."""
     from edgedistill.config.device import load_device
@@ -51,7 +53,8 @@ def run_command(
             load_device(device)
         except UserError as exc:
             raise UserError(f"--device: {exc}") from None
-    spec = load_pipeline(path, overrides={"device": device, "seed": seed})
+    spec = load_pipeline(path, overrides={"device": device, "seed": seed, "bench": {
+        "target": target, "trust_new_host": trust_new_host or None}})
     profile = load_device(spec.device)
     run_dir = _run_dir(spec.name, out, resume)
     try:

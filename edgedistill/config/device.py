@@ -72,8 +72,14 @@ class Budgets(Strict):
 
 
 class Connection(Strict):
+    """How to reach the device for benchmarks. Plain OpenSSH: ~/.ssh/config applies unless ssh_config says."""
+
     transport: Literal["local", "ssh"] = "local"
-    address: str | None = Field(default=None, pattern=r"^ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?$")
+    address: str | None = Field(default=None, pattern=r"^ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?/?$")
+    python: str = Field(default="python3", description="the interpreter on the device that runs the runner")
+    ssh_config: Path | None = None
+    trust_new_host: bool = False
+    connect_timeout_s: float = Field(default=10, gt=0, le=300)
 
 
 class DeviceProfile(Strict):
@@ -84,6 +90,8 @@ class DeviceProfile(Strict):
     default_format: Literal["onnx", "tflite"]
     default_precision: Literal["fp32", "fp16", "int8"]
     budgets: Budgets
+    execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
+                                           description="onnxruntime providers to try in order; CPU is the fallback")
     connection: Connection | None = None
 
 

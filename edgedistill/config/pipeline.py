@@ -197,7 +197,9 @@ class Export(Strict):
 
 
 class Bench(Strict):
-    target: Literal["local"] = "local"
+    target: str = Field(default="auto", pattern=r"^(auto|local|ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?/?)$",
+                        description="auto: the device profile's ssh connection if it has one, else local")
+    trust_new_host: bool = False
     warmup_runs: int = Field(default=10, ge=0)
     warmup_s: float = Field(default=0.2, ge=0)
     runs: int = Field(default=100, ge=1)
@@ -240,5 +242,11 @@ def load_pipeline(path: Path, overrides: dict | None = None) -> PipelineSpec:
     """Load and validate a pipeline file; `overrides` (from the CLI) replace top-level keys first."""
     data, node = read_yaml(path)
     if isinstance(data, dict) and overrides:
-        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        for key, value in overrides.items():
+            if isinstance(value, dict):  # a section: merge its set keys into the file's
+                value = {k: v for k, v in value.items() if v is not None}
+                if value:
+                    data[key] = {**(data.get(key) or {}), **value}
+            elif value is not None:
+                data[key] = value
     return validate(PipelineSpec, data, path, node, context={"base_dir": path.resolve().parent})

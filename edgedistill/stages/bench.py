@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedistill.bench.local import BenchFailed, host_cores, run_local
+from edgedistill.bench.local import BenchFailed
+from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
 from edgedistill.data import load_dataset
 from edgedistill.fileio import atomic_target, atomic_write_json
 from edgedistill.pipeline.engine import StageResult
@@ -22,23 +23,23 @@ def run(spec, ctx) -> StageResult:
     with open(tmp, "wb") as f:
         np.savez(f, x=data.test.x, y=data.test.y)
     tmp.replace(test_npz)
-    # The host stands in for the device: as many threads as the device has cores, if the host has them.
-    threads = cfg.threads or min(int(ctx.device.hardware.cores), len(host_cores()))
-    target = f"local (this host, {threads} thread{'s' * (threads > 1)}, standing in for {ctx.device.name})"
+    target = resolve_target(cfg.target, ctx.device)
+    threads = bench_threads(target, ctx.device, cfg.threads)
+    where = describe(target, ctx.device, threads)
     cells, outputs, warnings = [], {"test_data": test_npz}, []
     for artifact in ctx.metrics("export").get("artifacts", []):
         key = f"{artifact['format']}-{artifact['requested_precision']}"
         cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
-                "precision": artifact["precision"], "target": target}
+                "precision": artifact["precision"], "target": where}
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
         try:
             with ctx.console.status(f"  benchmarking {artifact['format']} {artifact['precision']} on "
                                     f"{threads} thread(s)…"):
-                result = run_local(ctx.output("export", key), test_npz, threads=threads,
-                                   warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
-                                   min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s)
+                result = run_on(target, ctx.device, ctx.output("export", key), test_npz, threads=threads,
+                                warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
+                                min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s, trust_new_host=cfg.trust_new_host)
         except BenchFailed as exc:
             cells.append({**cell, "status": "failed", "error": str(exc)})
             warnings.append(f"{key}: benchmark failed: {exc}")
@@ -47,11 +48,11 @@ def run(spec, ctx) -> StageResult:
         atomic_write_json(path, result)
         outputs[key] = path
         lat = result["latency_ms"]
-        ctx.console.print(f"  {artifact['format']} {artifact['precision']}: p50 {lat['p50']:.3f} ms, "
+        ctx.console.print(f"  {artifact['format']} {artifact['precision']} on {result['device'].get('hostname')}: p50 {lat['p50']:.3f} ms, "
                           f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, accuracy {result['accuracy']:.2%}, "
                           f"peak RSS {result['peak_rss_mb']:.0f} MB")
         cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": result["accuracy"],
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "samples_ms": result.get("samples_ms", []),
                       "runtime": result["runtime"], "device": result["device"]})
-    return StageResult(outputs=outputs, metrics={"cells": cells, "target": target}, warnings=warnings)
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where}, warnings=warnings)

@@ -1,0 +1,57 @@
+"""`edgedistill bench MODEL`: time one exported model, here or on a connected device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgedistill.errors import UserError
+
+
+def bench_command(
+    model: Path = typer.Argument(..., help="An exported .onnx or .tflite file."),
+    target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], or auto (the device's)."),
+    device: str = typer.Option("host", "--device", help="Device profile: threads, providers, connection."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with x and y for accuracy (default: zeros)."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs (at least; also at least --min-time-s)."),
+    min_time_s: float = typer.Option(0.5, "--min-time-s", min=0),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
+    timeout_s: float = typer.Option(600, "--timeout", min=0.001, help="Seconds for the whole run on the target."),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of ~/.ssh/config."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runner's JSON result."),
+) -> None:
+    """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
+    from edgedistill.bench.local import BenchFailed
+    from edgedistill.bench.targets import bench_threads, resolve_target, run_on
+    from edgedistill.config.device import load_device
+    from edgedistill.errors import unknown_choice
+
+    if model.suffix not in (".onnx", ".tflite"):
+        raise UserError(f"{model}: {unknown_choice('model suffix', model.suffix, ['.onnx', '.tflite'])}")
+    for path, what in ((model, "MODEL"), (data, "--data"), (ssh_config, "--ssh-config")):
+        if path is not None and not path.is_file():
+            raise UserError(f"{path}: {what}: file not found")
+    profile = load_device(device)
+    where = resolve_target(target, profile)
+    if where != "local" and not where.startswith("ssh://"):
+        raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")
+    n = bench_threads(where, profile, threads)
+    try:
+        result = run_on(where, profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,
+                        min_time_s=min_time_s, timeout_s=timeout_s, trust_new_host=trust_new_host,
+                        ssh_config=ssh_config)
+    except BenchFailed as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    lat, dev = result["latency_ms"], result["device"]
+    acc = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.2%} on {result['samples']} samples"
+    typer.echo(f"{model.name} on {result['target']} ({dev.get('cpu_model', dev.get('machine'))}, {n} threads): "
+               f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
+               f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
