@@ -56,3 +56,21 @@ def test_bad_arguments_are_one_line(run_dir, tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bench_command_local_json(run_dir):
+    proc = cli("bench", run_dir / "export" / "student-fp32.onnx", "--target", "local", "--data",
+               run_dir / "bench" / "test.npz", "--runs", "20", "--min-time-s", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["target"] == "local" and result["latency_ms"]["count"] >= 20 and result["accuracy"] is not None
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["bench", "{tmp}/m.onnx"], "m.onnx: MODEL: file not found"),
+    (["bench", "{run}/export/student-fp32.onnx", "--target", "telnet://x"], "--target 'telnet://x': expected"),
+    (["bench", "{run}/export/student-fp32.onnx", "--target", "ssh://root@127.0.0.1:1"], "connection refused"),
+])
+def test_bench_command_errors(run_dir, tmp_path, args, expected):
+    proc = cli(*[a.format(run=run_dir, tmp=tmp_path) for a in args])
+    assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

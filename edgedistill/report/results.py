@@ -12,7 +12,6 @@ from __future__ import annotations
 import platform
 import time
 from importlib import metadata
-from pathlib import Path
 
 from edgedistill.fileio import sha256_json
 
