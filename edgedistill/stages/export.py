@@ -54,7 +54,7 @@ def run(spec, ctx) -> StageResult:
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}"}
     artifacts, outputs, warnings = [], {}, []
     for name in cfg.formats:
-        fmt, conv = get_format(name), converters.CONVERTERS[name]
+        conv = converters.CONVERTERS[get_format(name).name]
         fp32_path = out / artifact_name(name, "fp32")
         try:
             conv.export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset, metadata=metadata)
@@ -65,54 +65,69 @@ def run(spec, ctx) -> StageResult:
                            "error": error} for p in precisions]
             continue
         for precision in precisions:
-            record = {"format": name, "requested_precision": precision}
-            work = out / "attempts"
-            work.mkdir(exist_ok=True)
-            gate = run_gate(
-                precision, reference_accuracy=val_reference, max_drop=max_drop, calibration=cfg.calibration.method,
-                other_calibrations=list(conv.calibration_methods), workdir=work, enabled=cfg.gate,
-                make=lambda p, calib, keep, dest: conv.variant(fp32_path, dest.with_suffix(fmt.suffix), p, calibration_x,
-                                                              calib, keep, metadata),
-                evaluate=lambda path: accuracy(artifact_outputs(name, path, data.val.x), data.val.y),
-                first_and_last=lambda: conv.first_and_last_layers(fp32_path))
-            record["attempts"] = [a.as_dict() for a in gate.attempts]
-            if gate.final is None:
-                record.update(precision=precision, status="failed",
-                              error="; ".join(a.reason for a in gate.attempts))
-                warnings.append(f"{name} {precision}: every attempt failed")
-                artifacts.append(record)
-                continue
-            final = gate.final
-            target = out / (artifact_name(name, precision) if final.precision == precision
-                            else f"student-{precision}-fallback-{final.precision}{fmt.suffix}")
-            if final.path != fp32_path and final.path != target:
-                os.replace(final.path, target)
-            elif final.path == fp32_path and target != fp32_path:
-                shutil.copyfile(fp32_path, target)
-            record["precision"] = final.precision
-            if gate.fell_back:
-                record["fallback"] = final.reason
-                warnings.append(f"{name} {precision}: {final.reason}")
-            try:
-                parity = compare(reference, artifact_outputs(name, target, data.test.x), data.test.y,
-                                 cfg.parity_atol, f"{name} {final.precision}")
-            except (StageFailed, ValueError) as exc:
-                record.update(status="failed", error=str(exc), path=str(target.relative_to(ctx.run_dir)))
-                warnings.append(f"{name} {precision}: {exc}")
-                artifacts.append(record)
-                continue
-            record.update(status="ok", path=str(target.relative_to(ctx.run_dir)), bytes=target.stat().st_size,
-                          parity=parity.as_dict())
-            if final.precision == "fp32" and not parity.within_tolerance:
-                warnings.append(f"{name} fp32: max |Δ| {parity.max_abs_diff:.2e} exceeds parity_atol {cfg.parity_atol:g}")
-            key = f"{name}-{precision}"
-            outputs[key] = target
+            record, path = _gated_artifact(ctx, name, precision, fp32_path, shared={
+                "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
+                "data": data, "metadata": metadata, "max_drop": max_drop}, warnings=warnings)
             artifacts.append(record)
-            ctx.console.print(f"  {name} {final.precision}{' (asked ' + precision + ')' if gate.fell_back else ''}: "
-                              f"{target.stat().st_size / 1024:.1f} KiB, max |Δ| {parity.max_abs_diff:.1e}, top-1 "
-                              f"agreement {parity.top1_agreement:.1%}, accuracy {parity.accuracy:.2%}")
+            if path is not None:
+                outputs[f"{name}-{precision}"] = path
         shutil.rmtree(out / "attempts", ignore_errors=True)
     if not outputs:
         raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "gate_reference_accuracy": val_reference,
                                                  "max_accuracy_drop": max_drop}, warnings=warnings)
+
+
+def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, warnings: list[str]):
+    """One (format, precision) artifact through the accuracy gate and the parity check.
+
+    Returns its record for the manifest and the shipped file (None when it failed).
+    """
+    from edgedistill.export import converters
+
+    cfg, fmt, conv = ctx.spec.export, get_format(name), converters.CONVERTERS[name]
+    data, metadata, out = shared["data"], shared["metadata"], ctx.stage_dir("export")
+    record = {"format": name, "requested_precision": precision}
+    work = out / "attempts"
+    work.mkdir(exist_ok=True)
+    gate = run_gate(
+        precision, reference_accuracy=shared["val_reference"], max_drop=shared["max_drop"],
+        calibration=cfg.calibration.method, other_calibrations=list(conv.calibration_methods), workdir=work,
+        enabled=cfg.gate,
+        make=lambda p, calib, keep, dest: conv.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
+                                                      shared["calibration_x"], calib, keep, metadata),
+        evaluate=lambda path: accuracy(artifact_outputs(name, path, data.val.x), data.val.y),
+        first_and_last=lambda: conv.first_and_last_layers(fp32_path))
+    record["attempts"] = [a.as_dict() for a in gate.attempts]
+    final = gate.final
+    if final is None:
+        record.update(precision=precision, status="failed", error="; ".join(a.reason for a in gate.attempts))
+        warnings.append(f"{name} {precision}: every attempt failed")
+        return record, None
+    # A fallback is named for what it is: student-int8-fallback-fp16.onnx, never student-int8.onnx.
+    target = out / (artifact_name(name, precision) if final.precision == precision
+                    else f"student-{precision}-fallback-{final.precision}{fmt.suffix}")
+    if final.path != fp32_path and final.path != target:
+        os.replace(final.path, target)
+    elif final.path == fp32_path and target != fp32_path:
+        shutil.copyfile(fp32_path, target)
+    record["precision"] = final.precision
+    if gate.fell_back:
+        record["fallback"] = final.reason
+        warnings.append(f"{name} {precision}: {final.reason}")
+    try:
+        parity = compare(shared["reference"], artifact_outputs(name, target, data.test.x), data.test.y,
+                         cfg.parity_atol, f"{name} {final.precision}")
+    except (StageFailed, ValueError) as exc:  # a shape mismatch: this artifact cannot ship
+        record.update(status="failed", error=str(exc), path=str(target.relative_to(ctx.run_dir)))
+        warnings.append(f"{name} {precision}: {exc}")
+        return record, None
+    record.update(status="ok", path=str(target.relative_to(ctx.run_dir)), bytes=target.stat().st_size,
+                  parity=parity.as_dict())
+    if final.precision == "fp32" and not parity.within_tolerance:
+        warnings.append(f"{name} fp32: max |Δ| {parity.max_abs_diff:.2e} exceeds parity_atol {cfg.parity_atol:g}")
+    asked = f" (asked {precision})" if gate.fell_back else ""
+    ctx.console.print(f"  {name} {final.precision}{asked}: {target.stat().st_size / 1024:.1f} KiB, max |Δ| "
+                      f"{parity.max_abs_diff:.1e}, top-1 agreement {parity.top1_agreement:.1%}, "
+                      f"accuracy {parity.accuracy:.2%}")
+    return record, target
