@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _readme import update_section
 import torch.nn.functional as F
 from rich.console import Console
 
@@ -32,8 +33,6 @@ from edgedistill.models import build_model, count_params
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "distill_methods.json"
-README = HERE / "README.md"
-BEGIN, END = "<!-- distill_methods:begin -->", "<!-- distill_methods:end -->"
 QUIET = Console(file=open(os.devnull, "w"))
 
 BASE = {"batch_size": 32, "lr": 0.01, "temperature": 4.0, "alpha": 0.7}
@@ -139,12 +138,8 @@ def _update_readme(s: dict) -> None:
              "| teacher outputs | s / epoch |", "|---|---|"]
     rows += [f"| {k} | {c[k]['seconds_per_epoch']:.2f} |" for k in ("online", "cache miss (first run)", "cache hit")]
     rows.append(f"\nCache hit / online: **{c['hit_over_online']:.2f}×** the time per epoch.")
-    text = README.read_text()
-    if BEGIN not in text:
-        text += f"\n## Distillation methods\n\n`python benchmarks/distill_methods.py --seeds 5`\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    README.write_text(f"{head}{BEGIN}\n" + "\n".join(rows) + f"\n{END}{rest.split(END, 1)[1]}")
-
+    update_section("distill_methods", "## Distillation methods\n\n`python benchmarks/distill_methods.py --seeds 5`",
+                   rows)
 
 if __name__ == "__main__":
     main()

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _readme import update_section
+
 from edgedistill.bench import runner
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "harness_overhead.json"
-README = HERE / "README.md"
-BEGIN, END = "<!-- harness_overhead:begin -->", "<!-- harness_overhead:end -->"
 
 
 def bare_p50(model: Path, x: np.ndarray, runs: int, warmup: int) -> float:
@@ -82,13 +82,8 @@ def main() -> None:
              "runner CV | bare CV |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['runner_p50_ms']:.4f} | {r['bare_p50_ms']:.4f} | {r['ratio']:.3f} | "
               f"{r['runner_cv']:.1%} | {r['bare_cv']:.1%} |" for r in rows]
-    text = README.read_text()
-    if BEGIN not in text:
-        text += (f"\n## Runner overhead\n\n`python benchmarks/harness_overhead.py RUN_DIR`: the runner's p50 "
-                 f"against a bare loop over the same session.\n\n{BEGIN}\n{END}\n")
-    head, rest = text.split(BEGIN, 1)
-    README.write_text(f"{head}{BEGIN}\n" + "\n".join(lines) + f"\n{END}{rest.split(END, 1)[1]}")
-
+    update_section("harness_overhead", "## Runner overhead\n\n`python benchmarks/harness_overhead.py RUN_DIR`: "
+                   "the runner's p50 against a bare loop over the same session.", lines)
 
 if __name__ == "__main__":
     main()

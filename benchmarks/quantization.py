@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _readme import update_section
 
 from edgedistill.config.pipeline import load_pipeline
 from edgedistill.cost import macs_by_kind
@@ -31,8 +32,6 @@ from edgedistill.models.io import ArchInfo, load_weights
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quantization.json"
-README = HERE / "README.md"
-BEGIN, END = "<!-- quantization:begin -->", "<!-- quantization:end -->"
 
 
 def op_count(fmt: str, path: Path) -> int:
@@ -110,13 +109,8 @@ def _update_readme(s: dict) -> None:
                      f"{r['bytes'] / 1024:.1f} | {r['accuracy']:.2%} | "
                      f"{r['drop'] * 100:+.2f} pt | {r['top1_agreement']:.2%} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | "
                      f"{r['p50_ms'] / base[(r['model'], r['format'])]:.2f}× |")
-    text = README.read_text()
-    if BEGIN not in text:
-        text += (f"\n## Quantization\n\n`python benchmarks/quantization.py` (needs the `tflite` extra)\n\n"
-                 f"{BEGIN}\n{END}\n")
-    head, rest = text.split(BEGIN, 1)
-    README.write_text(f"{head}{BEGIN}\n" + "\n".join(lines) + f"\n{END}{rest.split(END, 1)[1]}")
-
+    update_section("quantization", "## Quantization\n\n`python benchmarks/quantization.py` (needs the `tflite` extra)",
+                   lines)
 
 if __name__ == "__main__":
     main()

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _readme import update_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quickstart_e2e.json"
-README = HERE / "README.md"
-BEGIN, END = "<!-- quickstart_e2e:begin -->", "<!-- quickstart_e2e:end -->"
 
 
 def one_run(workdir: Path) -> dict:
@@ -78,13 +78,7 @@ def _update_readme(summary: dict) -> None:
              f"{summary['host']['cores']} cores. Run 1: teacher {r0['teacher_params']:,} params "
              f"{r0['teacher_accuracy']:.2%}, student {r0['student_params']:,} params {r0['student_accuracy']:.2%}, "
              f"ONNX {r0['onnx_bytes'] / 1024:.1f} KiB, p50 {r0['onnx_p50_ms']:.3f} ms, p90 {r0['onnx_p90_ms']:.3f} ms."]
-    table = "\n".join(rows)
-    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    README.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
-
+    update_section("quickstart_e2e", "## Quickstart end to end", rows)
 
 if __name__ == "__main__":
     main()
