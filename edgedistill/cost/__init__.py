@@ -1,22 +1,70 @@
-"""Model cost: multiply-accumulates by layer kind (the start of the latency predictor's inputs)."""
+"""Model cost on an input shape: parameters, bytes at each precision, MACs per layer, activation memory.
+
+This is what the latency predictor and student selection (issue 6) build on. Counts come from one
+forward pass with hooks on the layers that do arithmetic (Conv2d, Linear), batch 1.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
-def macs_by_kind(model, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates of one inference (batch 1), split into convolution and linear layers."""
+BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    kind: str  # conv | depthwise | linear
+    macs: int
+    params: int
+    input_bytes: int  # fp32 activations read
+    output_bytes: int  # fp32 activations written
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    params: int
+    layers: list[LayerCost] = field(default_factory=list)
+    peak_activation_bytes: int = 0  # largest input + output of one layer, fp32, batch 1
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs  # a multiply-accumulate is two floating-point operations
+
+    def weight_bytes(self, precision: str) -> int:
+        return self.params * BYTES_PER_VALUE[precision]
+
+    def macs_by_kind(self) -> dict[str, int]:
+        out = {"conv": 0, "linear": 0}
+        for layer in self.layers:
+            out["linear" if layer.kind == "linear" else "conv"] += layer.macs
+        return out
+
+
+def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
+    """Per-layer MACs and activation bytes of one inference of `model` on one sample of `input_shape`."""
     import torch
 
-    totals = {"conv": 0, "linear": 0}
+    layers: list[LayerCost] = []
 
-    def count(module, _inputs, output):
-        if isinstance(module, torch.nn.Conv2d):
-            per_output = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            totals["conv"] += output.numel() * per_output
-        else:
-            totals["linear"] += output.numel() * module.in_features
+    def hook(name):
+        def count(module, inputs, output):
+            if isinstance(module, torch.nn.Conv2d):
+                per_output = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+                kind = "depthwise" if module.groups > 1 and module.groups == module.in_channels else "conv"
+            else:
+                per_output, kind = module.in_features, "linear"
+            layers.append(LayerCost(name, kind, output.numel() * per_output,
+                                    sum(p.numel() for p in module.parameters(recurse=False)),
+                                    inputs[0].numel() * 4, output.numel() * 4))
 
-    handles = [m.register_forward_hook(count) for m in model.modules()
+        return count
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     was_training = model.training
     model.eval()
@@ -27,7 +75,13 @@ def macs_by_kind(model, input_shape: tuple[int, ...]) -> dict[str, int]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return totals
+    peak = max((layer.input_bytes + layer.output_bytes for layer in layers), default=0)
+    return ModelCost(sum(p.numel() for p in model.parameters()), layers, peak)
+
+
+def macs_by_kind(model, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates of one inference (batch 1), split into convolution and linear layers."""
+    return model_cost(model, input_shape).macs_by_kind()
 
 
 def is_linear_heavy(model, input_shape: tuple[int, ...]) -> bool:
