@@ -128,6 +128,17 @@ def load_tflite(path: str, threads: int, providers: list[str]):
 RUNTIMES = {".onnx": load_onnxruntime, ".tflite": load_tflite}
 
 
+def _read_sys(path: str) -> float | None:
+    """A /sys value in thousandths (kHz, millidegrees) as units, or None where not readable."""
+    try:
+        return int(open(path).read().strip()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+TEMPERATURE = "/sys/class/thermal/thermal_zone0/temp"
+
+
 def device_info() -> dict:
     info = {"hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count()}
@@ -145,11 +156,10 @@ def device_info() -> dict:
         pass
     for key, path in (("cpu_mhz_now", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
                       ("cpu_mhz_max", "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
-                      ("temperature_c", "/sys/class/thermal/thermal_zone0/temp")):
-        try:
-            info[key] = int(open(path).read().strip()) / 1000
-        except (OSError, ValueError):
-            pass
+                      ("temperature_c", TEMPERATURE)):
+        value = _read_sys(path)
+        if value is not None:
+            info[key] = value
     try:  # Raspberry Pi firmware: a non-zero value means under-voltage or thermal throttling happened
         import subprocess
 
@@ -186,7 +196,7 @@ def benchmark(args) -> dict:
         if len(x) == 0 or len(x) != len(y):
             raise RunnerError(2, f"--data {args.data!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
     rss_before = _peak_rss_mb()
-    temperature_before = device_info().get("temperature_c")
+    temperature_before = _read_sys(TEMPERATURE)
     t0 = time.perf_counter()
     providers = [p for p in args.providers.split(",") if p]
     infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers)

@@ -84,8 +84,9 @@ def export_command(
     typer.echo(f"{format} {precision}: {out} ({out.stat().st_size / 1024:.1f} KiB)")
     if test is not None:
         x, y = test
-        parity = compare(predict(model, x), artifact_outputs(fmt.name, out, x), y if y is not None else
-                         predict(model, x).argmax(1), 1e-4, f"{format} {precision}")
+        reference = predict(model, x)
+        parity = compare(reference, artifact_outputs(fmt.name, out, x), y if y is not None else reference.argmax(1),
+                         1e-4, f"{format} {precision}")
         typer.echo(f"parity: max |Δ| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.2%}"
                    + (f", accuracy {parity.accuracy:.2%}" if y is not None else ""))
 

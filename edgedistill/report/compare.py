@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgedistill.report.html import CSS, _figure, _pct, _table, e
+from edgedistill.report.html import CSS, e, figure_block, html_table
+from edgedistill.report.text import pct
 
 
 def _best(results: dict) -> dict | None:
@@ -30,7 +31,7 @@ def render_compare_markdown(rows: list[dict]) -> str:
         verdict = {True: "fits", False: "does not fit", None: "cannot tell"}[r["fits"]]
         size = "—" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}"
         p90 = "—" if r["p90_ms"] is None else f"{r['p90_ms']:.3f}"
-        cells = [r["run"], r["pipeline"], r["device"], verdict, r["artifact"] or "—", size, _pct(r["accuracy"]), p90]
+        cells = [r["run"], r["pipeline"], r["device"], verdict, r["artifact"] or "—", size, pct(r["accuracy"]), p90]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -38,16 +39,16 @@ def render_compare_markdown(rows: list[dict]) -> str:
 def render_compare_html(rows: list[dict], runs: list[tuple[str, dict]]) -> str:
     from edgedistill.report import figures
 
-    table = _table(["run", "pipeline", "device", "verdict", "artifact", "size", "accuracy", "p90 ms"], [
+    table = html_table(["run", "pipeline", "device", "verdict", "artifact", "size", "accuracy", "p90 ms"], [
         [e(r["run"]), e(r["pipeline"]), e(r["device"]),
          e({True: "fits", False: "does not fit", None: "cannot tell"}[r["fits"]]) + f"<br><span class=muted>"
          f"{e(r['summary'])}</span>", e(r["artifact"]), e(None if r["bytes"] is None else f"{r['bytes'] / 1024:.1f} KiB"),
-         e(_pct(r["accuracy"])), e(None if r["p90_ms"] is None else f"{r['p90_ms']:.3f}")] for r in rows])
+         e(pct(r["accuracy"])), e(None if r["p90_ms"] is None else f"{r['p90_ms']:.3f}")] for r in rows])
     # One chart over every run's artifacts, labelled by run.
     merged = {"artifacts": [{**a, "format": a["format"], "precision": f"{a['precision']} [{label}]"}
                             for label, r in runs for a in r["artifacts"]],
               "budgets": {}, "teacher": None}
-    chart = _figure(figures.accuracy_latency(merged), "Every run's artifacts: accuracy against p90 latency.",
+    chart = figure_block(figures.accuracy_latency(merged), "Every run's artifacts: accuracy against p90 latency.",
                     "No run has benchmarked artifacts.")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Runs compared</title>"
             f"<style>{CSS}</style></head><body><h1>Runs compared</h1><section id=\"runs\">{table}</section>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
+from edgedistill.report.text import ms, pct
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -29,15 +30,7 @@ def e(value) -> str:
     return escape("—" if value is None else str(value), quote=True)
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{value * 100:.2f}%"
-
-
-def _ms(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def html_table(headers: list[str], rows: list[list[str]]) -> str:
     """`rows` hold already-escaped cell HTML."""
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -62,12 +55,12 @@ def _verdict(r: dict) -> str:
     css, word = {True: ("fits", "FITS"), False: ("nofit", "DOES NOT FIT"), None: ("unknown", "CANNOT TELL")}[v["fits"]]
     rows = []
     for c in v["checks"]:
-        pct = c["budget"].startswith("accuracy")
-        show = _pct if pct else (lambda x, u=c["unit"]: "—" if x is None else f"{x:.3f} {u}")
+        as_pct = c["budget"].startswith("accuracy")
+        show = pct if as_pct else (lambda x, u=c["unit"]: "—" if x is None else f"{x:.3f} {u}")
         result = {True: "<span class=pass>pass</span>", False: "<span class=fail>FAIL</span>",
                   None: f"<span class=muted>{e(c['note'])}</span>"}[c["passed"]]
         rows.append([e(c["budget"]), e(show(c["limit"])), e(show(c["value"])), e(show(c["margin"])), result])
-    table = _table(["budget", "limit", "measured", "margin", "result"], rows) if rows else ""
+    table = html_table(["budget", "limit", "measured", "margin", "result"], rows) if rows else ""
     return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{word}</b> — {e(v['summary'])} "
                     f"on {e(r['device']['description'])}.</div>{table}")
 
@@ -76,11 +69,11 @@ def _models(r: dict) -> str:
     rows = []
     t, s = r.get("teacher"), r.get("student")
     if t:
-        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", "—", e(_pct(t["accuracy"])),
+        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", "—", e(pct(t["accuracy"])),
                      "—", "—", "—", "—", "—", "ok"])
     if s:
         rows.append(["student " + e(s["arch"]), "PyTorch", "fp32", f"{s['params']:,} ({s['param_ratio']:.1%})", "—",
-                     e(_pct(s["accuracy"])), "—", "—", "—", "—", "—", "ok"])
+                     e(pct(s["accuracy"])), "—", "—", "—", "—", "—", "ok"])
     for a in r["artifacts"]:
         lat = a.get("latency_ms") or {}
         precision = a["precision"] if a["precision"] == a["requested_precision"] else \
@@ -88,15 +81,15 @@ def _models(r: dict) -> str:
         size = "—" if a.get("bytes") is None else f"{a['bytes'] / 1024:.1f} KiB"
         parity = a.get("parity") or {}
         status = e(a["status"]) + (f"<br><span class=muted>{e(a['error'])}</span>" if a.get("error") else "")
-        rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(_pct(a.get("accuracy"))),
-                     e(_pct(parity.get("top1_agreement"))), e(_ms(lat.get("p50"))), e(_ms(lat.get("p90"))),
-                     e(_ms(lat.get("p99"))), e(a.get("target")), status])
-    return _section("models", "Teacher, student and artifacts", _table(
+        rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(pct(a.get("accuracy"))),
+                     e(pct(parity.get("top1_agreement"))), e(ms(lat.get("p50"))), e(ms(lat.get("p90"))),
+                     e(ms(lat.get("p99"))), e(a.get("target")), status])
+    return _section("models", "Teacher, student and artifacts", html_table(
         ["model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "p50 ms", "p90 ms",
          "p99 ms", "target", "status"], rows))
 
 
-def _figure(svg: str | None, caption: str, missing: str) -> str:
+def figure_block(svg: str | None, caption: str, missing: str) -> str:
     if svg is None:
         return f"<p class=muted>{e(missing)}</p>"
     return f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
@@ -105,13 +98,13 @@ def _figure(svg: str | None, caption: str, missing: str) -> str:
 def _figures(r: dict) -> str:
     samples = {f"{a['format']} {a['precision']}": a.get("latency_samples_ms") or [] for a in r["artifacts"]}
     body = "".join([
-        _figure(figures.accuracy_latency(r), "Accuracy against p90 latency; outlined points form the Pareto front; "
+        figure_block(figures.accuracy_latency(r), "Accuracy against p90 latency; outlined points form the Pareto front; "
                 "dotted lines are the latency budget and the accuracy floor (teacher minus the allowed drop).",
                 "No accuracy-latency chart: no artifact was benchmarked."),
-        _figure(figures.size_bars(r), "Artifact sizes against the size budget.", "No size chart: no artifact exported."),
-        _figure(figures.training_curves(r), "Validation accuracy per epoch; shading marks the distillation phases.",
+        figure_block(figures.size_bars(r), "Artifact sizes against the size budget.", "No size chart: no artifact exported."),
+        figure_block(figures.training_curves(r), "Validation accuracy per epoch; shading marks the distillation phases.",
                 "No training curves: no training ran."),
-        _figure(figures.latency_distributions(samples), "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
+        figure_block(figures.latency_distributions(samples), "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
                 "No latency distributions: no benchmark samples."),
     ])
     return _section("figures", "Figures", body)
@@ -127,28 +120,28 @@ def _distillation(r: dict) -> str:
     pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
              for term in ("features", "attention") for p in d["mapping"][term]]
     if pairs:
-        text += _table(["term", "student layer", "teacher layer", "student shape", "teacher shape"], pairs)
+        text += html_table(["term", "student layer", "teacher layer", "student shape", "teacher shape"], pairs)
         text += f"<p>Adapters: {d['mapping']['adapter_params']:,} parameters, dropped at export.</p>"
     if len(d["phases"]) > 1:
-        text += _table(["phase", "epochs", "alpha", "LR scale", "examples"], [
+        text += html_table(["phase", "epochs", "alpha", "LR scale", "examples"], [
             [e(p["name"]), e(f"{p['epochs'][0]}–{p['epochs'][1]}"), e(p["alpha"]), e(p["lr_scale"]),
              e(f"easiest {p['easy_fraction']:.0%}" if p["easy_fraction"] else "all")] for p in d["phases"]])
     prog = d["progressive"]
     if prog["used"]:
         text += "<p>Teacher assistants: " + e(", ".join(
-            f"width ×{a['width']:.3g} ({a['params']:,} params, {_pct(a['accuracy'])}, {a['seconds']:.1f} s)"
+            f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, {a['seconds']:.1f} s)"
             for a in prog["assistants"])) + f"; extra cost {prog['extra_seconds']:.1f} s.</p>"
     return _section("distillation", "Distillation", text)
 
 
 def _quantization(r: dict) -> str:
     rows = [[e(f"{a['format']} {a['requested_precision']}"), str(i), e(t["precision"]), e(t["calibration"]),
-             e(", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or None), e(_pct(t["accuracy"])),
-             e(_pct(t["drop"])), "<span class=pass>pass</span>" if t["passed"] else "<span class=fail>fail</span>",
+             e(", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or None), e(pct(t["accuracy"])),
+             e(pct(t["drop"])), "<span class=pass>pass</span>" if t["passed"] else "<span class=fail>fail</span>",
              e(t["reason"])]
             for a in r["artifacts"] if a["requested_precision"] != "fp32"
             for i, t in enumerate(a.get("attempts") or [], 1)]
-    body = _table(["artifact", "attempt", "precision", "calibration", "kept in float", "val. accuracy", "drop",
+    body = html_table(["artifact", "attempt", "precision", "calibration", "kept in float", "val. accuracy", "drop",
                    "result", "why"], rows) if rows else "<p class=muted>No quantized artifact was requested.</p>"
     return _section("quantization", "Quantization gate", body)
 
@@ -160,13 +153,13 @@ def _selection(r: dict) -> str:
                         "<p class=muted>The pipeline named its student; no candidates were ranked.</p>")
     rows = [[e(c.get("name")), e(c.get("params")), e(c.get("predicted_latency_ms")), e(c.get("fits"))]
             for c in sel.get("candidates", [])]
-    return _section("selection", "Student selection", _table(["candidate", "params", "predicted ms", "fits"], rows))
+    return _section("selection", "Student selection", html_table(["candidate", "params", "predicted ms", "fits"], rows))
 
 
 def _stages(r: dict) -> str:
     rows = [[e(n), e(s["status"]), e(None if s["seconds"] is None else f"{s['seconds']:.1f}"),
              "kept from an earlier run" if s["resumed"] else e(s["error"] or "")] for n, s in r["stages"].items()]
-    return _section("stages", "Stages", _table(["stage", "status", "seconds", "note"], rows))
+    return _section("stages", "Stages", html_table(["stage", "status", "seconds", "note"], rows))
 
 
 def _failures(r: dict) -> str:
@@ -182,4 +175,4 @@ def _environment(r: dict) -> str:
             ["measured on", e(", ".join(f"{k}: {v}" for k, v in (env.get("device_info") or {}).items()) or None)],
             ["seed", e(env["seed"])], ["config digest", f"<code>{e(env['config_digest'])}</code>"],
             ["generated", e(r["generated_at"])]]
-    return _section("environment", "Environment", _table(["", ""], rows))
+    return _section("environment", "Environment", html_table(["", ""], rows))

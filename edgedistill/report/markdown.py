@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from edgedistill.report.text import pct
+
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
     if value is None:
         return none
     return format(value, spec) if spec else str(value)
-
-
-def _pct(value) -> str:
-    return _fmt(None if value is None else value * 100, ".2f") + ("%" if value is not None else "")
 
 
 def _escape(text) -> str:
@@ -29,7 +27,7 @@ def render_markdown(results: dict) -> str:
         for c in v["checks"]:
             unit = c["unit"]
             as_pct = c["budget"].startswith("accuracy")
-            show = (lambda x: _pct(x)) if as_pct else (lambda x: f"{x:.3f} {unit}" if x is not None else "—")
+            show = (lambda x: pct(x)) if as_pct else (lambda x: f"{x:.3f} {unit}" if x is not None else "—")
             result = {True: "pass", False: "**FAIL**", None: c["note"]}[c["passed"]]
             lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
                          f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} |")
@@ -39,18 +37,18 @@ def render_markdown(results: dict) -> str:
     teacher, student = results["teacher"], results["student"]
     if teacher:
         lines.append(f"| teacher {teacher['arch']} | PyTorch | fp32 | {teacher['params']:,} | "
-                     f"{teacher['params'] * 4 / 1024:.1f} KiB (weights) | {_pct(teacher['accuracy'])} | — | — | — | — | — | ok |")
+                     f"{teacher['params'] * 4 / 1024:.1f} KiB (weights) | {pct(teacher['accuracy'])} | — | — | — | — | — | ok |")
     if student:
         lines.append(f"| student {student['arch']} | PyTorch | fp32 | {student['params']:,} "
                      f"({student['param_ratio']:.1%}) | {student['params'] * 4 / 1024:.1f} KiB (weights) | "
-                     f"{_pct(student['accuracy'])} | — | — | — | — | — | ok |")
+                     f"{pct(student['accuracy'])} | — | — | — | — | — | ok |")
     for a in results["artifacts"]:
         lat = a["latency_ms"] or {}
         parity = (a["parity"] or {}).get("max_abs_diff")
         size = f"{a['bytes'] / 1024:.1f} KiB" if a["bytes"] is not None else "—"
         precision = a["precision"] if a["precision"] == a["requested_precision"] else \
             f"{a['precision']} (asked {a['requested_precision']})"
-        lines.append(f"| student | {a['format']} | {precision} | — | {size} | {_pct(a['accuracy'])} | "
+        lines.append(f"| student | {a['format']} | {precision} | — | {size} | {pct(a['accuracy'])} | "
                      f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
                      f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
@@ -77,12 +75,12 @@ def _distillation(d: dict | None, history: list | None) -> list[str]:
     best = max(history, key=lambda h: h["val_accuracy"])
     lines = ["## Distillation", "",
              f"Terms {', '.join(d['terms'])}; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}; "
-             f"{len(history)} epochs, best validation accuracy {_pct(best['val_accuracy'])} at epoch {best['epoch']}; "
+             f"{len(history)} epochs, best validation accuracy {pct(best['val_accuracy'])} at epoch {best['epoch']}; "
              f"teacher outputs: {d['teacher_cache']}.", ""]
     if len(d["phases"]) > 1:
         lines += ["| phase | epochs | alpha | LR scale | examples |", "|---|---|---|---|---|"]
         lines += [f"| {p['name']} | {p['epochs'][0]}–{p['epochs'][1]} | {p['alpha']} | {p['lr_scale']} | "
-                  f"{'easiest ' + _pct(p['easy_fraction']) if p['easy_fraction'] else 'all'} |" for p in d["phases"]]
+                  f"{'easiest ' + pct(p['easy_fraction']) if p['easy_fraction'] else 'all'} |" for p in d["phases"]]
         lines.append("")
     mapping = d["mapping"]
     pairs = [(term, p) for term in ("features", "attention") for p in mapping[term]]
@@ -94,7 +92,7 @@ def _distillation(d: dict | None, history: list | None) -> list[str]:
                   "of the export.", ""]
     prog = d["progressive"]
     if prog["used"]:
-        steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {_pct(a['accuracy'])}, {a['seconds']:.1f} s)"
+        steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, {a['seconds']:.1f} s)"
                           for a in prog["assistants"])
         lines += [f"Teacher assistants (width ratio {d['width_ratio']:.1f} ≥ {prog['threshold']:g}): {steps}; "
                   f"extra cost {prog['extra_seconds']:.1f} s.", ""]
@@ -115,6 +113,6 @@ def _gate(artifacts: list[dict]) -> list[str]:
     for a, i, t in rows:
         kept = ", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or "—"
         lines.append(f"| {a['format']} {a['requested_precision']} | {i} | {t['precision']} | {t['calibration'] or '—'} | "
-                     f"{_escape(kept)} | {_pct(t['accuracy'])} | {_pct(t['drop'])} | "
+                     f"{_escape(kept)} | {pct(t['accuracy'])} | {pct(t['drop'])} | "
                      f"{'pass' if t['passed'] else '**fail**'} | {_escape(t['reason'])} |")
     return lines + [""]
