@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgedistill import __version__
-from edgedistill.cli import bench, devices, export, report, run
+from edgedistill.cli import bench, devices, export, latency, report, run
 from edgedistill.cli.common import state, user_errors
 
 # rich_markup_mode=None: usage errors print as plain lines, not a boxed panel.
@@ -19,6 +19,8 @@ app.command("export")(user_errors(export.export_command))
 app.command("quantize")(user_errors(export.quantize_command))
 app.command("report")(user_errors(report.report_command))
 app.command("bench")(user_errors(bench.bench_command))
+app.command("calibrate")(user_errors(latency.calibrate_command))
+app.command("select")(user_errors(latency.select_command))
 
 
 def _version(value: bool) -> None:

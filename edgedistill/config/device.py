@@ -105,12 +105,17 @@ def device_files() -> dict[str, Path]:
     return files
 
 
-def load_device(name_or_path: str) -> DeviceProfile:
-    """A device profile by name (see `device_files`) or by the path of a YAML file."""
+def device_path(name_or_path: str) -> Path:
+    """The profile file of a device name (see `device_files`) or of a YAML path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        return load_model(DeviceProfile, path)
+        return path
     files = device_files()
     if name_or_path not in files:
         raise UserError(unknown_choice("device", name_or_path, files))
-    return load_model(DeviceProfile, files[name_or_path])
+    return files[name_or_path]
+
+
+def load_device(name_or_path: str) -> DeviceProfile:
+    """A device profile by name (see `device_files`) or by the path of a YAML file."""
+    return load_model(DeviceProfile, device_path(name_or_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgedistill.config.device import Budgets, Strict, device_files
 from edgedistill.config.loading import read_yaml, validate
@@ -80,7 +80,18 @@ Teacher = Annotated[TrainedTeacher | CheckpointTeacher, Field(discriminator="kin
 
 
 class Student(Architecture):
-    pass
+    size: Literal["fixed", "auto"] = Field(
+        default="fixed", description="auto: width and depth chosen by the device's budgets (edgedistill select)")
+    max_param_ratio: float = Field(default=0.5, gt=0, le=1,
+                                   description="auto: candidates have at most this share of the teacher's parameters")
+
+    @model_validator(mode="after")
+    def _auto_chooses_width_and_depth(self) -> "Student":
+        given = {"width", "depth"} & self.model_fields_set
+        if self.size == "auto" and given:
+            raise ValueError(f"size auto chooses {' and '.join(sorted(given))}; remove {', '.join(sorted(given))} "
+                             "or set size: fixed")
+        return self
 
 
 class LayerMapping(Strict):

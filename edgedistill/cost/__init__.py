@@ -1,7 +1,8 @@
 """Model cost on an input shape: parameters, bytes at each precision, MACs per layer, activation memory.
 
 This is what the latency predictor and student selection (issue 6) build on. Counts come from one
-forward pass with hooks on the layers that do arithmetic (Conv2d, Linear), batch 1.
+forward pass with hooks on the layers that do arithmetic (Conv2d, Linear) and on pooling layers (no
+multiply-accumulates, but a separate op in the exported graph that moves its input), batch 1.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
 @dataclass(frozen=True)
 class LayerCost:
     name: str
-    kind: str  # conv | depthwise | linear
+    kind: str  # conv | depthwise | linear | pool
     macs: int
     params: int
     input_bytes: int  # fp32 activations read
@@ -38,10 +39,15 @@ class ModelCost:
     def weight_bytes(self, precision: str) -> int:
         return self.params * BYTES_PER_VALUE[precision]
 
+    def activation_bytes(self, precision: str) -> int:
+        """Activations read and written by all layers, at `precision` (the counts are fp32 bytes)."""
+        return sum(layer.input_bytes + layer.output_bytes for layer in self.layers) * BYTES_PER_VALUE[precision] // 4
+
     def macs_by_kind(self) -> dict[str, int]:
         out = {"conv": 0, "linear": 0}
         for layer in self.layers:
-            out["linear" if layer.kind == "linear" else "conv"] += layer.macs
+            if layer.kind != "pool":
+                out["linear" if layer.kind == "linear" else "conv"] += layer.macs
         return out
 
 
@@ -49,11 +55,14 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
     """Per-layer MACs and activation bytes of one inference of `model` on one sample of `input_shape`."""
     import torch
 
+    POOLS = (torch.nn.AdaptiveAvgPool2d, torch.nn.AvgPool2d, torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)
     layers: list[LayerCost] = []
 
     def hook(name):
         def count(module, inputs, output):
-            if isinstance(module, torch.nn.Conv2d):
+            if isinstance(module, POOLS):
+                per_output, kind = 0, "pool"
+            elif isinstance(module, torch.nn.Conv2d):
                 per_output = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
                 kind = "depthwise" if module.groups > 1 and module.groups == module.in_channels else "conv"
             else:
@@ -65,7 +74,7 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
         return count
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear) + POOLS)]
     was_training = model.training
     model.eval()
     try:

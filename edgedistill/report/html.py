@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
-from edgedistill.report.text import ms, pct
+from edgedistill.report.text import ms, pct, selection_summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -150,10 +150,14 @@ def _selection(r: dict) -> str:
     sel = r.get("selection")
     if not sel:
         return _section("selection", "Student selection",
-                        "<p class=muted>The pipeline named its student; no candidates were ranked.</p>")
-    rows = [[e(c.get("name")), e(c.get("params")), e(c.get("predicted_latency_ms")), e(c.get("fits"))]
-            for c in sel.get("candidates", [])]
-    return _section("selection", "Student selection", html_table(["candidate", "params", "predicted ms", "fits"], rows))
+                        "<p class=muted>The pipeline named its student (size: fixed); no candidates were ranked.</p>")
+    rows = [["→" if c["label"] == (sel["chosen"] or {}).get("label") else "", e(c["label"]), e(f"{c['params']:,}"),
+             e(f"{c['size_mb']:.3g}"), e(f"{c['p90_ms']:.3g}"), e(f"{c['ram_mb']:.3g}"),
+             "yes" if c["fits"] else e("no: " + "; ".join(c["breaks"]))] for c in sel["candidates"]]
+    notes = [selection_summary(sel), sel["predictor_note"], sel["excluded"], f"Tie-break: {sel['tie_break']}."]
+    body = "".join(f"<p>{e(n)}</p>" for n in notes if n)
+    return _section("selection", "Student selection", body + html_table(
+        ["", "candidate", "params", f"size MB ({sel['precision']})", "predicted p90 ms", "RAM MB", "fits"], rows))
 
 
 def _stages(r: dict) -> str:

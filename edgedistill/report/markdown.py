@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.text import pct
+from edgedistill.report.text import pct, selection_summary
 
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
@@ -52,6 +52,7 @@ def render_markdown(results: dict) -> str:
                      f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
                      f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
+    lines += _selection(results.get("selection"))
     lines += _distillation(results.get("distillation"), results["training"].get("distill"))
     lines += _gate(results["artifacts"])
     lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
@@ -67,6 +68,22 @@ def render_markdown(results: dict) -> str:
               f"- host: {_escape(env['host'])}, {_escape(env['platform'])}, Python {env['python']}",
               f"- packages: {packages}", f"- seed {env['seed']}, config digest `{env['config_digest'][:16]}`", ""]
     return "\n".join(lines)
+
+
+def _selection(sel: dict | None) -> list[str]:
+    if not sel:
+        return []
+    lines = ["## Student selection", "", _escape(selection_summary(sel)), "", _escape(sel["predictor_note"]), ""]
+    if sel["excluded"]:
+        lines += [_escape(sel["excluded"]) + ".", ""]
+    lines += [f"| | candidate | params | size MB ({sel['precision']}) | predicted p90 ms | RAM MB | fits |",
+              "|---|---|---|---|---|---|---|"]
+    for c in sel["candidates"]:
+        mark = "→" if c["label"] == (sel["chosen"] or {}).get("label") else ""
+        fits = "yes" if c["fits"] else "no: " + "; ".join(c["breaks"])
+        lines.append(f"| {mark} | {_escape(c['label'])} | {c['params']:,} | {c['size_mb']:.3g} | {c['p90_ms']:.3g} | "
+                     f"{c['ram_mb']:.3g} | {_escape(fits)} |")
+    return lines + ["", f"Tie-break: {sel['tie_break']}.", ""]
 
 
 def _distillation(d: dict | None, history: list | None) -> list[str]:

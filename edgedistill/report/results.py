@@ -50,6 +50,7 @@ def build_results(ctx) -> dict:
             "arch": f"{s_metrics['family']} x{s_metrics['width']} depth x{s_metrics['depth']}",
             "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
             "accuracy": d_metrics["accuracy"] if d_metrics else None},
+        "selection": _selection(s_metrics, artifacts),
         "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history")},
         "distillation": None if d_metrics is None else {
             key: d_metrics.get(key) for key in ("terms", "divergence", "temperature", "alpha", "epochs", "best_epoch",
@@ -68,6 +69,18 @@ def build_results(ctx) -> dict:
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
     }
+
+
+def _selection(s_metrics: dict | None, artifacts: list[dict]) -> dict | None:
+    """The size-auto candidates and choice, with the chosen student's measured latency next to its prediction."""
+    selection = (s_metrics or {}).get("selection")
+    if not selection:
+        return None
+    measured = next((a["latency_ms"]["p90"] for a in artifacts if a["format"] == selection["format"]
+                     and a["precision"] == selection["precision"] and a.get("latency_ms")), None)
+    predicted = selection["chosen"]["p90_ms"]
+    return {**selection, "measured_p90_ms": measured,
+            "prediction_error": None if measured is None else predicted / measured - 1}
 
 
 def _artifacts(ctx) -> list[dict]:

@@ -11,7 +11,11 @@ from edgedistill.pipeline.engine import StageResult
 def run(spec, ctx) -> StageResult:
     cfg = spec.student
     teacher = ArchInfo.load(ctx.output("teacher", "arch"))
-    arch = ArchInfo(cfg.family, cfg.width, cfg.depth, teacher.in_channels, teacher.num_classes, teacher.input_hw,
+    width, depth, selection = cfg.width, cfg.depth, None
+    if cfg.size == "auto":
+        selection = choose(spec, ctx)
+        width, depth = selection["chosen"]["width"], selection["chosen"]["depth"]
+    arch = ArchInfo(cfg.family, width, depth, teacher.in_channels, teacher.num_classes, teacher.input_hw,
                     teacher.class_names)
     seed_everything(spec.seed)
     model = arch.build()
@@ -21,8 +25,23 @@ def run(spec, ctx) -> StageResult:
     save_weights(model, out / "init.safetensors")
     arch.save(out / "arch.json")
     ratio = params / teacher_params
-    ctx.console.print(f"  student {cfg.family} ×{cfg.width} depth ×{cfg.depth}: {params:,} params "
+    ctx.console.print(f"  student {cfg.family} ×{width:g} depth ×{depth:g}: {params:,} params "
                       f"({ratio:.1%} of the teacher)")
-    return StageResult(outputs={"weights": out / "init.safetensors", "arch": out / "arch.json"},
-                       metrics={"family": cfg.family, "width": cfg.width, "depth": cfg.depth, "params": params,
-                                "param_ratio": ratio})
+    metrics = {"family": cfg.family, "width": width, "depth": depth, "params": params, "param_ratio": ratio}
+    if selection is not None:
+        metrics["selection"] = selection
+    return StageResult(outputs={"weights": out / "init.safetensors", "arch": out / "arch.json"}, metrics=metrics)
+
+
+def choose(spec, ctx) -> dict:
+    """The largest candidate that fits the device's budgets (edgedistill select), as a dict for the report."""
+    from edgedistill.config.device import device_path
+    from edgedistill.latency.select import nothing_fits, predictor_note, select_for_pipeline
+
+    selection, calibration = select_for_pipeline(spec, ctx.device, device_path(spec.device), ctx.budgets)
+    if selection.chosen is None:
+        raise nothing_fits(selection)
+    c = selection.chosen
+    ctx.console.print(f"  size auto on {selection.device}: {c.label} chosen of {len(selection.candidates)} candidates "
+                      f"(predicted p90 {c.p90_ms:.3g} ms, {selection.predictor} predictor)")
+    return {**selection.to_dict(), "predictor_note": predictor_note(selection, calibration)}

@@ -1,0 +1,180 @@
+"""`edgedistill calibrate` and `edgedistill select`: the latency predictor on a device, and the student it picks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgedistill.errors import UserError
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped output gets a fixed, wide-enough width instead of rich's 80-column guess.
+    return console if console.is_terminal else Console(width=160)
+
+
+def calibrate_command(
+    device: str = typer.Option(..., "--device", help="Device profile name or YAML."),
+    target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], or auto (the device's)."),
+    formats: str = typer.Option("onnx,tflite", "--formats", help="Comma-separated: onnx, tflite."),
+    precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, int8-dynamic, int8."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Default: NAME.calibration.json next to the profile."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing calibration file."),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
+) -> None:
+    """Time micro-models on the device's runtime and fit the latency predictor to it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgedistill.bench.local import BenchFailed
+    from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+    from edgedistill.config.device import device_path, load_device
+    from edgedistill.errors import unknown_choice
+    from edgedistill.export.formats import FORMATS, PRECISIONS
+    from edgedistill.latency.calibration import MICRO_MODELS, calibrate, calibration_path, write_calibration
+
+    fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
+    profile_path = device_path(device)
+    profile = load_device(device)
+    where = resolve_target(target, profile)
+    if where != "local" and not where.startswith("ssh://"):
+        raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")
+    out = output or calibration_path(profile_path)
+    if out.exists() and not replace:  # say so before minutes of measuring, not after
+        raise UserError(f"{out}: a calibration file is already there; pass --replace to overwrite it, or --output "
+                        "for another path")
+    n = bench_threads(where, profile, threads)
+    for fmt in fmts:
+        _require_extra(fmt)
+    console = _console()
+    console.print(f"calibrating {profile.name} on {describe(where, profile, n)}: {len(MICRO_MODELS)} micro-models × "
+                  f"{len(fmts)} formats × {len(precs)} precisions")
+
+    def bench(artifact: Path) -> dict:
+        try:
+            return run_on(where, profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
+                          min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host)
+        except BenchFailed as exc:
+            raise UserError(f"calibration stopped, nothing written: {exc}") from None
+
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as progress:
+        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs), info="")
+
+        def step(label: str) -> None:
+            if progress.tasks[0].fields["info"]:
+                progress.advance(task)
+            progress.update(task, info=label)
+
+        calibration, _ = calibrate(profile, profile_path, target=where, threads=n, bench=bench, formats=fmts,
+                                   precisions=precs, on_step=step)
+        progress.update(task, completed=progress.tasks[0].total, info="fitted")
+    write_calibration(calibration, out, replace=replace)
+    for key, fit in calibration.fits.items():
+        q = fit.quality
+        console.print(f"  {key}: in-sample median error {q['median_abs_error']:.1%}, within ±10 % "
+                      f"{q['within_10']:.0%}, within ±20 % {q['within_20']:.0%} of {q['models']} micro-models")
+    console.print(f"wrote {out}")
+
+
+def _choices(option: str, value: str, valid) -> list[str]:
+    from edgedistill.errors import unknown_choice
+
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for item in items:
+        if item not in valid:
+            raise UserError(f"{option}: {unknown_choice(option.lstrip('-').rstrip('s'), item, valid)}")
+    if not items:
+        raise UserError(f"{option}: empty; valid: {', '.join(valid)}")
+    return items
+
+
+def _require_extra(fmt: str) -> None:
+    import importlib.util
+
+    from edgedistill.export.formats import FORMATS
+
+    needed = {"onnx": ("onnx", "onnxruntime"), "tflite": ("litert_torch", "ai_edge_quantizer")}[fmt]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--formats {fmt}: needs {', '.join(missing)}; pip install 'edgedistill[{FORMATS[fmt].extra}]'")
+
+
+def select_command(
+    device: str = typer.Option(..., "--device", help="Device profile name or YAML."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML; default: the bundled quickstart."),
+    family: Optional[str] = typer.Option(None, "--family", help="Student family; default: the pipeline's."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Deployment format; default: the device's."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Deployment precision; default: the device's."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="C,H,W to plan for instead of the data's, "
+                                              "e.g. 3,224,224."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", min=1, help="Largest candidate to consider; "
+                                             "default: student.max_param_ratio of the teacher's parameters."),
+    as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON."),
+) -> None:
+    """Rank the student candidates on a device: size, predicted latency, RAM, what fits, and the choice."""
+    from edgedistill.config.device import device_path, load_device
+    from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.export.formats import FORMATS, PRECISIONS
+    from edgedistill.latency.select import nothing_fits, select_for_pipeline
+    from edgedistill.models import family_names
+    from edgedistill.resources import default_pipeline
+
+    if fmt is not None:
+        _choices("--format", fmt, FORMATS)
+    if precision is not None:
+        _choices("--precision", precision, PRECISIONS)
+    if family is not None:
+        _choices("--family", family, family_names())
+    shape = _shape(input_shape) if input_shape is not None else None
+    spec = load_pipeline(pipeline or default_pipeline())
+    profile = load_device(device)
+    budgets = profile.budgets.model_copy(update=spec.budgets.model_dump(exclude_none=True))
+    selection, calibration = select_for_pipeline(spec, profile, device_path(device), budgets, family=family, fmt=fmt,
+                                                 precision=precision, input_shape=shape,
+                                                 max_params=max_params)
+    if as_json:
+        typer.echo(json.dumps(selection.to_dict(), indent=2))
+    else:
+        print_selection(selection, calibration, budgets)
+    if selection.chosen is None:
+        raise nothing_fits(selection)
+
+
+def _shape(value: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1 or shape[1] < 8 or shape[2] < 8:
+        raise UserError(f"--input-shape {value!r}: expected C,H,W with C >= 1 and H, W >= 8, e.g. 3,224,224")
+    return shape
+
+
+def print_selection(selection, calibration, budgets) -> None:
+    from rich.table import Table
+
+    from edgedistill.latency.select import predictor_note
+
+    console = _console()
+    table = Table(title=f"student candidates on {selection.device} ({selection.format} {selection.precision})")
+    for column in ("", "candidate", "params", "MMACs", "size MB", "p90 ms (pred.)", "RAM MB", "fits"):
+        table.add_column(column, justify="left" if column in ("", "candidate", "fits") else "right")
+    for c in selection.candidates:
+        mark = "→" if c is selection.chosen else ""
+        table.add_row(mark, c.label, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.size_mb:.3g}", f"{c.p90_ms:.3g}",
+                      f"{c.ram_mb:.3g}", "yes" if c.fits else "no: " + "; ".join(c.breaks))
+    console.print(table)
+    console.print(f"predictor: {predictor_note(selection, calibration)}")
+    console.print(f"budgets: {', '.join(f'{k} {v:g}' for k, v in budgets.model_dump(exclude_none=True).items())}")
+    if selection.excluded:
+        console.print(selection.excluded)
+    console.print(f"tie-break: {selection.tie_break}")
+    if selection.chosen:
+        console.print(f"chosen: {selection.chosen.label} ({selection.chosen.params:,} params)")

@@ -1,0 +1,209 @@
+"""Calibration: measure micro-models on the device's runtime, fit the predictor's coefficients, keep them.
+
+The micro-models are plain stacks of the blocks CNN students are made of (3x3 conv, inverted residual,
+linear layers, pooling) at several widths, depths and resolutions. They are built here, never taken
+from the student families, so a prediction for a student is always for a model calibration did not see.
+
+The calibration file sits next to the device profile as NAME.calibration.json. The profile itself is
+never written; an existing calibration file is replaced only when asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_write_text, sha256_file
+from edgedistill.latency.predictor import TERMS, Fit, LatencyPredictor, terms
+
+SCHEMA = 1
+SUFFIX = ".calibration.json"
+
+# (name, builder, kwargs, input shape): 18 models spanning ~1e3..3e7 MACs.
+MICRO_MODELS = [
+    ("conv", {"channels": c, "layers": n}, (3, hw, hw)) for c, n, hw in
+    ((8, 1, 8), (16, 2, 16), (32, 3, 16), (64, 2, 32), (24, 4, 32), (96, 2, 16))
+] + [
+    ("inverted", {"channels": c, "blocks": n, "expansion": e}, (3, hw, hw)) for c, n, e, hw in
+    ((8, 1, 2, 8), (16, 2, 4, 16), (24, 3, 6, 16), (32, 2, 6, 32), (12, 4, 3, 32), (48, 1, 6, 8))
+] + [
+    ("mlp", {"hidden": h, "layers": n}, (1, hw, hw)) for h, n, hw in
+    ((32, 1, 8), (256, 2, 8), (512, 3, 16), (1024, 1, 16), (128, 4, 32), (2048, 2, 8))
+]
+
+
+def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
+    from torch import nn
+
+    cin = input_shape[0]
+    if kind == "mlp":
+        dims = [cin * input_shape[1] * input_shape[2]] + [kw["hidden"]] * kw["layers"]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(dims[-1], 10))
+    c = kw["channels"]
+    layers = [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+    if kind == "conv":
+        for _ in range(kw["layers"]):
+            layers += [nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+    else:  # inverted residual blocks: expand 1x1, depthwise 3x3, project 1x1
+        hidden = c * kw["expansion"]
+        for _ in range(kw["blocks"]):
+            layers += [nn.Conv2d(c, hidden, 1), nn.ReLU6(), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
+                       nn.ReLU6(), nn.Conv2d(hidden, c, 1)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def micro_models() -> list[tuple[str, object, tuple[int, ...]]]:
+    """(label, model, input shape) for every calibration micro-model, in eval mode."""
+    out = []
+    for kind, kw, shape in MICRO_MODELS:
+        label = f"{kind}-" + "-".join(f"{k[0]}{v}" for k, v in kw.items()) + f"-{shape[1]}px"
+        out.append((label, build_micro(kind, shape, **kw).eval(), shape))
+    return out
+
+
+# (artifact path) -> runner result, as bench.targets.run_on returns it
+Bench = Callable[[Path], dict]
+
+
+def measure(model, input_shape: tuple[int, ...], fmt: str, precision: str, bench: Bench, workdir: Path) -> dict:
+    """Export `model` to `fmt` at `precision`, run it on the target, return the runner's result."""
+    from edgedistill.export.converters import CONVERTERS
+    from edgedistill.export.formats import FORMATS
+
+    converter = CONVERTERS[fmt]
+    suffix = FORMATS[fmt].suffix
+    fp32 = converter.export(model, (1, *input_shape), workdir / f"fp32{suffix}", opset=17, metadata={})
+    # Activation ranges for static int8: any inputs do, only the timing is measured.
+    calibration_x = np.random.default_rng(0).standard_normal((16, *input_shape)).astype(np.float32)
+    artifact = converter.variant(fp32, workdir / f"{precision}{suffix}", precision, calibration_x, None, [], {})
+    return bench(artifact)
+
+
+def fit(rows: list[tuple[np.ndarray, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Non-negative least squares on relative error: every model counts alike, whatever its latency.
+    Returns the coefficients by term and the in-sample quality."""
+    from scipy.optimize import nnls
+
+    x = np.array([r[0] for r in rows])
+    y = np.array([r[1] for r in rows])
+    coefficients, _ = nnls(x / y[:, None], np.ones(len(y)))
+    return dict(zip(TERMS, map(float, coefficients))), quality(x @ coefficients, y)
+
+
+def quality(predicted, measured) -> dict[str, float]:
+    """Median absolute relative error and the share of predictions within ±10 % and ±20 %."""
+    err = np.abs(np.asarray(predicted) / np.asarray(measured) - 1)
+    return {"median_abs_error": float(np.median(err)), "within_10": float(np.mean(err <= 0.10)),
+            "within_20": float(np.mean(err <= 0.20)), "models": int(len(err))}
+
+
+@dataclass
+class Calibration:
+    device: str
+    profile_sha256: str
+    created: str
+    target: str
+    threads: int
+    host: dict
+    fits: dict[str, Fit]
+
+    def predictor(self, hardware) -> LatencyPredictor:
+        return LatencyPredictor(hardware, self.fits)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["schema"] = SCHEMA
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> "Calibration":
+        try:
+            data = json.loads(text)
+            if data.pop("schema", None) != SCHEMA:
+                raise ValueError(f"schema is not {SCHEMA}")
+            data["fits"] = {key: Fit(**fit) for key, fit in data["fits"].items()}
+            for key, fit in data["fits"].items():
+                if set(fit.coefficients) != set(TERMS):
+                    raise ValueError(f"fits.{key}.coefficients must have exactly {', '.join(TERMS)}")
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise UserError(f"{path}: not a calibration file of this edgedistill ({exc}); run "
+                            "`edgedistill calibrate` again") from None
+
+
+def calibration_path(profile_path: Path) -> Path:
+    return profile_path.with_name(profile_path.stem + SUFFIX)
+
+
+def load_calibration(profile_path: Path) -> Calibration | None:
+    """The calibration next to a device profile, or None when it was never calibrated."""
+    path = calibration_path(profile_path)
+    return Calibration.from_json(path.read_text(), path) if path.is_file() else None
+
+
+def predictor_for(device, profile_path: Path) -> tuple[LatencyPredictor, Calibration | None]:
+    calibration = load_calibration(profile_path)
+    return (calibration.predictor(device.hardware) if calibration else LatencyPredictor(device.hardware)), calibration
+
+
+def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: Bench, formats: list[str],
+              precisions: list[str], on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
+    """Measure every micro-model in every format and precision; fit each format/precision.
+    Returns the calibration and the raw measurements (for the caller to keep or show)."""
+    from edgedistill.cost import model_cost
+    from edgedistill.latency.predictor import cost_precision
+
+    measurements: list[dict] = []
+    fits: dict[str, Fit] = {}
+    with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as tmp:
+        for label, model, shape in micro_models():
+            cost = model_cost(model, shape)
+            for fmt in formats:
+                for precision in precisions:
+                    on_step(f"{label} {fmt}/{precision}")
+                    workdir = Path(tmp) / f"{label}-{fmt}-{precision}"
+                    workdir.mkdir()
+                    result = measure(model, shape, fmt, precision, bench, workdir)
+                    model_mb = (cost.weight_bytes(cost_precision(precision)) + cost.peak_activation_bytes) / 2**20
+                    measurements.append({"model": label, "format": fmt, "precision": precision,
+                                         "terms": terms(cost, device.hardware, precision).tolist(),
+                                         "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"],
+                                         "peak_rss_mb": result["peak_rss_mb"], "model_mb": model_mb,
+                                         "runtime": result.get("runtime", {})})
+    for fmt in formats:
+        for precision in precisions:
+            rows = [m for m in measurements if m["format"] == fmt and m["precision"] == precision]
+            coefficients, fit_quality = fit([(np.array(m["terms"]), m["p50_ms"]) for m in rows])
+            fits[f"{fmt}/{precision}"] = Fit(
+                coefficients, p90_over_p50=statistics.median(m["p90_ms"] / m["p50_ms"] for m in rows),
+                ram_base_mb=statistics.median(m["peak_rss_mb"] - m["model_mb"] for m in rows if m["peak_rss_mb"]),
+                models=len(rows), quality=fit_quality)
+    runtimes = {k: v for m in measurements for k, v in m["runtime"].items()}
+    calibration = Calibration(device.name, sha256_file(profile_path), time.strftime("%Y-%m-%dT%H:%M:%S%z"), target, threads,
+                              {"machine": platform.machine(), "processor": str(device.hardware.processor),
+                               "runtimes": runtimes}, fits)
+    return calibration, measurements
+
+
+def write_calibration(calibration: Calibration, path: Path, *, replace: bool) -> Path:
+    if path.exists() and not replace:
+        raise UserError(f"{path}: a calibration file is already there; pass --replace to overwrite it, or "
+                        "--output for another path")
+    try:
+        atomic_write_text(path, calibration.to_json())
+    except PermissionError:
+        raise UserError(f"{path}: cannot write next to the device profile (permission denied); pass --output "
+                        "with a writable path") from None
+    return path

@@ -1,0 +1,185 @@
+"""Latency predictor, calibration file, student selection and `size: auto`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from torch import nn
+
+from edgedistill.config.device import Budgets, device_files, load_device
+from edgedistill.cost import model_cost
+from edgedistill.errors import UserError
+from edgedistill.latency.calibration import (Calibration, calibration_path, fit, load_calibration, micro_models,
+                                             quality, write_calibration)
+from edgedistill.latency.predictor import DATASHEET, TERMS, Fit, LatencyPredictor, terms
+from edgedistill.latency.select import Candidate, nothing_fits, rank, select
+from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+HOST = load_device("host")
+
+
+def test_pool_layers_and_activation_bytes_by_hand():
+    # conv 1->2 3x3 on 4x4: 2*16*9 = 288 MACs; reads 16 floats, writes 32. Global pool reads 32, writes 2.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.AdaptiveAvgPool2d(1))
+    cost = model_cost(model, (1, 4, 4))
+    assert [(l.kind, l.macs) for l in cost.layers] == [("conv", 288), ("pool", 0)]
+    assert cost.activation_bytes("fp32") == (16 + 32 + 32 + 2) * 4
+    assert cost.activation_bytes("int8") == 16 + 32 + 32 + 2
+
+
+def test_datasheet_prediction_is_the_roofline_sum():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 64, 10))
+    cost = model_cost(model, (3, 8, 8))
+    hw = HOST.hardware
+    conv_ms = 2 * 8 * 64 * 27 / (hw.peak_gflops_fp32 * 1e9) * 1e3
+    linear_ms = 2 * 10 * 512 / (hw.peak_gflops_fp32 * 1e9) * 1e3
+    moved = (cost.params + (192 + 512 + 512 + 10)) * 4
+    bytes_ms = moved / (hw.memory_bandwidth_gbps * 1e9) * 1e3
+    assert np.allclose(terms(cost, hw, "fp32"), [conv_ms, 0, linear_ms, bytes_ms, 2, 1])
+    prediction = LatencyPredictor(hw).predict(cost, "onnx", "fp32")
+    assert prediction.source == "datasheet" and prediction.ram_is_lower_bound
+    assert prediction.p50_ms == pytest.approx(conv_ms + linear_ms + bytes_ms)
+
+
+def test_fit_recovers_known_coefficients():
+    truth = np.array([4.0, 9.0, 2.0, 1.5, 0.002, 0.03])
+    rng = np.random.default_rng(0)
+    rows = [(x, float(x @ truth)) for x in np.abs(rng.standard_normal((30, 6))) * [0.01, 0.01, 0.01, 0.01, 20, 1]]
+    coefficients, q = fit(rows)
+    assert np.allclose([coefficients[t] for t in TERMS], truth, rtol=1e-6)
+    assert q["within_10"] == 1.0 and q["median_abs_error"] < 1e-9 and q["models"] == 30
+
+
+def test_quality_counts_within_bounds():
+    q = quality([1.05, 1.15, 1.5, 0.95], [1, 1, 1, 1])
+    assert q["within_10"] == 0.5 and q["within_20"] == 0.75 and q["median_abs_error"] == pytest.approx(0.1)
+
+
+def test_micro_models_are_not_student_families():
+    from edgedistill.models.mobilenetv2 import MobileNetV2
+    from edgedistill.models.resnet import ResNet
+
+    models = micro_models()
+    assert len(models) >= 15 and len({label for label, _, _ in models}) == len(models)
+    assert not any(isinstance(m, (ResNet, MobileNetV2)) for _, m, _ in models)
+
+
+def _calibration(coefficients=None) -> Calibration:
+    fit_ = Fit(coefficients or {**DATASHEET, "op": 0.01, "call": 0.05}, p90_over_p50=1.2, ram_base_mb=40.0, models=18,
+               quality={"median_abs_error": 0.05, "within_10": 0.8, "within_20": 1.0, "models": 18})
+    return Calibration("host", "ab" * 32, "2026-11-29T10:00:00+0000", "local", 2, {"machine": "x86_64"},
+                       {"onnx/fp32": fit_})
+
+
+def test_calibration_file_round_trip(tmp_path):
+    profile = tmp_path / "mydev.yaml"
+    profile.write_text(device_files()["host"].read_text())
+    assert load_calibration(profile) is None
+    written = write_calibration(_calibration(), calibration_path(profile), replace=False)
+    assert written.name == "mydev.calibration.json"
+    back = load_calibration(profile)
+    assert back == _calibration()
+    # The profile itself is untouched, and a second write needs replace=True.
+    assert profile.read_text() == device_files()["host"].read_text()
+    with pytest.raises(UserError, match="--replace"):
+        write_calibration(_calibration(), written, replace=False)
+    # Calibrated predictions use the fitted overheads, the p90 ratio and the runtime's base memory.
+    cost = model_cost(nn.Linear(64, 10), (64,))
+    p = back.predictor(HOST.hardware).predict(cost, "onnx", "fp32")
+    assert p.source == "calibrated" and not p.ram_is_lower_bound
+    assert p.p90_ms == pytest.approx(1.2 * p.p50_ms) and p.p50_ms > 0.06 and p.ram_mb > 40
+
+
+def test_damaged_calibration_file_is_one_clear_error(tmp_path):
+    profile = tmp_path / "d.yaml"
+    path = calibration_path(profile)
+    for text in ("{not json", json.dumps({"schema": 99}), json.dumps({**json.loads(_calibration().to_json()),
+                                                                       "fits": {"onnx/fp32": {"coefficients": {}}}})):
+        path.write_text(text)
+        with pytest.raises(UserError, match="not a calibration file"):
+            load_calibration(profile)
+
+
+def _candidate(name, params, p90, breaks=()):
+    return Candidate("f", float(name), 1.0, params, 0, params * 4 / 2**20, p90 / 1.1, p90, 10.0, list(breaks))
+
+
+def test_rank_ties_go_to_lower_latency_then_smaller_width():
+    a, b, c = _candidate(1, 1000, 2.0), _candidate(2, 1000, 1.0), _candidate(3, 1000, 1.0)
+    big_but_breaks = _candidate(4, 5000, 50.0, ["max_latency_p90_ms 50 > 10"])
+    assert rank([a, c, big_but_breaks, b]) == [b, c, a, big_but_breaks]
+
+
+def _select(budgets: Budgets, **kw):
+    return select("mobilenetv2", device=HOST, predictor=LatencyPredictor(HOST.hardware), budgets=budgets,
+                  in_channels=1, num_classes=10, input_hw=(8, 8), fmt="onnx", precision="fp32",
+                  widths=(0.125, 0.25, 0.5), depths=(0.5, 1.0), **kw)
+
+
+def test_everything_fits_picks_the_largest():
+    sel = _select(Budgets())
+    assert all(c.fits for c in sel.candidates)
+    assert sel.chosen.params == max(c.params for c in sel.candidates) and sel.chosen is sel.candidates[0]
+
+
+def test_size_budget_excludes_the_big_ones():
+    sizes = sorted(c.size_mb for c in _select(Budgets()).candidates)
+    sel = _select(Budgets(max_model_mb=(sizes[2] + sizes[3]) / 2))
+    assert [c.fits for c in sel.candidates].count(True) == 3
+    assert sel.chosen.size_mb == sizes[2]
+    assert all("max_model_mb" in c.breaks[0] for c in sel.candidates if not c.fits)
+
+
+def test_nothing_fits_names_the_smallest_and_the_budget(tmp_path):
+    sel = _select(Budgets(max_model_mb=1e-6))
+    assert sel.chosen is None
+    message = str(nothing_fits(sel))
+    smallest = min(sel.candidates, key=lambda c: c.params)
+    assert smallest.label in message and f"{smallest.params:,} params" in message and "max_model_mb" in message
+
+
+def test_max_params_leaves_candidates_out_and_says_why():
+    sel = _select(Budgets(), max_params=5000, max_params_why="test cap")
+    assert all(c.params <= 5000 for c in sel.candidates) and "test cap" in sel.excluded
+
+
+def test_select_cli_differs_by_device_and_exits_2_when_nothing_fits(tmp_path):
+    chosen = {}
+    for device in ("host", "raspberry-pi-4"):
+        r = cli("select", "--device", device, "--input-shape", "3,224,224", "--max-params", "5000000", "--json")
+        assert r.returncode == 0, r.stderr
+        chosen[device] = json.loads(r.stdout)["chosen"]["label"]
+    assert chosen["host"] != chosen["raspberry-pi-4"]
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(device_files()["host"].read_text().replace("max_latency_p90_ms: 10", "max_latency_p90_ms: 0.00001"))
+    r = cli("select", "--device", tight, "--input-shape", "3,64,64")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: no student fits host: even the smallest candidate") and "max_latency_p90_ms" in r.stderr
+    bad = cli("select", "--device", "host", "--input-shape", "3,x,2")
+    assert bad.returncode == 2 and "--input-shape '3,x,2'" in bad.stderr
+
+
+def test_size_auto_rejects_an_explicit_width(tmp_path):
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(student={"family": "mobilenetv2", "size": "auto",
+                                                                           "width": 0.5}))
+    r = cli("validate", path)
+    assert r.returncode == 2 and "student: size auto chooses depth and width; remove depth, width" in r.stderr
+
+
+@pytest.mark.slow
+def test_size_auto_pipeline_chooses_and_reports(tmp_path):
+    spec = {**tiny_pipeline_dict(device="host", teacher={"width": 1.0}),
+            "student": {"family": "mobilenetv2", "size": "auto", "max_param_ratio": 0.3}}
+    path = write_pipeline(tmp_path / "p.yaml", {**spec, "report": {"formats": ["json", "md", "html"]}})
+    r = cli("run", path, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    sel = results["selection"]
+    assert sel["chosen"]["params"] == results["student"]["params"]
+    assert sel["measured_p90_ms"] is not None and sel["prediction_error"] is not None
+    assert all(c["params"] <= 0.3 * results["teacher"]["params"] for c in sel["candidates"])
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Student selection" in md and "→" in md
+    assert "Student selection" in (tmp_path / "run" / "report" / "report.html").read_text()
