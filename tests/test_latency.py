@@ -33,23 +33,23 @@ def test_datasheet_prediction_is_the_roofline_sum():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 64, 10))
     cost = model_cost(model, (3, 8, 8))
     hw = HOST.hardware
-    conv_ms = 2 * 8 * 64 * 27 / (hw.peak_gflops_fp32 * 1e9) * 1e3
-    linear_ms = 2 * 10 * 512 / (hw.peak_gflops_fp32 * 1e9) * 1e3
-    moved = (cost.params + (192 + 512 + 512 + 10)) * 4
-    bytes_ms = moved / (hw.memory_bandwidth_gbps * 1e9) * 1e3
-    assert np.allclose(terms(cost, hw, "fp32"), [conv_ms, 0, linear_ms, bytes_ms, 2, 1])
+    peak_ms, bandwidth_ms = hw.peak_gflops_fp32 * 1e6, hw.memory_bandwidth_gbps * 1e6
+    expected = {"conv_flops": 2 * 8 * 64 * 27 / peak_ms, "conv_act": (192 + 512) * 4 / bandwidth_ms,
+                "linear_flops": 2 * 10 * 512 / peak_ms, "elementwise_act": (512 + 10) * 4 / bandwidth_ms,
+                "weights": cost.params * 4 / bandwidth_ms, "op": 2, "call": 1}
+    assert np.allclose(terms(cost, hw, "fp32"), [expected.get(t, 0.0) for t in TERMS])
     prediction = LatencyPredictor(hw).predict(cost, "onnx", "fp32")
     assert prediction.source == "datasheet" and prediction.ram_is_lower_bound
-    assert prediction.p50_ms == pytest.approx(conv_ms + linear_ms + bytes_ms)
+    assert prediction.p50_ms == pytest.approx(sum(v for k, v in expected.items() if k not in ("op", "call")))
 
 
 def test_fit_recovers_known_coefficients():
-    truth = np.array([4.0, 9.0, 2.0, 1.5, 0.002, 0.03])
+    truth = np.linspace(0.5, 9.0, len(TERMS))
     rng = np.random.default_rng(0)
-    rows = [(x, float(x @ truth)) for x in np.abs(rng.standard_normal((30, 6))) * [0.01, 0.01, 0.01, 0.01, 20, 1]]
+    rows = [(x, float(x @ truth)) for x in np.abs(rng.standard_normal((40, len(TERMS))))]
     coefficients, q = fit(rows)
     assert np.allclose([coefficients[t] for t in TERMS], truth, rtol=1e-6)
-    assert q["within_10"] == 1.0 and q["median_abs_error"] < 1e-9 and q["models"] == 30
+    assert q["within_10"] == 1.0 and q["median_abs_error"] < 1e-9 and q["models"] == 40
 
 
 def test_quality_counts_within_bounds():
@@ -62,7 +62,7 @@ def test_micro_models_are_not_student_families():
     from edgedistill.models.resnet import ResNet
 
     models = micro_models()
-    assert len(models) >= 15 and len({label for label, _, _ in models}) == len(models)
+    assert len(models) >= 30 and len({label for label, _, _ in models}) == len(models)
     assert not any(isinstance(m, (ResNet, MobileNetV2)) for _, m, _ in models)
 
 
@@ -183,3 +183,34 @@ def test_size_auto_pipeline_chooses_and_reports(tmp_path):
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## Student selection" in md and "→" in md
     assert "Student selection" in (tmp_path / "run" / "report" / "report.html").read_text()
+
+
+def test_residual_additions_are_counted():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1, bias=False)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    cost = model_cost(Block(), (4, 2, 2))
+    assert [(l.kind, l.input_bytes, l.output_bytes) for l in cost.layers] == [("conv", 64, 64), ("add", 128, 64)]
+
+
+@pytest.mark.slow
+def test_calibrate_cli_writes_next_to_the_profile_and_select_uses_it(tmp_path):
+    profile = tmp_path / "mine.yaml"
+    original = device_files()["host"].read_text().replace("name: host", "name: mine")
+    profile.write_text(original)
+    r = cli("calibrate", "--device", profile, "--formats", "onnx", "--precisions", "fp32", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((tmp_path / "mine.calibration.json").read_text())
+    assert list(data["fits"]) == ["onnx/fp32"] and data["fits"]["onnx/fp32"]["models"] == len(micro_models())
+    assert profile.read_text() == original
+    again = cli("calibrate", "--device", profile, "--formats", "onnx", "--precisions", "fp32")
+    assert again.returncode == 2 and "--replace" in again.stderr
+    sel = cli("select", "--device", profile, "--json")
+    assert sel.returncode == 0 and json.loads(sel.stdout)["predictor"] == "calibrated"
+    out = cli("select", "--device", profile)
+    assert "predictor: calibrated on" in out.stdout

@@ -1,8 +1,10 @@
 """Model cost on an input shape: parameters, bytes at each precision, MACs per layer, activation memory.
 
 This is what the latency predictor and student selection (issue 6) build on. Counts come from one
-forward pass with hooks on the layers that do arithmetic (Conv2d, Linear) and on pooling layers (no
-multiply-accumulates, but a separate op in the exported graph that moves its input), batch 1.
+forward pass with hooks on the layers that do arithmetic (Conv2d, Linear) and on pooling layers, and
+with a function mode that sees tensor additions (residual connections): pooling and additions do no
+multiply-accumulates, but each stays a separate op in the exported graph that moves its inputs. Batch
+norm and activations are not counted: the runtimes fold them into the convolution before them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
 @dataclass(frozen=True)
 class LayerCost:
     name: str
-    kind: str  # conv | depthwise | linear | pool
+    kind: str  # conv | depthwise | linear | pool | add
     macs: int
     params: int
     input_bytes: int  # fp32 activations read
@@ -46,7 +48,7 @@ class ModelCost:
     def macs_by_kind(self) -> dict[str, int]:
         out = {"conv": 0, "linear": 0}
         for layer in self.layers:
-            if layer.kind != "pool":
+            if layer.kind not in ("pool", "add"):
                 out["linear" if layer.kind == "linear" else "conv"] += layer.macs
         return out
 
@@ -78,7 +80,7 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _count_adds_mode()(layers):
             model(torch.zeros(1, *input_shape))
     finally:
         for handle in handles:
@@ -86,6 +88,30 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
         model.train(was_training)
     peak = max((layer.input_bytes + layer.output_bytes for layer in layers), default=0)
     return ModelCost(sum(p.numel() for p in model.parameters()), layers, peak)
+
+
+def _count_adds_mode():
+    from torch.overrides import TorchFunctionMode
+
+    class CountAdds(TorchFunctionMode):
+        """Records every addition of two same-shaped tensors as an 'add' layer."""
+
+        ADDS = {"__add__", "__radd__", "__iadd__", "add", "add_"}
+
+        def __init__(self, layers: list):
+            super().__init__()
+            self.layers = layers
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = getattr(func, "__name__", "")
+            if name in self.ADDS and len(args) == 2 and all(hasattr(a, "numel") for a in args) \
+                    and args[0].shape == args[1].shape:
+                n = out.numel()
+                self.layers.append(LayerCost(f"add.{len(self.layers)}", "add", 0, 0, 2 * n * 4, n * 4))
+            return out
+
+    return CountAdds
 
 
 def macs_by_kind(model, input_shape: tuple[int, ...]) -> dict[str, int]:

@@ -28,21 +28,28 @@ from edgedistill.latency.predictor import TERMS, Fit, LatencyPredictor, terms
 SCHEMA = 1
 SUFFIX = ".calibration.json"
 
-# (name, builder, kwargs, input shape): 18 models spanning ~1e3..3e7 MACs.
+# (kind, arguments, input shape): 36 models spanning ~1e3..1e8 MACs, 8x8 to 48x48 inputs.
 MICRO_MODELS = [
-    ("conv", {"channels": c, "layers": n}, (3, hw, hw)) for c, n, hw in
-    ((8, 1, 8), (16, 2, 16), (32, 3, 16), (64, 2, 32), (24, 4, 32), (96, 2, 16))
+    ("conv", {"channels": c, "layers": n, "residual": r}, (3, hw, hw)) for c, n, r, hw in
+    ((8, 1, 0, 8), (16, 2, 0, 16), (32, 3, 0, 16), (64, 2, 0, 32), (24, 4, 0, 32), (96, 2, 0, 16),
+     (16, 2, 1, 32), (48, 4, 1, 8), (32, 2, 1, 24), (128, 1, 0, 8), (8, 6, 1, 48), (40, 2, 1, 16))
 ] + [
-    ("inverted", {"channels": c, "blocks": n, "expansion": e}, (3, hw, hw)) for c, n, e, hw in
-    ((8, 1, 2, 8), (16, 2, 4, 16), (24, 3, 6, 16), (32, 2, 6, 32), (12, 4, 3, 32), (48, 1, 6, 8))
+    ("inverted", {"channels": c, "blocks": n, "expansion": e, "residual": r}, (3, hw, hw)) for c, n, e, r, hw in
+    ((8, 1, 2, 0, 8), (16, 2, 4, 0, 16), (24, 3, 6, 1, 16), (32, 2, 6, 1, 32), (12, 4, 3, 1, 32), (48, 1, 6, 0, 8),
+     (8, 3, 6, 1, 48), (64, 2, 4, 1, 8), (20, 2, 6, 0, 24), (4, 2, 1, 0, 16), (16, 6, 6, 1, 16), (96, 1, 3, 1, 16))
 ] + [
     ("mlp", {"hidden": h, "layers": n}, (1, hw, hw)) for h, n, hw in
-    ((32, 1, 8), (256, 2, 8), (512, 3, 16), (1024, 1, 16), (128, 4, 32), (2048, 2, 8))
+    ((32, 1, 8), (256, 2, 8), (512, 3, 16), (1024, 1, 16), (128, 4, 32), (2048, 2, 8),
+     (64, 2, 16), (768, 2, 8), (96, 6, 8), (4096, 1, 8), (384, 3, 24), (16, 2, 32))
 ]
 
 
 def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
     from torch import nn
+
+    class Residual(nn.Sequential):
+        def forward(self, x):
+            return x + super().forward(x)
 
     cin = input_shape[0]
     if kind == "mlp":
@@ -52,15 +59,17 @@ def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
             layers += [nn.Linear(a, b), nn.ReLU()]
         return nn.Sequential(*layers, nn.Linear(dims[-1], 10))
     c = kw["channels"]
+    wrap = Residual if kw["residual"] else nn.Sequential
     layers = [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
     if kind == "conv":
         for _ in range(kw["layers"]):
-            layers += [nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            layers.append(wrap(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()))
     else:  # inverted residual blocks: expand 1x1, depthwise 3x3, project 1x1
         hidden = c * kw["expansion"]
         for _ in range(kw["blocks"]):
-            layers += [nn.Conv2d(c, hidden, 1), nn.ReLU6(), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
-                       nn.ReLU6(), nn.Conv2d(hidden, c, 1)]
+            layers.append(wrap(nn.Conv2d(c, hidden, 1), nn.ReLU6(),
+                               nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.ReLU6(),
+                               nn.Conv2d(hidden, c, 1)))
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
 
 
@@ -158,43 +167,55 @@ def predictor_for(device, profile_path: Path) -> tuple[LatencyPredictor, Calibra
     return (calibration.predictor(device.hardware) if calibration else LatencyPredictor(device.hardware)), calibration
 
 
-def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: Bench, formats: list[str],
-              precisions: list[str], on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
-    """Measure every micro-model in every format and precision; fit each format/precision.
-    Returns the calibration and the raw measurements (for the caller to keep or show)."""
-    from edgedistill.cost import model_cost
-    from edgedistill.latency.predictor import cost_precision
-
-    measurements: list[dict] = []
-    fits: dict[str, Fit] = {}
+def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: list[str], precisions: list[str],
+                bench: Bench, on_step: Callable[[str], None] = lambda label: None) -> list[dict]:
+    """Every model in every format and precision on the target: one record each."""
+    records = []
     with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as tmp:
-        for label, model, shape in micro_models():
-            cost = model_cost(model, shape)
+        for label, model, shape in models:
             for fmt in formats:
                 for precision in precisions:
                     on_step(f"{label} {fmt}/{precision}")
                     workdir = Path(tmp) / f"{label}-{fmt}-{precision}"
                     workdir.mkdir()
                     result = measure(model, shape, fmt, precision, bench, workdir)
-                    model_mb = (cost.weight_bytes(cost_precision(precision)) + cost.peak_activation_bytes) / 2**20
-                    measurements.append({"model": label, "format": fmt, "precision": precision,
-                                         "terms": terms(cost, device.hardware, precision).tolist(),
-                                         "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"],
-                                         "peak_rss_mb": result["peak_rss_mb"], "model_mb": model_mb,
-                                         "runtime": result.get("runtime", {})})
-    for fmt in formats:
-        for precision in precisions:
-            rows = [m for m in measurements if m["format"] == fmt and m["precision"] == precision]
-            coefficients, fit_quality = fit([(np.array(m["terms"]), m["p50_ms"]) for m in rows])
-            fits[f"{fmt}/{precision}"] = Fit(
-                coefficients, p90_over_p50=statistics.median(m["p90_ms"] / m["p50_ms"] for m in rows),
-                ram_base_mb=statistics.median(m["peak_rss_mb"] - m["model_mb"] for m in rows if m["peak_rss_mb"]),
-                models=len(rows), quality=fit_quality)
-    runtimes = {k: v for m in measurements for k, v in m["runtime"].items()}
-    calibration = Calibration(device.name, sha256_file(profile_path), time.strftime("%Y-%m-%dT%H:%M:%S%z"), target, threads,
-                              {"machine": platform.machine(), "processor": str(device.hardware.processor),
-                               "runtimes": runtimes}, fits)
-    return calibration, measurements
+                    records.append({"model": label, "format": fmt, "precision": precision,
+                                    "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"],
+                                    "peak_rss_mb": result["peak_rss_mb"], "runtime": result.get("runtime", {})})
+    return records
+
+
+def fit_all(records: list[dict], costs: dict[str, object], hardware) -> dict[str, Fit]:
+    """One Fit per format/precision in `records`; `costs` maps each record's model to its ModelCost."""
+    from edgedistill.latency.predictor import cost_precision
+
+    fits = {}
+    for key in dict.fromkeys(f"{r['format']}/{r['precision']}" for r in records):
+        rows = [r for r in records if f"{r['format']}/{r['precision']}" == key]
+        precision = key.split("/")[1]
+        coefficients, fit_quality = fit([(terms(costs[r["model"]], hardware, precision), r["p50_ms"]) for r in rows])
+        model_mb = {r["model"]: (costs[r["model"]].weight_bytes(cost_precision(precision))
+                                 + costs[r["model"]].peak_activation_bytes) / 2**20 for r in rows}
+        fits[key] = Fit(coefficients, p90_over_p50=statistics.median(r["p90_ms"] / r["p50_ms"] for r in rows),
+                        ram_base_mb=statistics.median(r["peak_rss_mb"] - model_mb[r["model"]] for r in rows),
+                        models=len(rows), quality=fit_quality)
+    return fits
+
+
+def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: Bench, formats: list[str],
+              precisions: list[str], on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
+    """Measure every micro-model in every format and precision; fit each format/precision.
+    Returns the calibration and the raw measurements."""
+    from edgedistill.cost import model_cost
+
+    models = micro_models()
+    records = measure_all(models, formats=formats, precisions=precisions, bench=bench, on_step=on_step)
+    fits = fit_all(records, {label: model_cost(model, shape) for label, model, shape in models}, device.hardware)
+    runtimes = {k: v for r in records for k, v in r["runtime"].items()}
+    calibration = Calibration(device.name, sha256_file(profile_path), time.strftime("%Y-%m-%dT%H:%M:%S%z"), target,
+                              threads, {"machine": platform.machine(), "processor": str(device.hardware.processor),
+                                        "runtimes": runtimes}, fits)
+    return calibration, records
 
 
 def write_calibration(calibration: Calibration, path: Path, *, replace: bool) -> Path:

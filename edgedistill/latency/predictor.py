@@ -1,14 +1,15 @@
 """Latency and memory of a model on a device, predicted from its per-layer cost and the device's figures.
 
-Each layer costs its FLOPs over the device's peak throughput, the bytes it moves over the memory
-bandwidth, and a fixed overhead per op; the model adds a fixed overhead per call. With datasheet figures
-(no calibration) the efficiencies are 1 and the overheads 0: a roofline lower bound. Calibration fits
-one coefficient per term for each format and precision on the device itself (see calibration.py):
+Each layer costs its FLOPs over the device's peak throughput, the activation bytes it reads and writes
+over the memory bandwidth, and a fixed overhead per op; the weights cost their bytes over the bandwidth;
+the model adds a fixed overhead per call. Every term is a time at the device's peak, in milliseconds:
 
-    latency_ms = c_conv·t_conv + c_depthwise·t_depthwise + c_linear·t_linear + c_bytes·t_bytes
-                 + c_op·ops + c_call
+    latency_ms = Σ_term c_term · t_term      (TERMS: FLOPs and activation bytes per layer kind, weights,
+                                              ops, call)
 
-where t_* are the milliseconds at peak (so 1/c is the efficiency the device reaches on that kind).
+With datasheet figures (no calibration) every c is 1 and the overheads 0: a roofline lower bound.
+Calibration fits the c's for each format and precision on the device itself (see calibration.py); 1/c
+is the efficiency the runtime reaches on that kind of work.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgedistill.cost import ModelCost
+from edgedistill.cost import BYTES_PER_VALUE, ModelCost
 
-TERMS = ("conv", "depthwise", "linear", "bytes", "op", "call")
-DATASHEET = {"conv": 1.0, "depthwise": 1.0, "linear": 1.0, "bytes": 1.0, "op": 0.0, "call": 0.0}
+# Dense convolutions are bound by arithmetic and by moving their activations; depthwise ones by moving
+# activations; linear layers at batch 1 by their weights (counted in their FLOPs, 2 per weight);
+# pooling and residual additions only move activations.
+TERMS = ("conv_flops", "conv_act", "depthwise_flops", "depthwise_act", "linear_flops", "elementwise_act",
+         "weights", "op", "call")
+DATASHEET = {t: 0.0 if t in ("op", "call") else 1.0 for t in TERMS}
+KIND_TERMS = {"conv": ("conv_flops", "conv_act"), "depthwise": ("depthwise_flops", "depthwise_act"),
+              "linear": ("linear_flops", "elementwise_act"), "pool": (None, "elementwise_act"),
+              "add": (None, "elementwise_act")}
 
 
 def cost_precision(precision: str) -> str:
@@ -31,14 +39,18 @@ def cost_precision(precision: str) -> str:
 def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
     """The model's cost as milliseconds at the device's peak, per term of the latency model (TERMS)."""
     arithmetic = cost_precision(precision)
-    peak = (hardware.peak_gops_int8 if arithmetic == "int8" else hardware.peak_gflops_fp32) * 1e9
-    flops = {"conv": 0, "depthwise": 0, "linear": 0}
+    peak_ms = (hardware.peak_gops_int8 if arithmetic == "int8" else hardware.peak_gflops_fp32) * 1e9 / 1e3
+    bandwidth_ms = hardware.memory_bandwidth_gbps * 1e9 / 1e3
+    value_bytes = BYTES_PER_VALUE[arithmetic] / 4  # the layer counts are fp32 bytes
+    out = dict.fromkeys(TERMS, 0.0)
     for layer in cost.layers:
-        if layer.kind in flops:
-            flops[layer.kind] += 2 * layer.macs
-    moved = cost.weight_bytes(arithmetic) + cost.activation_bytes(arithmetic)
-    return np.array([flops["conv"] / peak * 1e3, flops["depthwise"] / peak * 1e3, flops["linear"] / peak * 1e3,
-                     moved / (hardware.memory_bandwidth_gbps * 1e9) * 1e3, len(cost.layers), 1.0])
+        flops_term, act_term = KIND_TERMS[layer.kind]
+        if flops_term:
+            out[flops_term] += 2 * layer.macs / peak_ms
+        out[act_term] += (layer.input_bytes + layer.output_bytes) * value_bytes / bandwidth_ms
+    out["weights"] = cost.weight_bytes(arithmetic) / bandwidth_ms
+    out["op"], out["call"] = len(cost.layers), 1.0
+    return np.array([out[t] for t in TERMS])
 
 
 @dataclass(frozen=True)

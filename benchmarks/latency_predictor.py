@@ -1,0 +1,130 @@
+"""How good is the latency predictor? Calibrate on this host, then predict and measure held-out models.
+
+Calibration runs the micro-models of edgedistill.latency.calibration (plain conv, inverted-residual and
+MLP stacks). The held-out set is 24 student-family models (ResNet and MobileNetV2 styles) at different
+widths, depths, input resolutions and channels, none of them used in calibration. Every model runs in
+ONNX Runtime and LiteRT, fp32 and static int8, through the same runner as `edgedistill bench`.
+
+Writes benchmarks/results/latency_predictor.json (with every raw measurement, so `--refit` can refit
+without measuring again) and the table between the markers in benchmarks/README.md.
+Usage: python benchmarks/latency_predictor.py [--formats onnx,tflite] [--precisions fp32,int8] [--refit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from _readme import update_section
+from rich.progress import Progress
+
+from edgedistill.bench.local import run_local
+from edgedistill.config.device import load_device
+from edgedistill.cost import model_cost
+from edgedistill.latency.calibration import fit_all, measure_all, micro_models, quality
+from edgedistill.models import build_model
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "latency_predictor.json"
+
+# (family, width, depth, input channels, resolution): 24 variants, none a calibration micro-model.
+HELD_OUT = [
+    ("resnet", 0.25, 0.5, 1, 8), ("resnet", 0.5, 1.0, 1, 8), ("resnet", 1.0, 1.0, 1, 8), ("resnet", 1.5, 0.5, 3, 8),
+    ("resnet", 0.25, 2.0, 3, 16), ("resnet", 0.5, 0.5, 3, 16), ("resnet", 0.75, 1.0, 1, 16), ("resnet", 1.0, 2.0, 3, 16),
+    ("resnet", 0.25, 1.0, 3, 32), ("resnet", 0.5, 2.0, 1, 32), ("resnet", 0.125, 1.0, 3, 32), ("resnet", 1.0, 0.5, 3, 32),
+    ("mobilenetv2", 0.25, 0.5, 1, 8), ("mobilenetv2", 0.5, 1.0, 1, 8), ("mobilenetv2", 1.0, 1.0, 1, 8),
+    ("mobilenetv2", 2.0, 0.5, 3, 8), ("mobilenetv2", 0.25, 2.0, 3, 16), ("mobilenetv2", 0.75, 1.0, 3, 16),
+    ("mobilenetv2", 1.5, 1.0, 1, 16), ("mobilenetv2", 0.5, 0.5, 3, 16), ("mobilenetv2", 0.125, 1.0, 3, 32),
+    ("mobilenetv2", 0.5, 2.0, 1, 32), ("mobilenetv2", 1.0, 0.5, 3, 32), ("mobilenetv2", 0.35, 1.0, 3, 24),
+]
+
+
+def held_out_models():
+    out = []
+    for family, width, depth, channels, hw in HELD_OUT:
+        model = build_model(family, width=width, depth=depth, in_channels=channels, num_classes=10, input_hw=(hw, hw))
+        out.append((f"{family}-w{width:g}-d{depth:g}-c{channels}-{hw}px", model.eval(), (channels, hw, hw)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--refit", action="store_true", help="reuse the raw measurements in the results file")
+    args = parser.parse_args()
+    device = load_device("host")
+    threads = int(device.hardware.cores)
+    calibration_set, held_out = micro_models(), held_out_models()
+    costs = {label: model_cost(model, shape) for label, model, shape in calibration_set + held_out}
+    if args.refit:
+        previous = json.loads(RESULTS.read_text())
+        records, date = previous["records"], previous["date"]
+    else:
+        def bench(path: Path) -> dict:
+            return run_local(path, None, threads=threads, warmup_runs=10, warmup_s=0.2, runs=200, min_time_s=0.5,
+                             timeout_s=300)
+
+        formats, precisions = args.formats.split(","), args.precisions.split(",")
+        everything = calibration_set + held_out
+        with Progress() as progress:
+            task = progress.add_task("measure", total=len(everything) * len(formats) * len(precisions))
+            records = measure_all(everything, formats=formats, precisions=precisions, bench=bench,
+                                  on_step=lambda label: progress.advance(task))
+        for r in records:
+            r["set"] = "held-out" if r["model"] in {label for label, _, _ in held_out} else "calibration"
+        date = time.strftime("%Y-%m-%d")
+    fits = fit_all([r for r in records if r["set"] == "calibration"], costs, device.hardware)
+    from edgedistill.latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor(device.hardware, fits)
+    summary = {"benchmark": "latency_predictor", "date": date, "threads": threads,
+               "processor": str(device.hardware.processor), "calibration_models": len(calibration_set),
+               "held_out_models": len(held_out), "keys": {}, "records": records}
+    for key, fit in fits.items():
+        fmt, precision = key.split("/")
+        rows = [r for r in records if r["set"] == "held-out" and f"{r['format']}/{r['precision']}" == key]
+        predicted = [predictor.predict(costs[r["model"]], fmt, precision).p50_ms for r in rows]
+        measured = [r["p50_ms"] for r in rows]
+        for r, p in zip(rows, predicted):
+            r["predicted_p50_ms"] = p
+        summary["keys"][key] = {"in_sample": fit.quality, "held_out": quality(predicted, measured),
+                                "coefficients": fit.coefficients,
+                                "measured_ms_range": [min(measured), max(measured)] if measured else None}
+    every = [abs(r["predicted_p50_ms"] / r["p50_ms"] - 1) for r in records if "predicted_p50_ms" in r]
+    summary["overall_held_out"] = {"predictions": len(every), "within_10": float(np.mean(np.array(every) <= 0.1)),
+                                   "within_20": float(np.mean(np.array(every) <= 0.2)),
+                                   "median_abs_error": statistics.median(every)}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    _update_readme(summary)
+    for key, k in summary["keys"].items():
+        h = k["held_out"]
+        print(f"{key:12s} held-out within ±10 % {h['within_10']:.0%}, ±20 % {h['within_20']:.0%}, "
+              f"median error {h['median_abs_error']:.1%}  (in-sample ±20 % {k['in_sample']['within_20']:.0%})")
+    o = summary["overall_held_out"]
+    print(f"overall: {o['predictions']} predictions, ±10 % {o['within_10']:.0%}, ±20 % {o['within_20']:.0%}")
+
+
+def _update_readme(s: dict) -> None:
+    rows = [f"Host {s['processor']}, {s['threads']} threads; {s['calibration_models']} calibration micro-models, "
+            f"{s['held_out_models']} held-out family models (ResNet / MobileNetV2 style, 8–32 px, 1 or 3 channels); "
+            f"{s['date']}.", "",
+            "| runtime / precision | held-out within ±10 % | within ±20 % | median abs error | measured p50 range (ms) "
+            "| in-sample within ±20 % |", "|---|---|---|---|---|---|"]
+    for key, k in s["keys"].items():
+        h, lo_hi = k["held_out"], k["measured_ms_range"] or [0, 0]
+        rows.append(f"| {key} | {h['within_10']:.0%} | {h['within_20']:.0%} | {h['median_abs_error']:.1%} | "
+                    f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f} | {k['in_sample']['within_20']:.0%} |")
+    o = s["overall_held_out"]
+    rows.append(f"| **all** | **{o['within_10']:.0%}** | **{o['within_20']:.0%}** | **{o['median_abs_error']:.1%}** | | |")
+    update_section("latency_predictor", "## Latency predictor\n\n`python benchmarks/latency_predictor.py` — "
+                   "calibrate on this host, then predict held-out models.", rows)
+
+
+if __name__ == "__main__":
+    main()
