@@ -27,7 +27,7 @@ from rich.console import Console
 
 from edgedistill.config.pipeline import DigitsData, Distill, TrainedTeacher
 from edgedistill.data import load_dataset
-from edgedistill.distill.distiller import assistant_widths, distill_model, width_ratio
+from edgedistill.distill.distiller import assistant_widths, distill_model, shift_augment, width_ratio
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.models import build_model, count_params
 
@@ -56,12 +56,12 @@ def student_factory(spec: str):
                                input_hw=(8, 8))
 
 
-def train_teacher(data, width: float, depth: float, epochs: int):
+def train_teacher(data, width: float, depth: float, epochs: int, shift: int = 0):
     seed_everything(0)
     teacher = build_model("resnet", width=width, depth=depth, in_channels=1, num_classes=10, input_hw=(8, 8))
     cfg = TrainedTeacher(kind="train", family="resnet", width=width, depth=depth, epochs=epochs)
     fit(teacher, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg, seed=0,
-        label="teacher", console=QUIET)
+        label="teacher", console=QUIET, augment=shift_augment(shift) if shift else None)
     return teacher
 
 
@@ -100,15 +100,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--student", default="mobilenetv2:0.125:0.5", help="family:width:depth")
-    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--student", default="mobilenetv2:0.25:0.5", help="family:width:depth")
+    parser.add_argument("--teacher", default="2.0:1.0", help="ResNet width:depth")
+    parser.add_argument("--teacher-epochs", type=int, default=60)
+    parser.add_argument("--teacher-shift", type=int, default=1, help="random shifts while training the teacher")
     args = parser.parse_args()
     data = load_dataset(DigitsData(kind="digits"), seed=0)
-    teacher = train_teacher(data, 1.0, 1.0, args.teacher_epochs)
+    t_width, t_depth = map(float, args.teacher.split(":"))
+    teacher = train_teacher(data, t_width, t_depth, args.teacher_epochs, args.teacher_shift)
     make_student = student_factory(args.student)
     summary = {"benchmark": "distill_methods", "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
                "epochs": args.epochs, "student": args.student, "student_params": count_params(make_student()),
-               "teacher": "resnet:1.0:1.0", "teacher_params": count_params(teacher),
+               "teacher": f"resnet:{args.teacher}", "teacher_epochs": args.teacher_epochs,
+               "teacher_shift": args.teacher_shift, "teacher_params": count_params(teacher),
                "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y), "methods": {}}
     for name, overrides in METHODS.items():
         runs = [run_method(name, overrides, teacher, data, args.student, seed, args.epochs) for seed in range(args.seeds)]
@@ -124,7 +128,9 @@ def main() -> None:
 
 def _update_readme(s: dict) -> None:
     scratch = s["methods"]["scratch"]["mean"]
-    rows = [f"Teacher ResNet 1.0×1.0, {s['teacher_params']:,} params, test accuracy {s['teacher_accuracy']:.2%}. "
+    width, depth = s["teacher"].split(":")[1:]
+    rows = [f"Teacher ResNet {width}×{depth}, {s['teacher_params']:,} params, trained {s['teacher_epochs']} epochs "
+            f"with random shifts of up to {s['teacher_shift']} px, test accuracy {s['teacher_accuracy']:.2%}. "
             f"Student {s['student']} ({s['student_params']:,} params, "
             f"{s['student_params'] / s['teacher_params']:.2%} of the teacher), {s['epochs']} epochs, seeds 0–{s['seeds'] - 1}, "
             f"test split of 360 digits; {s['date']}.", "",

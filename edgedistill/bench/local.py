@@ -20,14 +20,18 @@ def host_cores() -> list[int]:
 
 
 def run_local(model: Path, data: Path | None, *, threads: int, warmup_runs: int, warmup_s: float, runs: int,
-              min_time_s: float, timeout_s: float, providers: list[str] = ("CPUExecutionProvider",)) -> dict:
-    """Run the benchmark runner on `model` with `threads` threads pinned to as many host cores."""
+              min_time_s: float, timeout_s: float, providers: list[str] = ("CPUExecutionProvider",),
+              seq_len: int | None = None) -> dict:
+    """Run the benchmark runner on `model` with `threads` threads pinned to as many host cores
+    (`seq_len`: tokens per input, for language models)."""
     cores = host_cores()[:threads]
     cmd = [sys.executable, str(RUNNER), "--model", str(model), "--threads", str(threads),
            "--cores", ",".join(map(str, cores)), "--warmup-runs", str(warmup_runs), "--warmup-s", str(warmup_s),
            "--runs", str(runs), "--min-time-s", str(min_time_s), "--providers", ",".join(providers)]
     if data is not None:
         cmd += ["--data", str(data)]
+    if seq_len is not None:
+        cmd += ["--seq-len", str(seq_len)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -51,10 +51,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def load_onnxruntime(path: str, threads: int, providers: list[str]):
+def token_feeds(inputs: list[tuple[str, list, str]], seq_len: int) -> dict[str, np.ndarray]:
+    """Inputs of a token model (integer ids, attention mask...): ones of batch 1 and `seq_len` tokens on
+    every named axis after the batch (id 1 is a real token of every vocabulary, a mask of 1 keeps it)."""
+    feeds = {}
+    for name, shape, dtype in inputs:
+        dims = [1] + [d if isinstance(d, int) else seq_len for d in shape[1:]]
+        feeds[name] = np.ones(dims, dtype=dtype)
+    return feeds
+
+
+def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int = 32):
     """An onnxruntime session on the first requested providers this device has, CPU last.
 
     Returns (run(x) -> outputs, runtime info incl. the providers that actually ran, input shape).
+    A model with integer inputs (a language model) runs on token feeds of `seq_len` tokens; x is unused.
     """
     try:
         import onnxruntime as ort
@@ -70,10 +81,16 @@ def load_onnxruntime(path: str, threads: int, providers: list[str]):
         session = ort.InferenceSession(path, options, providers=chosen)
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"onnxruntime could not load {path}: {exc}") from None
-    inp = session.get_inputs()[0]
+    inputs = session.get_inputs()
+    info = {"onnxruntime": ort.__version__, "providers": session.get_providers(), "requested_providers": providers}
+    if any("int" in i.type for i in inputs):
+        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+        feeds = token_feeds([(i.name, i.shape, dtypes.get(i.type, np.int64)) for i in inputs], seq_len)
+        info.update(input_dtype=inputs[0].type[7:-1], seq_len=seq_len)
+        return (lambda x: session.run(None, feeds)[0]), info, list(next(iter(feeds.values())).shape)
+    inp = inputs[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # a named (dynamic) axis runs at 1
-    info = {"onnxruntime": ort.__version__, "providers": session.get_providers(), "requested_providers": providers,
-            "input_dtype": "float32"}
+    info["input_dtype"] = "float32"
     return (lambda x: session.run(None, {inp.name: x})[0]), info, shape
 
 
@@ -105,8 +122,9 @@ def from_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def load_tflite(path: str, threads: int, providers: list[str]):
-    """A TFLite interpreter for batch-1 inference; int8 inputs/outputs are converted both ways."""
+def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32):
+    """A TFLite interpreter for batch-1 inference; int8 inputs/outputs are converted both ways.
+    A model with integer token inputs runs on ones of its own fixed length (`seq_len` does not apply)."""
     interpreter_class, runtime = _tflite_interpreter_class()
     try:
         interpreter = interpreter_class(model_path=path, num_threads=threads)
@@ -114,13 +132,26 @@ def load_tflite(path: str, threads: int, providers: list[str]):
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"{runtime} could not load {path}: {exc}") from None
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    module = sys.modules[runtime]
+    if np.issubdtype(inp["dtype"], np.integer) and inp["dtype"] not in (np.int8, np.uint8):
+        details = interpreter.get_input_details()
+        feeds = token_feeds([(d["index"], [int(v) for v in d["shape"]], d["dtype"]) for d in details], seq_len)
+
+        def run_tokens(x):
+            for index, value in feeds.items():
+                interpreter.set_tensor(index, value)
+            interpreter.invoke()
+            return from_output(interpreter.get_tensor(out["index"]), out)
+
+        info = {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name,
+                "seq_len": int(inp["shape"][-1])}
+        return run_tokens, info, [int(d) for d in inp["shape"]]
 
     def run(x):
         interpreter.set_tensor(inp["index"], to_input(x, inp))
         interpreter.invoke()
         return from_output(interpreter.get_tensor(out["index"]), out)
 
-    module = sys.modules[runtime]
     info = {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name}
     return run, info, [int(d) for d in inp["shape"]]
 
@@ -199,9 +230,11 @@ def benchmark(args) -> dict:
     temperature_before = _read_sys(TEMPERATURE)
     t0 = time.perf_counter()
     providers = [p for p in args.providers.split(",") if p]
-    infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers)
+    infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers, args.seq_len)
+    if x is not None and "seq_len" in versions:
+        raise RunnerError(2, f"--data {args.data!r}: {args.model} takes tokens; accuracy on --data is for image models")
     init_ms = (time.perf_counter() - t0) * 1e3
-    if x is None:  # timing only: zeros of the model's own input shape, no accuracy
+    if x is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
         x = np.zeros([len(input_shape) and 1] + input_shape[1:], dtype=np.float32)
     samples = [x[i:i + 1] for i in range(len(x))]
     try:
@@ -254,6 +287,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-s", type=float, default=0.2)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--min-time-s", type=float, default=0.5)
+    parser.add_argument("--seq-len", type=int, default=32, help="tokens per input for language models (ONNX)")
     parser.add_argument("--save-outputs", default="", help="write the model's outputs on x as .npy here")
     args = parser.parse_args(argv)
     try:

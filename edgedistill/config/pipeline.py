@@ -63,8 +63,13 @@ class Training(Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
+class Augment(Strict):
+    shift: int = Field(default=1, ge=0, le=8, description="random translation by up to this many pixels")
+
+
 class TrainedTeacher(Architecture, Training):
     kind: Literal["train"]
+    augment: Augment | None = Field(default=None, description="random shifts of the training images")
 
 
 class CheckpointTeacher(Architecture):
@@ -144,10 +149,6 @@ class Phase(Strict):
 
 STANDARD_SCHEDULE = [{"name": "warmup", "fraction": 0.2}, {"name": "distill", "fraction": 0.6},
                      {"name": "finetune", "fraction": 0.2}]
-
-
-class Augment(Strict):
-    shift: int = Field(default=1, ge=0, le=8, description="random translation by up to this many pixels")
 
 
 class Progressive(Strict):

@@ -29,11 +29,17 @@ def _require_litert():
 
 def torch_to_tflite(model, sample_shape: tuple[int, ...], path: Path, *, metadata: dict[str, object]) -> Path:
     """Convert `model` (eval mode) for a batch of one, embed `metadata`, write `path` atomically."""
-    _require_litert()
-    import litert_torch
     import torch
 
-    edge = litert_torch.convert(model.eval(), (torch.zeros(1, *sample_shape[1:]),))
+    return convert(model, (torch.zeros(1, *sample_shape[1:]),), path, metadata=metadata)
+
+
+def convert(model, sample_args: tuple, path: Path, *, metadata: dict[str, object]) -> Path:
+    """litert-torch conversion of `model` (eval mode) at the shapes and dtypes of `sample_args`."""
+    _require_litert()
+    import litert_torch
+
+    edge = litert_torch.convert(model.eval(), sample_args)
     tmp = path.with_name(f".{path.name}.convert.tmp")
     try:
         edge.export(str(tmp))

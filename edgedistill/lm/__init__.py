@@ -1,0 +1,1 @@
+"""Language-model distillation: transformer teachers, layer-dropped students, text data, evaluation."""

