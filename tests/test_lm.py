@@ -179,3 +179,15 @@ def test_encoder_distillation_moves_the_student_towards_the_teacher(terms):
     assert after > before + 0.02, (before, after)
     assert set(run.history[-1]) == {"epoch", "embedding"} | ({"hidden", "attention"} if terms else set())
     assert run.history[-1]["embedding"] < run.history[0]["embedding"]
+
+
+def test_runner_times_a_token_model_at_the_requested_length(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from edgedistill.bench.local import run_local
+    from edgedistill.lm.export import encoder_to_onnx
+
+    path = encoder_to_onnx(tiny_bert(layers=1), tmp_path / "tiny.onnx")
+    results = {n: run_local(path, None, threads=1, warmup_runs=2, warmup_s=0, runs=20, min_time_s=0, timeout_s=120,
+                            seq_len=n) for n in (8, 64)}
+    assert all(r["status"] == "ok" and r["runtime"]["seq_len"] == n for n, r in results.items())
+    assert results[8]["runtime"]["input_dtype"] == "int64" and results[8]["accuracy"] is None

@@ -35,9 +35,9 @@ def calibrate_command(
     from edgedistill.bench.local import BenchFailed
     from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
     from edgedistill.config.device import device_path, load_device
-    from edgedistill.errors import unknown_choice
     from edgedistill.export.formats import FORMATS, PRECISIONS
-    from edgedistill.latency.calibration import MICRO_MODELS, calibrate, calibration_path, write_calibration
+    from edgedistill.latency.calibration import (MICRO_MODELS, calibrate, calibration_path, refuse_overwrite,
+                                                 write_calibration)
 
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
     profile_path = device_path(device)
@@ -46,9 +46,7 @@ def calibrate_command(
     if where != "local" and not where.startswith("ssh://"):
         raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")
     out = output or calibration_path(profile_path)
-    if out.exists() and not replace:  # say so before minutes of measuring, not after
-        raise UserError(f"{out}: a calibration file is already there; pass --replace to overwrite it, or --output "
-                        "for another path")
+    refuse_overwrite(out, replace)  # say so before minutes of measuring, not after
     n = bench_threads(where, profile, threads)
     for fmt in fmts:
         _require_extra(fmt)
@@ -96,14 +94,10 @@ def _choices(option: str, value: str, valid) -> list[str]:
 
 
 def _require_extra(fmt: str) -> None:
-    import importlib.util
+    from edgedistill.export.onnx import _require_onnx
+    from edgedistill.export.tflite import _require_litert
 
-    from edgedistill.export.formats import FORMATS
-
-    needed = {"onnx": ("onnx", "onnxruntime"), "tflite": ("litert_torch", "ai_edge_quantizer")}[fmt]
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"--formats {fmt}: needs {', '.join(missing)}; pip install 'edgedistill[{FORMATS[fmt].extra}]'")
+    {"onnx": _require_onnx, "tflite": _require_litert}[fmt]()
 
 
 def select_command(

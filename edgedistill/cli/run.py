@@ -42,6 +42,9 @@ def run_command(
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages whose inputs and outputs still match."),
     target: Optional[str] = typer.Option(None, "--target", help="Where to benchmark: local, or ssh://user@host[:port]."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, max=256,
+                                        help="Distill with N data-parallel processes (torchrun, DDP), replacing "
+                                             "distill.processes."),
 ) -> None:
     """Distill, export, benchmark and report: teacher to a student that fits the device, with proof."""
     from edgedistill.config.device import load_device
@@ -53,7 +56,7 @@ def run_command(
             load_device(device)
         except UserError as exc:
             raise UserError(f"--device: {exc}") from None
-    spec = load_pipeline(path, overrides={"device": device, "seed": seed, "bench": {
+    spec = load_pipeline(path, overrides={"device": device, "seed": seed, "distill": {"processes": nproc}, "bench": {
         "target": target, "trust_new_host": trust_new_host or None}})
     profile = load_device(spec.device)
     run_dir = _run_dir(spec.name, out, resume)

@@ -173,6 +173,8 @@ class Distill(Training):
     augment: Augment | None = None
     cache: Literal["auto", "off"] = Field(default="auto", description="teacher outputs on disk, reused across runs")
     progressive: Progressive = Field(default_factory=Progressive)
+    processes: int = Field(default=1, ge=1, le=256, description="data-parallel processes on this machine (torchrun, "
+                                                                  "DDP: gloo on CPU, nccl on GPU)")
 
     @field_validator("schedule")
     @classmethod

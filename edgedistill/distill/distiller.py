@@ -59,7 +59,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         t_out = FeatureHooks(teacher, objective.teacher_outputs)
         t_in = FeatureHooks(teacher, objective.teacher_inputs, "input")
     else:
-        t_all = load_or_compute(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs)
+        t_all = cached_teacher_outputs(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs)
         cache = t_all.status
     labels = torch.from_numpy(data.train.y)
     confidence = torch.softmax(torch.from_numpy(np.array(t_all.logits)), dim=1)[torch.arange(len(labels)), labels]
@@ -86,6 +86,23 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
                "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
     return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start)
+
+
+def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) -> TeacherOutputs:
+    """The teacher-output cache; under torch.distributed rank 0 fills it and the other ranks then read it."""
+    from edgedistill.distill.trainer import distributed_rank_world
+
+    rank, world = distributed_rank_world()
+    if world == 1:
+        return load_or_compute(teacher, x, outputs, inputs)
+    import torch.distributed as dist
+
+    if rank != 0:
+        dist.barrier()
+    result = load_or_compute(teacher, x, outputs, inputs)
+    if rank == 0:
+        dist.barrier()
+    return result
 
 
 def width_ratio(student: torch.nn.Module, teacher: torch.nn.Module, sample: torch.Tensor) -> float:

@@ -72,6 +72,14 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     and the best weights so far are kept.
     """
     seed_everything(seed)
+    rank, world = distributed_rank_world()
+    if rank != 0:
+        console = Console(file=open(os.devnull, "w"))  # one progress bar: rank 0's
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model)  # all-reduces the model's gradients in backward
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, cfg)
     lr_scale = schedule.lr_scale if schedule is not None else (lambda epoch: 1.0)
@@ -86,8 +94,12 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
         return schedule.order(epoch, len(train), generator) if schedule else torch.randperm(len(train), generator=generator)
 
     orders = [order(e) for e in range(cfg.epochs)]  # fixed up front, so a resumed run sees the same order
-    total_steps = sum(math.ceil(len(o) / cfg.batch_size) for o in orders)
-    done_steps = sum(math.ceil(len(o) / cfg.batch_size) for o in orders[:start_epoch])
+    # Every rank draws the same orders (same seed) and takes its own shard of each: the global batch
+    # stays cfg.batch_size, split across ranks.
+    batch_size = max(1, cfg.batch_size // world)
+    orders = [shard(o, rank, world) for o in orders]
+    total_steps = sum(math.ceil(len(o) / batch_size) for o in orders)
+    done_steps = sum(math.ceil(len(o) / batch_size) for o in orders[:start_epoch])
     with _progress(console) as progress:
         task = progress.add_task(label, total=total_steps, completed=done_steps, info="")
         for epoch in range(start_epoch, cfg.epochs):
@@ -96,9 +108,9 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
                 extra.train()
             totals: dict[str, float] = {}
             seen = 0
-            for step, idx in enumerate(orders[epoch].split(cfg.batch_size)):
+            for step, idx in enumerate(orders[epoch].split(batch_size)):
                 x = x_train[idx] if augment is None else augment(x_train[idx], generator)
-                terms = loss_fn(x, model(x), y_train[idx], idx, epoch)
+                terms = loss_fn(x, forward(x), y_train[idx], idx, epoch)
                 terms = terms if isinstance(terms, dict) else {"loss": terms}
                 for name, value in terms.items():
                     if not torch.isfinite(value):
@@ -108,13 +120,18 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1 and extra is not None:
+                    average_gradients(extra, world)  # adapters live outside the DDP wrapper
                 optimizer.step()
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
                 seen += len(idx)
                 progress.advance(task)
             scheduler.step()
-            val_acc = accuracy(predict(model, val.x), val.y)
+            if world > 1:
+                totals, seen = reduce_totals(totals, seen)
+                sync_buffers(model)
+            val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
             entry = {"epoch": epoch + 1, "train_loss": round(sum(totals.values()) / seen, 6),
                      "val_accuracy": round(val_acc, 6), "lr": optimizer.param_groups[0]["lr"], "examples": seen}
             if schedule is not None:
@@ -126,10 +143,57 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
                 result.best_val_accuracy, result.best_epoch = val_acc, epoch + 1
                 result.best_state = _copy_state(model)
             progress.update(task, info=f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})")
-            if state_path:
+            if state_path and rank == 0:
                 _save_state(state_path, epoch + 1, model, extra, optimizer, scheduler, result)
     model.load_state_dict(result.best_state)
     return result
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed; (0, 1) when not distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of an epoch's order, padded by wrapping around so every rank takes as many
+    steps (DistributedSampler's rule): collectives must line up step by step."""
+    if world == 1:
+        return order
+    per_rank = math.ceil(len(order) / world)
+    padded = torch.cat([order, order[:per_rank * world - len(order)]])
+    return padded[rank::world]
+
+
+def average_gradients(module: torch.nn.Module, world: int) -> None:
+    import torch.distributed as dist
+
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's batch-norm statistics on every rank (DDP sends them only at the start of a forward), so
+    every rank validates the same model and keeps the same best epoch."""
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+
+
+def reduce_totals(totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
+    """Loss sums and example counts over all ranks."""
+    import torch.distributed as dist
+
+    names = sorted(totals)
+    values = torch.tensor([totals[n] for n in names] + [float(seen)], dtype=torch.float64)
+    dist.all_reduce(values)
+    return dict(zip(names, values[:-1].tolist())), int(values[-1].item())
 
 
 def _copy_state(model: torch.nn.Module) -> dict:

@@ -218,10 +218,14 @@ def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: B
     return calibration, records
 
 
-def write_calibration(calibration: Calibration, path: Path, *, replace: bool) -> Path:
+def refuse_overwrite(path: Path, replace: bool) -> None:
     if path.exists() and not replace:
         raise UserError(f"{path}: a calibration file is already there; pass --replace to overwrite it, or "
                         "--output for another path")
+
+
+def write_calibration(calibration: Calibration, path: Path, *, replace: bool) -> Path:
+    refuse_overwrite(path, replace)
     try:
         atomic_write_text(path, calibration.to_json())
     except PermissionError:

@@ -14,6 +14,17 @@ from edgedistill.pipeline.engine import StageResult
 
 
 def run(spec, ctx) -> StageResult:
+    if spec.distill.processes > 1:
+        from edgedistill.distill.worker import run_distributed
+
+        return run_distributed(spec, ctx)
+    return train(spec, ctx)
+
+
+def train(spec, ctx) -> StageResult:
+    """The whole stage in this process: alone, or as one rank of a distributed run (rank 0 writes)."""
+    from edgedistill.distill.trainer import distributed_rank_world
+
     cfg = spec.distill
     data = load_dataset(spec.data, spec.seed)
     teacher = ArchInfo.load(ctx.output("teacher", "arch")).build()
@@ -41,7 +52,8 @@ def run(spec, ctx) -> StageResult:
             source = assistant
     run = distill_model(student, source, data, cfg, seed=spec.seed, label="distill", console=ctx.console,
                         state_path=out / f"train-state-{state}")
-    save_weights(student, out / "best.safetensors")
+    if distributed_rank_world()[0] == 0:
+        save_weights(student, out / "best.safetensors")
     test_acc = accuracy(predict(student, data.test.x), data.test.y)
     resumed = run.result.resumed_from_epoch
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
@@ -55,4 +67,4 @@ def run(spec, ctx) -> StageResult:
         "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
-        "resumed_from_epoch": resumed, "history": run.result.history})
+        "resumed_from_epoch": resumed, "history": run.result.history, "processes": distributed_rank_world()[1]})
