@@ -182,7 +182,8 @@ def test_size_auto_pipeline_chooses_and_reports(tmp_path):
     assert all(c["params"] <= 0.3 * results["teacher"]["params"] for c in sel["candidates"])
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## Student selection" in md and "→" in md
-    assert "Student selection" in (tmp_path / "run" / "report" / "report.html").read_text()
+    html = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "size: auto chose" in html and "predicted p90 ms" in html
 
 
 def test_residual_additions_are_counted():

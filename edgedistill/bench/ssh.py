@@ -95,7 +95,7 @@ def _bundle(files: dict[str, Path]) -> bytes:
 
 def run_ssh(target: SshTarget, model: Path, data: Path | None, *, threads: int, cores: list[int] | None,
             warmup_runs: int, warmup_s: float, runs: int, min_time_s: float, timeout_s: float,
-            providers: list[str] = ("CPUExecutionProvider",)) -> dict:
+            providers: list[str] = ("CPUExecutionProvider",), seq_len: int | None = None) -> dict:
     """Copy, run and clean up on the device; the runner's JSON result, or BenchFailed with one line."""
     workdir = _ssh(target, "mktemp -d", timeout_s=timeout_s).strip().splitlines()[-1]  # mode 0700: private
     q = shlex.quote
@@ -111,6 +111,8 @@ def run_ssh(target: SshTarget, model: Path, data: Path | None, *, threads: int, 
             args += ["--data", f"{workdir}/{data.name}"]
         if cores:
             args += ["--cores", ",".join(map(str, cores))]
+        if seq_len is not None:
+            args += ["--seq-len", str(seq_len)]
         out = _ssh(target, " ".join(q(a) for a in args), timeout_s=timeout_s)
     finally:
         try:

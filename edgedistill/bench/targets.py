@@ -32,16 +32,17 @@ def describe(target: str, device, threads: int) -> str:
 
 def run_on(target: str, device, model: Path, data: Path | None, *, threads: int, warmup_runs: int, warmup_s: float,
            runs: int, min_time_s: float, timeout_s: float, trust_new_host: bool = False,
-           ssh_config: Path | None = None) -> dict:
-    """The runner's result for `model` on `target`; BenchFailed with one line when it cannot be had."""
+           ssh_config: Path | None = None, seq_len: int | None = None) -> dict:
+    """The runner's result for `model` on `target`; BenchFailed with one line when it cannot be had.
+    `seq_len`: tokens per input, for language models."""
     providers = list(device.execution_providers)
     if not target.startswith("ssh://"):
         return run_local(model, data, threads=threads, warmup_runs=warmup_runs, warmup_s=warmup_s, runs=runs,
-                         min_time_s=min_time_s, timeout_s=timeout_s, providers=providers)
+                         min_time_s=min_time_s, timeout_s=timeout_s, providers=providers, seq_len=seq_len)
     conn = device.connection
     ssh = SshTarget.parse(target, trust_new_host=trust_new_host or bool(conn and conn.trust_new_host),
                           ssh_config=ssh_config or (conn.ssh_config if conn else None),
                           connect_timeout_s=conn.connect_timeout_s if conn else 10,
                           python=conn.python if conn else "python3")
     return run_ssh(ssh, model, data, threads=threads, cores=None, warmup_runs=warmup_runs, warmup_s=warmup_s,
-                   runs=runs, min_time_s=min_time_s, timeout_s=timeout_s, providers=providers)
+                   runs=runs, min_time_s=min_time_s, timeout_s=timeout_s, providers=providers, seq_len=seq_len)

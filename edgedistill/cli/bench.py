@@ -23,6 +23,8 @@ def bench_command(
     timeout_s: float = typer.Option(600, "--timeout", min=0.001, help="Seconds for the whole run on the target."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of ~/.ssh/config."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Tokens per input, for language models "
+                                          "(ONNX; TFLite ones have a fixed length). Default 32."),
     as_json: bool = typer.Option(False, "--json", help="Print the runner's JSON result."),
 ) -> None:
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
@@ -44,7 +46,7 @@ def bench_command(
     try:
         result = run_on(where, profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,
                         min_time_s=min_time_s, timeout_s=timeout_s, trust_new_host=trust_new_host,
-                        ssh_config=ssh_config)
+                        ssh_config=ssh_config, seq_len=seq_len)
     except BenchFailed as exc:
         raise UserError(str(exc)) from None
     if as_json:
