@@ -71,7 +71,9 @@ def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, nod
         message = _clean(err["msg"])  # our validators name the value themselves
     else:
         message = f"{_clean(err['msg'])}, got {value!r}"
-    field = ".".join(str(p) for i, p in enumerate(loc) if not _is_union_tag(model, loc, i)) or "(top level)"
+    # A key with a newline or other control character is shown escaped: the error stays one line.
+    field = ".".join(str(p) if str(p).isprintable() else repr(str(p))
+                     for i, p in enumerate(loc) if not _is_union_tag(model, loc, i)) or "(top level)"
     line = _line_of(node, loc)
     where = f"{path}:{line}" if line else f"{path}"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
