@@ -1,0 +1,121 @@
+"""Fault injection: SIGKILL in each stage then --resume, and a device that drops off mid-benchmark."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+
+def _manifest(run_dir):
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _runner_running(sshd: psutil.Process) -> bool:
+    for child in sshd.children(recursive=True):
+        try:
+            if "runner.py" in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:  # a short-lived process (mktemp, tar) already gone
+            continue
+    return False
+
+
+def _spec(**overrides):
+    # Long enough stages to be caught running: the kill lands while the stage's status is "running".
+    return tiny_pipeline_dict(teacher={"epochs": 15}, distill={"epochs": 15},
+                              export={"formats": ["onnx"], "precisions": ["fp32", "int8"]},
+                              bench={"runs": 50, "min_time_s": 3.0}, **overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["teacher", "distill", "export", "bench"])
+def test_sigkill_in_each_stage_then_resume(tmp_path, stage):
+    path = write_pipeline(tmp_path / "p.yaml", _spec())
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            manifest = _manifest(run_dir)
+            if manifest and manifest["stages"].get(stage, {}).get("status") == "running":
+                time.sleep(0.3)  # well inside the stage
+                break
+            assert proc.poll() is None, f"the run ended before {stage} could be killed"
+            time.sleep(0.02)
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = _manifest(run_dir)["stages"]
+    assert before[stage]["status"] == "running"
+    finished = {name: rec["outputs"] for name, rec in before.items() if rec["status"] == "completed"}
+
+    proc = cli("run", path, "--out", run_dir, "--resume", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = _manifest(run_dir)["stages"]
+    assert all(rec["status"] == "completed" for rec in after.values())
+    for name, outputs in finished.items():  # not redone, and their artifacts hash the same
+        assert after[name]["resumed"], name
+        assert {k: v["sha256"] for k, v in after[name]["outputs"].items()} == \
+            {k: v["sha256"] for k, v in outputs.items()}
+    assert (run_dir / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_path):
+    from edgedistill.config.device import device_files
+    from tests.test_bench_ssh import Device
+
+    (tmp_path / "sshd").mkdir()
+    device = Device(tmp_path / "sshd")
+    try:
+        profile = yaml.safe_load(device_files()["raspberry-pi-4"].read_text())
+        profile.update(name="flaky-box", connection={"transport": "ssh", "address": device.address,
+                                                     "python": sys.executable, "ssh_config": str(device.config),
+                                                     "connect_timeout_s": 3})
+        (tmp_path / "flaky-box.yaml").write_text(yaml.safe_dump(profile))
+        path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(
+            device=str(tmp_path / "flaky-box.yaml"), bench={"runs": 300_000, "min_time_s": 20.0, "timeout_s": 120}))
+        proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(tmp_path / "run")],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sshd = psutil.Process(device.process.pid)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # until the runner is going on the "device"
+            if _runner_running(sshd):
+                break
+            assert proc.poll() is None, "the run ended before the device could drop off"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        device.stop()  # the device goes away: no new connections...
+        for p in psutil.process_iter(["cmdline"]):  # ...and the open session with its runner dies
+            cmdline = p.info["cmdline"] or []
+            if any(part.endswith("runner.py") for part in cmdline) and "--model" in cmdline:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if device.process.poll() is None:
+            device.stop()
+    assert proc.returncode == 0, err[-2000:]
+    results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    (art,) = results["artifacts"]
+    assert art["status"] == "failed" and art["error"]
+    assert results["failures"] and (tmp_path / "run" / "report" / "report.html").is_file()
+    manifest = _manifest(tmp_path / "run")["stages"]
+    assert manifest["distill"]["status"] == "completed" and (tmp_path / "run" / "distill" / "best.safetensors").is_file()
