@@ -94,10 +94,10 @@ def _choices(option: str, value: str, valid) -> list[str]:
 
 
 def _require_extra(fmt: str) -> None:
-    from edgedistill.export.onnx import _require_onnx
-    from edgedistill.export.tflite import _require_litert
+    from edgedistill.export.onnx import require_onnx
+    from edgedistill.export.tflite import require_litert
 
-    {"onnx": _require_onnx, "tflite": _require_litert}[fmt]()
+    {"onnx": require_onnx, "tflite": require_litert}[fmt]()
 
 
 def select_command(

@@ -11,7 +11,7 @@ from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_target
 
 
-def _require_onnx():
+def require_onnx():
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -21,7 +21,7 @@ def _require_onnx():
 
 def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: int, metadata: dict[str, object]) -> Path:
     """Export `model` (eval mode) to `path`; the batch axis is dynamic; `metadata` goes in metadata_props."""
-    _require_onnx()
+    require_onnx()
     import onnx
     import torch
 

@@ -19,7 +19,7 @@ from edgedistill.quiet import quiet
 METADATA_NAME = "edgedistill"
 
 
-def _require_litert():
+def require_litert():
     try:
         import ai_edge_litert  # noqa: F401
         import litert_torch  # noqa: F401
@@ -36,7 +36,7 @@ def torch_to_tflite(model, sample_shape: tuple[int, ...], path: Path, *, metadat
 
 def convert(model, sample_args: tuple, path: Path, *, metadata: dict[str, object]) -> Path:
     """litert-torch conversion of `model` (eval mode) at the shapes and dtypes of `sample_args`."""
-    _require_litert()
+    require_litert()
     import litert_torch
 
     edge = litert_torch.convert(model.eval(), sample_args)

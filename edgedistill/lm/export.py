@@ -20,9 +20,9 @@ def encoder_to_onnx(model, path: Path, *, opset: int = 17, metadata: dict | None
     """Export (input_ids, attention_mask) -> embedding with dynamic batch and sequence axes."""
     import onnx
 
-    from edgedistill.export.onnx import _require_onnx, set_metadata
+    from edgedistill.export.onnx import require_onnx, set_metadata
 
-    _require_onnx()
+    require_onnx()
     wrapper = SentenceEncoder(model).eval()
     sample = (torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
     tmp = atomic_target(path)
