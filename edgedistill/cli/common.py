@@ -12,6 +12,14 @@ from edgedistill.errors import UserError
 state = {"debug": bool(os.environ.get("EDGEDISTILL_DEBUG"))}
 
 
+def table_console():
+    """A rich console for tables; piped output gets a fixed, wide-enough width instead of rich's 80-column guess."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def user_errors(command):
     """Wrap a command so a UserError prints `error: ...` (no traceback unless --debug) and exits 2."""
 

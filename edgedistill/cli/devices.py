@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edgedistill.cli.common import user_errors
+from edgedistill.cli.common import table_console, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="List and show device profiles.")
 
@@ -29,15 +29,7 @@ def list_devices() -> None:
             (b.max_accuracy_drop, f"drop ≤{(b.max_accuracy_drop or 0) * 100:g} pt")) if value is not None)
         table.add_row(name, hw.compute, str(hw.cores), f"{hw.peak_gflops_fp32:g}", f"{int(hw.ram_mb) / 1024:.1f}",
                       f"{d.default_format} {d.default_precision}", budgets)
-    _console().print(table)
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # Piped output gets a fixed, wide-enough width instead of rich's 80-column guess.
-    return console if console.is_terminal else Console(width=140)
+    table_console().print(table)
 
 
 @app.command("show")
@@ -52,7 +44,7 @@ def show_device(name: str = typer.Argument(..., help="A profile name (see `devic
 
     profile = load_device(name)
     path = Path(name) if Path(name).suffix in (".yaml", ".yml") else device_files()[name]
-    console = _console()
+    console = table_console()
     console.print(f"[bold]{profile.name}[/bold] — {profile.description}\n[dim]{path}[/dim]")
     console.print(Syntax(path.read_text(), "yaml", theme="ansi_dark", background_color="default"))
     hw = profile.hardware

@@ -8,15 +8,8 @@ from typing import Optional
 
 import typer
 
+from edgedistill.cli.common import table_console
 from edgedistill.errors import UserError
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # Piped output gets a fixed, wide-enough width instead of rich's 80-column guess.
-    return console if console.is_terminal else Console(width=160)
 
 
 def calibrate_command(
@@ -50,7 +43,7 @@ def calibrate_command(
     n = bench_threads(where, profile, threads)
     for fmt in fmts:
         _require_extra(fmt)
-    console = _console()
+    console = table_console()
     console.print(f"calibrating {profile.name} on {describe(where, profile, n)}: {len(MICRO_MODELS)} micro-models × "
                   f"{len(fmts)} formats × {len(precs)} precisions")
 
@@ -156,7 +149,7 @@ def print_selection(selection, calibration, budgets) -> None:
 
     from edgedistill.latency.select import predictor_note
 
-    console = _console()
+    console = table_console()
     table = Table(title=f"student candidates on {selection.device} ({selection.format} {selection.precision})")
     for column in ("", "candidate", "params", "MMACs", "size MB", "p90 ms (pred.)", "RAM MB", "fits"):
         table.add_column(column, justify="left" if column in ("", "candidate", "fits") else "right")
