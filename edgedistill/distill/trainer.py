@@ -74,7 +74,7 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     seed_everything(seed)
     rank, world = distributed_rank_world()
     if rank != 0:
-        console = Console(file=open(os.devnull, "w"))  # one progress bar: rank 0's
+        console = quiet_console()  # one progress bar: rank 0's
     forward = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -100,7 +100,7 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     orders = [shard(o, rank, world) for o in orders]
     total_steps = sum(math.ceil(len(o) / batch_size) for o in orders)
     done_steps = sum(math.ceil(len(o) / batch_size) for o in orders[:start_epoch])
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(label, total=total_steps, completed=done_steps, info="")
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -200,7 +200,11 @@ def _copy_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _progress(console: Console) -> Progress:
+def quiet_console() -> Console:
+    return Console(file=open(os.devnull, "w"))
+
+
+def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
 

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
     from rich.console import Console
 
+    from edgedistill.distill.trainer import quiet_console
     from edgedistill.pipeline.engine import load_run
     from edgedistill.stages.distill import train
 
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group(backend())
     rank = dist.get_rank()
     try:
-        quiet = Console(file=open(os.devnull, "w"))
-        ctx = load_run(Path(run_dir), console=Console() if rank == 0 else quiet)
+        ctx = load_run(Path(run_dir), console=Console() if rank == 0 else quiet_console())
         ctx.inputs_digest = digest
         result = train(ctx.spec, ctx)
         if rank == 0:

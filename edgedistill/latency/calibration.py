@@ -187,15 +187,14 @@ def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: l
 
 def fit_all(records: list[dict], costs: dict[str, object], hardware) -> dict[str, Fit]:
     """One Fit per format/precision in `records`; `costs` maps each record's model to its ModelCost."""
-    from edgedistill.latency.predictor import cost_precision
+    from edgedistill.latency.predictor import model_memory_mb
 
     fits = {}
     for key in dict.fromkeys(f"{r['format']}/{r['precision']}" for r in records):
         rows = [r for r in records if f"{r['format']}/{r['precision']}" == key]
         precision = key.split("/")[1]
         coefficients, fit_quality = fit([(terms(costs[r["model"]], hardware, precision), r["p50_ms"]) for r in rows])
-        model_mb = {r["model"]: (costs[r["model"]].weight_bytes(cost_precision(precision))
-                                 + costs[r["model"]].peak_activation_bytes) / 2**20 for r in rows}
+        model_mb = {r["model"]: model_memory_mb(costs[r["model"]], precision) for r in rows}
         fits[key] = Fit(coefficients, p90_over_p50=statistics.median(r["p90_ms"] / r["p50_ms"] for r in rows),
                         ram_base_mb=statistics.median(r["peak_rss_mb"] - model_mb[r["model"]] for r in rows),
                         models=len(rows), quality=fit_quality)

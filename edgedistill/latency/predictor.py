@@ -53,6 +53,11 @@ def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
     return np.array([out[t] for t in TERMS])
 
 
+def model_memory_mb(cost: ModelCost, precision: str) -> float:
+    """What the model itself needs in memory: its weights and its largest layer's activations."""
+    return (cost.weight_bytes(cost_precision(precision)) + cost.peak_activation_bytes) / 2**20
+
+
 @dataclass(frozen=True)
 class Fit:
     """Coefficients for one format and precision, and how well they fit the calibration models."""
@@ -87,7 +92,7 @@ class LatencyPredictor:
         fit = self.fits.get(f"{fmt}/{precision}")
         coefficients = fit.coefficients if fit else DATASHEET
         p50 = float(terms(cost, self.hardware, precision) @ np.array([coefficients[t] for t in TERMS]))
-        model_mb = (cost.weight_bytes(cost_precision(precision)) + cost.peak_activation_bytes) / 2**20
+        model_mb = model_memory_mb(cost, precision)
         base = fit.ram_base_mb if fit and fit.ram_base_mb is not None else None
         return Prediction(p50, p50 * (fit.p90_over_p50 if fit else 1.0), model_mb + (base or 0.0), base is None,
                           "calibrated" if fit else "datasheet")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edgedistill.distill.trainer import progress_bar
 from edgedistill.errors import StageFailed
 from edgedistill.lm.encoder import embed, mean_pool
 
@@ -79,10 +79,7 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
     cached = None
     if cfg.hidden_weight == 0 and not want_attention:
         cached = embed(teacher, tokenizer, texts, max_length=cfg.max_length)
-    progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console or Console(),
-                        transient=False)
-    with progress:
+    with progress_bar(console or Console()) as progress:
         task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch, info="")
         for epoch in range(cfg.epochs):
             order = list(range(len(texts)))
