@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,21 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_target(path: Path) -> Path:
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` for writers that only take a file name (torch, onnx).
 
-    Rename it over `path` with `os.replace` once the writer is done.
+    When the block ends normally the file is renamed over `path`; when it raises (a full disk, a failed
+    conversion), the partial file is removed so it takes no space and is never mistaken for a result.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

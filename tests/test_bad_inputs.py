@@ -1,8 +1,8 @@
 """A corpus of bad inputs through the real CLI: each is exit 2, one line naming the problem, no traceback.
 
 Pipelines, device profiles and CLI arguments with wrong keys, types, ranges and missing files, and files
-that are not what they claim (a pickle that runs code, an ONNX file that is not one, an npz with
-mismatched shapes). A hypothesis fuzz test runs over pipeline YAML.
+that are not what they claim (a pickle that runs code, an ONNX file that is not one, models whose input
+dtype the runner cannot feed, an npz with mismatched shapes). A hypothesis fuzz test runs over pipeline YAML.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from edgedistill.config.device import device_files
 from edgedistill.config.pipeline import load_pipeline
 from edgedistill.errors import UserError
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+
+PASSWORD = "hunter2-Sup3rSecret"
 
 
 class RunsCode:
@@ -45,6 +48,34 @@ def _device(tmp, replace: tuple[str, str]):
 def _file(tmp, name: str, data: bytes) -> str:
     path = tmp / name
     path.write_bytes(data)
+    return str(path)
+
+
+def _bool_input_onnx(tmp) -> str:
+    """A valid ONNX model whose input is a bool mask: nothing the runner can fill with meaning."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["mask"], ["f"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["f"], ["y"])],
+        "bool_input", [helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    path = tmp / "mask.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def _bool_input_tflite(tmp) -> str:
+    """The same through the real PyTorch-to-LiteRT converter."""
+    import litert_torch
+    import torch
+
+    class Mask(torch.nn.Module):
+        def forward(self, mask):
+            return mask.float().flatten(1)
+
+    path = tmp / "mask.tflite"
+    litert_torch.convert(Mask().eval(), (torch.zeros(1, 1, 8, 8, dtype=torch.bool),)).export(str(path))
     return str(path)
 
 
@@ -94,14 +125,28 @@ CASES = {
     "bench missing model": (lambda t: ["bench", str(t / "none.onnx")], "file not found"),
     "devices show unknown": (lambda t: ["devices", "show", "jetson-nono"], "did you mean 'jetson-nano'"),
     "report not a run": (lambda t: ["report", str(t)], "not a run folder"),
+    # passwords: refused, and shown masked (the test below checks the password never appears)
+    "pipeline target with a password": (lambda t: _pipeline(t, bench={"target": f"ssh://pi:{PASSWORD}@pi.local"}),
+                                        "'ssh://pi:***@pi.local' holds a password"),
+    "device address with a password": (lambda t: _device(t, ("connection: {transport: local}", "connection: "
+                                                             f"{{transport: ssh, address: 'ssh://pi:{PASSWORD}@pi'}}")),
+                                       "'ssh://pi:***@pi' holds a password"),
+    "bench target with a password": (lambda t: ["bench", _file(t, "m.onnx", b"x"), "--target",
+                                                f"ssh://root:{PASSWORD}@10.0.0.7:2222"], "holds a password"),
     # files that are not what they claim
     "onnx that is not one": (lambda t: ["bench", _file(t, "fake.onnx", b"not a protobuf at all"), "--device", "host"],
                              "fake.onnx"),
     "tflite that is not one": (lambda t: ["bench", _file(t, "fake.tflite", b"\x00" * 64), "--device", "host"],
                                "fake.tflite"),
+    "onnx with a bool input": (lambda t: ["bench", _bool_input_onnx(t), "--device", "host"],
+                               "input 'mask' has dtype bool"),
+    "tflite with a bool input": (lambda t: ["bench", _bool_input_tflite(t), "--device", "host"], "has dtype bool"),
     "npz with mismatched shapes": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(t / "p.yaml", tiny_pipeline_dict(data={
         "kind": "npz", "path": _npz(t, x=np.zeros((10, 8, 8), np.float32), y=np.zeros(7, np.int64))}))],
         "data.npz"),
+    "validate npz with mismatched shapes": (lambda t: _pipeline(t, data={
+        "kind": "npz", "path": _npz(t, x=np.zeros((10, 8, 8), np.float32), y=np.zeros(7, np.int64))}),
+        "y has shape (7,); expected (10,)"),
     "npz holding pickled objects": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(t / "p.yaml", tiny_pipeline_dict(data={
         "kind": "npz", "path": _npz(t, x=np.array([RunsCode()], dtype=object), y=np.zeros(1, np.int64))}))],
         "data.npz"),
@@ -121,6 +166,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     # Our errors are `error: ...`; argument errors caught by the CLI parser are click's `Error: ...` line.
     lines = [line for line in proc.stderr.splitlines() if line.lower().startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert PASSWORD not in proc.stdout + proc.stderr
     # Nothing the user had is lost or changed.
     assert all(p.is_file() and p.read_bytes() == data for p, data in before.items())
 

@@ -197,3 +197,32 @@ def test_pipeline_benches_over_ssh_and_reports_device_info(device, tmp_path):
     assert results["environment"]["device_info"]["hostname"]
     html = (tmp_path / "run" / "report" / "report.html").read_text()
     assert device.address in html and "measured on" in html
+
+
+def test_no_secrets_in_logs_or_reports(device, tmp_path):
+    """A whole run over SSH with secrets in the environment: no byte of them, or of the private key, is
+    written to the run folder or printed."""
+    import yaml
+
+    from edgedistill.config.device import device_files
+    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+    profile = yaml.safe_load(device_files()["raspberry-pi-4"].read_text())
+    profile.update(name="ssh-box", connection={"transport": "ssh", "address": device.address,
+                                               "python": sys.executable, "ssh_config": str(device.config)})
+    (tmp_path / "ssh-box.yaml").write_text(yaml.safe_dump(profile))
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(device=str(tmp_path / "ssh-box.yaml"),
+                                                                 export={"formats": ["onnx"]}))
+    secrets = {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY",
+               "HF_TOKEN": "hf_sEcReTtOkEnThatMustNeverLeak0123", "SSH_AUTH_SOCK": "/tmp/agent-s3cr3t.sock"}
+    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, env=secrets)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    key_lines = [line for line in (device.root / "client_key").read_text().splitlines() if "PRIVATE KEY" not in line]
+    needles = [s.encode() for s in secrets.values()] + [line.encode() for line in key_lines if len(line) > 20]
+    printed = (proc.stdout + proc.stderr).encode()
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert len(files) > 10 and any(p.name == "report.html" for p in files)
+    for needle in needles:
+        assert needle not in printed
+        for file in files:
+            assert needle not in file.read_bytes(), (file, needle[:12])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import psutil
 import pytest
 import yaml
 
+from edgedistill.fileio import sha256_file
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
 
 
@@ -120,3 +123,63 @@ def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_
     assert results["failures"] and (tmp_path / "run" / "report" / "report.html").is_file()
     manifest = _manifest(tmp_path / "run")["stages"]
     assert manifest["distill"]["status"] == "completed" and (tmp_path / "run" / "distill" / "best.safetensors").is_file()
+
+
+def _private_mount_namespace() -> list[str] | None:
+    """`unshare` arguments for a mount namespace of our own (root, or an unprivileged user namespace)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    for args in ([unshare, "-m"], [unshare, "-rm"]):
+        probe = subprocess.run([*args, "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+        if probe.returncode == 0:
+            return args
+    return None
+
+
+@pytest.mark.slow
+def test_full_disk_mid_run_is_one_line_keeps_finished_stages_and_resumes(tmp_path):
+    """A real full file system (a 300 KiB tmpfs) under the run folder: the teacher fits, distillation does not."""
+    namespace = _private_mount_namespace()
+    if namespace is None:
+        pytest.skip("needs a private mount namespace (unshare -m as root, or -rm) to mount a small tmpfs")
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict())
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    # The tmpfs lives only in the namespace, so what the full run left is copied out before it ends.
+    script = (f"mount -t tmpfs -o size=300k tmpfs {disk} && "
+              f"{sys.executable} -m edgedistill run {path} --out {disk}/run 2> {tmp_path}/err; "
+              f"echo $? > {tmp_path}/rc; cp -a {disk}/run {kept}")
+    subprocess.run([*namespace, "sh", "-c", script], cwd=tmp_path, check=True, timeout=600,
+                   env={k: v for k, v in os.environ.items() if k != "EDGEDISTILL_DEBUG"})
+    err = (tmp_path / "err").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "2", err[-2000:]
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "no space left on device" in line and "--resume" in line and "teacher" in line
+    stages = _manifest(kept)["stages"]
+    assert stages["teacher"]["status"] == "completed"
+    assert not list(kept.rglob("*.tmp"))  # no half-written file is left taking space
+    teacher = {k: v["sha256"] for k, v in stages["teacher"]["outputs"].items()}
+    for out in stages["teacher"]["outputs"].values():  # the finished stage's files are whole
+        assert sha256_file(kept / out["path"]) == out["sha256"]
+
+    proc = cli("run", path, "--out", kept, "--resume", cwd=tmp_path, timeout=600)  # room again: it completes
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = _manifest(kept)["stages"]
+    assert after["teacher"]["resumed"] and {k: v["sha256"] for k, v in after["teacher"]["outputs"].items()} == teacher
+    assert all(rec["status"] == "completed" for rec in after.values())
+
+
+@pytest.mark.slow
+def test_read_only_run_folder_is_one_line(tmp_path):
+    namespace = _private_mount_namespace()
+    if namespace is None:
+        pytest.skip("needs a private mount namespace (unshare -m as root, or -rm) to mount a read-only tmpfs")
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict())
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = f"mount -t tmpfs -o ro tmpfs {disk} && exec {sys.executable} -m edgedistill run {path} --out {disk}/run"
+    proc = subprocess.run([*namespace, "sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {disk}/run: cannot write the run folder (Read-only file system)")

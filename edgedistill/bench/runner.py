@@ -61,6 +61,19 @@ def token_feeds(inputs: list[tuple[str, list, str]], seq_len: int) -> dict[str, 
     return feeds
 
 
+# What the runner can feed: images as float (or quantized int8/uint8), and integer token ids.
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+               "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
+FEEDABLE = tuple(ONNX_DTYPES.values())
+
+
+def check_feedable(path: str, name: str, dtype: str) -> None:
+    """Refuse an input the runner cannot fill with meaningful values (bool masks, strings, complex...)."""
+    if dtype not in FEEDABLE:
+        raise RunnerError(4, f"{path}: input '{name}' has dtype {dtype}, which the runner cannot feed "
+                             f"(valid: float32/float16 images, int8/uint8 quantized images, int32/int64 tokens)")
+
+
 def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int = 32):
     """An onnxruntime session on the first requested providers this device has, CPU last.
 
@@ -82,16 +95,18 @@ def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"onnxruntime could not load {path}: {exc}") from None
     inputs = session.get_inputs()
+    for i in inputs:
+        check_feedable(path, i.name, ONNX_DTYPES.get(i.type, i.type.removeprefix("tensor(").removesuffix(")")))
     info = {"onnxruntime": ort.__version__, "providers": session.get_providers(), "requested_providers": providers}
-    if any("int" in i.type for i in inputs):
-        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
-        feeds = token_feeds([(i.name, i.shape, dtypes.get(i.type, np.int64)) for i in inputs], seq_len)
+    if any(i.type in ("tensor(int32)", "tensor(int64)") for i in inputs):
+        feeds = token_feeds([(i.name, i.shape, ONNX_DTYPES[i.type]) for i in inputs], seq_len)
         info.update(input_dtype=inputs[0].type[7:-1], seq_len=seq_len)
         return (lambda x: session.run(None, feeds)[0]), info, list(next(iter(feeds.values())).shape)
     inp = inputs[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # a named (dynamic) axis runs at 1
-    info["input_dtype"] = "float32"
-    return (lambda x: session.run(None, {inp.name: x})[0]), info, shape
+    dtype = ONNX_DTYPES[inp.type]
+    info["input_dtype"] = dtype
+    return (lambda x: session.run(None, {inp.name: x.astype(dtype, copy=False)})[0]), info, shape
 
 
 def _tflite_interpreter_class():
@@ -132,6 +147,8 @@ def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"{runtime} could not load {path}: {exc}") from None
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    for detail in interpreter.get_input_details():
+        check_feedable(path, detail["name"], np.dtype(detail["dtype"]).name)
     module = sys.modules[runtime]
     if np.issubdtype(inp["dtype"], np.integer) and inp["dtype"] not in (np.int8, np.uint8):
         details = interpreter.get_input_details()

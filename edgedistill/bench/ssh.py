@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgedistill.bench.local import RUNNER, BenchFailed
 
-ADDRESS = re.compile(r"^ssh://(?:(?P<user>[^@/\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d+))?/?$")
+ADDRESS = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d+))?/?$")
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,15 @@ class SshTarget:
 
     @classmethod
     def parse(cls, address: str, **options) -> "SshTarget":
+        from edgedistill.config.device import refuse_password
+        from edgedistill.errors import UserError
+
+        try:
+            refuse_password(address)
+        except ValueError as exc:
+            raise UserError(f"target {exc}") from None
         match = ADDRESS.match(address)
         if not match:
-            from edgedistill.errors import UserError
-
             raise UserError(f"target {address!r}: expected ssh://[user@]host[:port]")
         port = match["port"]
         return cls(match["user"], match["host"], int(port) if port else None, **options)

@@ -30,7 +30,7 @@ def bench_command(
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
     from edgedistill.bench.local import BenchFailed
     from edgedistill.bench.targets import bench_threads, resolve_target, run_on
-    from edgedistill.config.device import load_device
+    from edgedistill.config.device import load_device, refuse_password
     from edgedistill.errors import unknown_choice
 
     if model.suffix not in (".onnx", ".tflite"):
@@ -39,6 +39,10 @@ def bench_command(
         if path is not None and not path.is_file():
             raise UserError(f"{path}: {what}: file not found")
     profile = load_device(device)
+    try:
+        refuse_password(target)
+    except ValueError as exc:
+        raise UserError(f"--target {exc}") from None
     where = resolve_target(target, profile)
     if where != "local" and not where.startswith("ssh://"):
         raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")

@@ -107,16 +107,22 @@ def _summary(run_dir: Path, console) -> None:
 
 
 def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or device YAML files.")) -> None:
-    """Check pipeline and device files without running anything."""
+    """Check pipeline and device files, and the data a pipeline names, without training anything."""
     from edgedistill.config.device import DeviceProfile
     from edgedistill.config.loading import load_model, read_yaml
     from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.data import load_dataset
 
     for path in files:
         data, _ = read_yaml(path)
         # A device profile has hardware; everything else is read as a pipeline.
         if isinstance(data, dict) and "hardware" in data:
             load_model(DeviceProfile, path)
-        else:
-            load_pipeline(path)
-        typer.echo(f"ok: {path}")
+            typer.echo(f"ok: {path}")
+            continue
+        spec = load_pipeline(path)
+        # The data is opened too: a bad .npz is found here, not minutes into a run.
+        dataset = load_dataset(spec.data, spec.seed)
+        shape = "×".join(str(d) for d in dataset.input_shape)
+        typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
+                   f"train/val/test samples of {shape}, {dataset.num_classes} classes)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgedistill.config.loading import load_model
 from edgedistill.errors import UserError, unknown_choice
@@ -15,6 +16,17 @@ from edgedistill.resources import bundled_dir
 RUNTIMES = ("onnxruntime", "tflite")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
+SSH_ADDRESS = r"^ssh://([^@/:\s]+@)?[^@/:\s]+(:\d+)?/?$"
+_PASSWORD = re.compile(r"^(ssh://[^@/:\s]*):[^@/\s]*@")
+
+
+def refuse_password(address: object) -> object:
+    """Refuse an SSH address that carries a password, showing it masked: addresses go into logs and reports."""
+    if isinstance(address, str) and _PASSWORD.match(address):
+        masked = _PASSWORD.sub(r"\1:***@", address)
+        raise ValueError(f"{masked!r} holds a password; edgedistill connects with SSH keys only, so that no "
+                         "password reaches a log or a report (ssh-copy-id installs a key)")
+    return address
 
 
 class Strict(BaseModel):
@@ -75,11 +87,13 @@ class Connection(Strict):
     """How to reach the device for benchmarks. Plain OpenSSH: ~/.ssh/config applies unless ssh_config says."""
 
     transport: Literal["local", "ssh"] = "local"
-    address: str | None = Field(default=None, pattern=r"^ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?/?$")
+    address: str | None = Field(default=None, pattern=SSH_ADDRESS)
     python: str = Field(default="python3", description="the interpreter on the device that runs the runner")
     ssh_config: Path | None = None
     trust_new_host: bool = False
     connect_timeout_s: float = Field(default=10, gt=0, le=300)
+
+    _no_password = field_validator("address", mode="before")(refuse_password)
 
 
 class DeviceProfile(Strict):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edgedistill.config.device import Budgets, Strict, device_files
+from edgedistill.config.device import SSH_ADDRESS, Budgets, Strict, device_files, refuse_password
 from edgedistill.config.loading import read_yaml, validate
 from edgedistill.errors import unknown_choice
 from edgedistill.models import family_names
@@ -211,7 +211,7 @@ class Export(Strict):
 
 
 class Bench(Strict):
-    target: str = Field(default="auto", pattern=r"^(auto|local|ssh://([^@/\s]+@)?[^@/:\s]+(:\d+)?/?)$",
+    target: str = Field(default="auto", pattern=rf"^(auto|local|{SSH_ADDRESS[1:-1]})$",
                         description="auto: the device profile's ssh connection if it has one, else local")
     trust_new_host: bool = False
     warmup_runs: int = Field(default=10, ge=0)
@@ -220,6 +220,8 @@ class Bench(Strict):
     min_time_s: float = Field(default=0.5, ge=0)
     threads: int | None = Field(default=None, ge=1, description="default: the device's cores, capped at the host's")
     timeout_s: float = Field(default=600, gt=0)
+
+    _no_password = field_validator("target", mode="before")(refuse_password)
 
 
 class Report(Strict):

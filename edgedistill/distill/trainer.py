@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgedistill.data import Split
 from edgedistill.errors import StageFailed
-from edgedistill.fileio import atomic_target
+from edgedistill.fileio import atomic_output
 
 # (inputs, logits, labels, example indices, epoch) -> named loss terms (already weighted) or one tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], "torch.Tensor | dict[str, torch.Tensor]"]
@@ -210,13 +210,12 @@ def progress_bar(console: Console) -> Progress:
 
 
 def _save_state(path: Path, epoch: int, model, extra, optimizer, scheduler, result: FitResult) -> None:
-    tmp = atomic_target(path)
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "extra": extra.state_dict() if extra is not None else {},
-                "scheduler": scheduler.state_dict(), "best_state": result.best_state,
-                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-                "history": result.history}, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "extra": extra.state_dict() if extra is not None else {},
+                    "scheduler": scheduler.state_dict(), "best_state": result.best_state,
+                    "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                    "history": result.history}, tmp)
 
 
 def _resume(path: Path, model, extra, optimizer, scheduler, result: FitResult) -> int:

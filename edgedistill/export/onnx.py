@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 from edgedistill.errors import UserError
-from edgedistill.fileio import atomic_target
+from edgedistill.fileio import atomic_output
 
 
 def require_onnx():
@@ -26,16 +25,14 @@ def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: in
     import torch
 
     model = model.eval()
-    tmp = atomic_target(path)
     # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models (DESIGN facts);
     # its deprecation warning says nothing the user can act on.
-    with warnings.catch_warnings():
+    with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    onnx.checker.check_model(onnx.load(str(tmp)))
-    os.replace(tmp, path)
+        onnx.checker.check_model(onnx.load(str(tmp)))
     set_metadata(path, metadata)
     return path
 
@@ -49,9 +46,8 @@ def set_metadata(path: Path, metadata: dict[str, object]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    tmp = atomic_target(path)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def read_metadata(path: Path) -> dict[str, object]:

@@ -3,14 +3,13 @@ and their embeddings from the runtimes, for parity and evaluation."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgedistill.fileio import atomic_target
+from edgedistill.fileio import atomic_output
 from edgedistill.lm.encoder import SentenceEncoder
 
 INPUTS = ["input_ids", "attention_mask"]
@@ -25,15 +24,13 @@ def encoder_to_onnx(model, path: Path, *, opset: int = 17, metadata: dict | None
     require_onnx()
     wrapper = SentenceEncoder(model).eval()
     sample = (torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
-    tmp = atomic_target(path)
-    with warnings.catch_warnings():
+    with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, sample, str(tmp), input_names=INPUTS, output_names=["embedding"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                         "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    onnx.checker.check_model(onnx.load(str(tmp)))
-    os.replace(tmp, path)
+        onnx.checker.check_model(onnx.load(str(tmp)))
     set_metadata(path, {"producer": "edgedistill", "task": "sentence-embedding", **(metadata or {})})
     return path
 

@@ -6,12 +6,11 @@ Loading never runs code from a file: safetensors, or `torch.load(weights_only=Tr
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgedistill.errors import UserError
-from edgedistill.fileio import atomic_target, atomic_write_json
+from edgedistill.fileio import atomic_output, atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,9 @@ class ArchInfo:
 def save_weights(model, path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = atomic_target(path)
     # contiguous clones: safetensors refuses shared or strided storage.
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def read_state_dict(path: Path) -> dict:

@@ -7,6 +7,9 @@ and still runs the stages marked `always` (the report), so nothing finished is l
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,6 +28,11 @@ from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, recor
 
 RESOLVED = "pipeline.resolved.yaml"
 DEVICE = "device.resolved.yaml"
+# Errors of the machine rather than of the stage: fixing them and rerunning with --resume completes the run.
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted"}
+FULL_DISK_BYTES = 1 << 20  # below this much free space, a failed write is taken for a full disk
 
 
 @dataclass
@@ -115,7 +123,13 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
             old.resumed = True
             console.print(f"[dim]· {stage.name}: unchanged, kept from the earlier run[/dim]")
             continue
-        first_failure = _run_stage(stage, ctx, digest) or first_failure
+        failure = _run_stage(stage, ctx, digest)
+        storage = storage_error(failure, run_dir, stage.name, manifest) if failure is not None else None
+        if storage is not None:
+            # Nothing more can be written (not even the report); what is on disk stays as it is.
+            _save_if_possible(manifest, run_dir)
+            raise storage
+        first_failure = first_failure or failure
         manifest.save(run_dir)
     manifest.save(run_dir)
     if isinstance(first_failure, (UserError, KeyboardInterrupt)):
@@ -141,12 +155,50 @@ def _run_stage(stage: Stage, ctx: RunContext, digest: str) -> BaseException | No
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded; the caller decides what to raise
         rec.status = "failed"
         rec.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
-        (ctx.stage_dir(stage.name) / "error.txt").write_text(traceback.format_exc())
+        error_file = ctx.run_dir / stage.name / "error.txt"
+        try:
+            error_file.parent.mkdir(parents=True, exist_ok=True)
+            error_file.write_text(traceback.format_exc())
+        except OSError:  # a full disk: the error is still printed, and recorded in the manifest if it can be
+            with contextlib.suppress(OSError):
+                error_file.unlink(missing_ok=True)
         ctx.console.print(f"  [red]failed:[/red] {rec.error}")
         return exc
     finally:
         rec.finished_at = time.time()
         rec.seconds = round(time.perf_counter() - start, 3)
+
+
+def storage_error(exc: BaseException, run_dir: Path, stage: str, manifest: Manifest) -> UserError | None:
+    """A full disk, or a run folder that is read-only or forbidden, as one line naming where; else None.
+
+    Libraries wrap the OSError (torch.save raises a RuntimeError from its failed stream), so the chain of
+    causes is searched, and a file system with almost no space left counts as full whatever was raised.
+    """
+    reason, where = None, None
+    seen: BaseException | None = exc
+    while seen is not None and reason is None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRORS:
+            reason, where = STORAGE_ERRORS[seen.errno], seen.filename
+        seen = seen.__cause__ or seen.__context__
+    if reason is None:
+        try:
+            if shutil.disk_usage(run_dir).free < FULL_DISK_BYTES:
+                reason = STORAGE_ERRORS[errno.ENOSPC]
+        except OSError:
+            return None
+    if reason is None:
+        return None
+    kept = [name for name, rec in manifest.stages.items() if rec.status == "completed"]
+    return UserError(f"{where or run_dir}: {reason} (stage {stage}); finished stages are kept "
+                     f"({', '.join(kept) or 'none'}): make room or fix permissions, then rerun with --resume")
+
+
+def _save_if_possible(manifest: Manifest, run_dir: Path) -> None:
+    try:
+        manifest.save(run_dir)
+    except OSError:  # the manifest on disk still holds every finished stage
+        pass
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,13 +7,12 @@ slower than fp32 (DESIGN facts: 29.6 ms vs 8.1 ms for a small CNN), so static is
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edgedistill.fileio import atomic_target
+from edgedistill.fileio import atomic_output
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Layers a fallback may keep in float: the compute-heavy ops that carry weights.
@@ -36,15 +35,14 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    tmp = atomic_target(out_path)
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         # keep_io_types: the model still takes and returns float32, so callers need not change.
-        onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(tmp))
-        os.replace(tmp, out_path)
+        with atomic_output(out_path) as tmp:
+            onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(tmp))
         return out_path
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, atomic_output(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         if precision == "int8-dynamic":
@@ -61,7 +59,6 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
                             nodes_to_exclude=list(keep_float))
         else:
             raise ValueError(f"unknown precision {precision!r} for ONNX quantization")
-    os.replace(tmp, out_path)
     return out_path
 
 

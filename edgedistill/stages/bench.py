@@ -10,7 +10,7 @@ import numpy as np
 from edgedistill.bench.local import BenchFailed
 from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
 from edgedistill.data import load_dataset
-from edgedistill.fileio import atomic_target, atomic_write_json
+from edgedistill.fileio import atomic_output, atomic_write_json
 from edgedistill.pipeline.engine import StageResult
 
 
@@ -19,10 +19,8 @@ def run(spec, ctx) -> StageResult:
     data = load_dataset(spec.data, spec.seed)
     out = ctx.stage_dir("bench")
     test_npz = out / "test.npz"
-    tmp = atomic_target(test_npz)
-    with open(tmp, "wb") as f:
+    with atomic_output(test_npz) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=data.test.x, y=data.test.y)
-    tmp.replace(test_npz)
     target = resolve_target(cfg.target, ctx.device)
     threads = bench_threads(target, ctx.device, cfg.threads)
     where = describe(target, ctx.device, threads)
