@@ -1,11 +1,11 @@
 """Reliability table: faults injected and survived, bad inputs tried and handled, data lost.
 
-Runs the fault-injection and bad-input tests (real processes killed with SIGKILL, a real sshd dropped
-mid-benchmark, truncated and corrupted artifacts, 35 bad inputs through the CLI, a fuzz over pipeline
-YAML) and counts what passed from pytest's JUnit XML. A fault "survived" when its test passed: the run
+Runs the fault-injection, bad-input and security tests (real processes killed with SIGKILL, a real tmpfs
+filled up, a real sshd dropped mid-benchmark, truncated and corrupted artifacts, over 40 bad inputs through
+the CLI, a fuzz over pipeline YAML, secrets planted in the environment of a run over SSH) and counts what passed from pytest's JUnit XML. A fault "survived" when its test passed: the run
 resumed or reported, and every finished stage's artifacts kept their sha256; an input "handled" when it
-gave exit 2 and one line, and left the user's files byte-identical. Data lost counts failed assertions
-of those two kinds.
+gave exit 2 and one line, and left the user's files byte-identical. Data lost counts the fault and
+bad-input cases that failed.
 Writes benchmarks/results/reliability.json and the table in benchmarks/README.md.
 Usage: python benchmarks/reliability.py
 """
@@ -33,6 +33,13 @@ GROUPS = {
                "tests/test_cli.py::test_failed_bench_still_reports",
                "tests/test_distributed.py::test_a_failing_rank_fails_the_run_naming_it_and_resume_recovers"],
     "bad inputs": ["tests/test_bad_inputs.py"],
+    "security": ["tests/test_config.py::test_yaml_python_tags_are_rejected",
+                 "tests/test_teacher_checkpoint.py::test_pickle_with_code_is_refused",
+                 "tests/test_data.py::test_npz_with_pickled_objects_is_refused",
+                 "tests/test_bench_ssh.py::test_unknown_host_key_is_refused_unless_trusted",
+                 "tests/test_bench_ssh.py::test_file_names_with_spaces_and_semicolons",
+                 "tests/test_bench_ssh.py::test_no_secrets_in_logs_or_reports",
+                 "tests/test_report_html.py::test_user_strings_are_escaped"],
 }
 
 
@@ -54,16 +61,20 @@ def main() -> None:
             cases = run_group(tests, Path(tmp) / f"{name}.xml")
             summary["groups"][name] = {"cases": cases, "tried": len(cases),
                                        "passed": sum(c["outcome"] == "passed" for c in cases)}
-    summary["data_lost"] = sum(g["tried"] - g["passed"] for g in summary["groups"].values())
+    summary["data_lost"] = sum(summary["groups"][g]["tried"] - summary["groups"][g]["passed"]
+                               for g in ("faults", "bad inputs"))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     g = summary["groups"]
     rows = [f"{summary['date']}; each row counts pytest cases (the fuzz test is one case of 150 generated pipelines).",
             "", "| what | tried | survived / handled |", "|---|---|---|",
-            f"| faults injected (SIGKILL in each stage, truncated artifact, unwritable run folder, failed benchmark, "
-            f"SSH device dropping off, failing distributed rank) | {g['faults']['tried']} | {g['faults']['passed']} |",
+            f"| faults injected (SIGKILL in each stage, truncated artifact, full disk mid-run, read-only and "
+            f"unwritable run folder, failed benchmark, SSH device dropping off, failing distributed rank) | "
+            f"{g['faults']['tried']} | {g['faults']['passed']} |",
             f"| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, fuzz) | "
             f"{g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
+            f"| security (YAML tags, pickles in checkpoints and npz, unknown SSH host keys, hostile file names, "
+            f"no secrets in logs or reports, HTML escaping) | {g['security']['tried']} | {g['security']['passed']} |",
             f"| **data lost** | | **{summary['data_lost']}** |"]
     update_section("reliability", "## Reliability\n\n`python benchmarks/reliability.py`", rows)
     print(json.dumps({k: (v["tried"], v["passed"]) for k, v in g.items()}), "data lost:", summary["data_lost"])

@@ -59,3 +59,79 @@ def test_a_failing_rank_fails_the_run_naming_it_and_resume_recovers(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
     assert stages["teacher"]["resumed"] and stages["distill"]["status"] == "completed"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_with_separate_run_folders(tmp_path):
+    """`torchrun --nnodes 2 ... -m edgedistill run` as two "machines" on this host, each with its own run
+    folder (no shared file system): rank 0 runs the pipeline, rank 1 receives the teacher and student from
+    it, both train the distill stage, and only rank 0's folder holds results and a report."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_pipeline(tmp_path / "p.yaml", _spec())
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("EDGEDISTILL_DEBUG", None)
+    nodes = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+               "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+               "-m", "edgedistill", "run", str(path), "--out", str(tmp_path / f"node{node}")]
+        nodes.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outs = [node.communicate(timeout=600) for node in nodes]
+    for node, (out, err) in zip(nodes, outs):
+        assert node.returncode == 0, err[-3000:]
+    stages = json.loads((tmp_path / "node0" / "manifest.json").read_text())["stages"]
+    assert all(rec["status"] == "completed" for rec in stages.values())
+    assert stages["distill"]["metrics"]["processes"] == 2
+    assert stages["distill"]["metrics"]["accuracy"] > 0.8
+    assert (tmp_path / "node0" / "report" / "report.html").is_file()
+    # Node 1 got only what the distill stage reads, and wrote no results of its own.
+    node1 = tmp_path / "node1"
+    assert (node1 / "teacher" / "model.safetensors").is_file() and not (node1 / "report").exists()
+    assert not list((node1 / "distill").glob("*.safetensors")) if (node1 / "distill").exists() else True
+    assert "rank 1: distill shard done" in outs[1][1]
+
+
+@pytest.mark.slow
+def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
+    """Two ranks each run the teacher on half the examples; the merged entry equals one process's."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "shards.py"
+    script.write_text(
+        "import sys, numpy as np, torch, torch.distributed as dist\n"
+        "from edgedistill.distill.cache import compute, lookup\n"
+        "from edgedistill.distill.distiller import cached_teacher_outputs\n"
+        "from edgedistill.models import build_model\n"
+        "dist.init_process_group('gloo')\n"
+        "torch.manual_seed(0)\n"
+        "teacher = build_model('resnet', width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))\n"
+        "x = np.random.default_rng(0).random((37, 1, 8, 8), dtype=np.float32)\n"
+        "got = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "want = compute(teacher, x, ['stages.0'], [])\n"
+        "assert got.status == 'miss' and np.allclose(got.logits, want.logits, atol=1e-6)\n"
+        "assert np.allclose(got.outputs['stages.0'], want.outputs['stages.0'], atol=1e-6)\n"
+        "again = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "assert again.status == 'hit' and np.allclose(np.asarray(again.logits), want.logits, atol=1e-6)\n"
+        "print('rank', dist.get_rank(), 'ok')\n"
+        "dist.destroy_process_group()\n")
+    env = {**os.environ, "EDGEDISTILL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(" ok") == 2
+    assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1  # one entry, stored once

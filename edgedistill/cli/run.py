@@ -49,6 +49,7 @@ def run_command(
     """Distill, export, benchmark and report: teacher to a student that fits the device, with proof."""
     from edgedistill.config.device import load_device
     from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.distill.worker import check_torchrun_run, torchrun_rank
 
     path = _pipeline_path(pipeline)
     if device is not None:
@@ -59,7 +60,11 @@ def run_command(
     spec = load_pipeline(path, overrides={"device": device, "seed": seed, "distill": {"processes": nproc}, "bench": {
         "target": target, "trust_new_host": trust_new_host or None}})
     profile = load_device(spec.device)
-    run_dir = _run_dir(spec.name, out, resume)
+    rank = torchrun_rank()
+    if rank is not None:
+        check_torchrun_run(spec, out)
+    # Ranks other than 0 only follow rank 0 into the distill stage: rank 0 judges the folder.
+    run_dir = _run_dir(spec.name, out, resume) if not rank else out
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -73,12 +78,22 @@ def run_command(
 def _execute(spec, profile, run_dir: Path, resume: bool) -> None:
     from rich.console import Console
 
+    from edgedistill.distill.worker import run_as_rank, torchrun_rank
     from edgedistill.pipeline.engine import run_pipeline
     from edgedistill.stages import default_stages
 
     console = Console(stderr=True)
-    console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")
-    manifest = run_pipeline(spec, profile, default_stages(), run_dir, resume=resume, console=console)
+
+    def pipeline():
+        console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")
+        return run_pipeline(spec, profile, default_stages(), run_dir, resume=resume, console=console)
+
+    if torchrun_rank() is None:
+        manifest = pipeline()
+    else:  # one rank of a torchrun job: rank 0 runs the pipeline, the others join its distill stage
+        manifest = run_as_rank(pipeline, run_dir, console)
+        if manifest is None:
+            return
     _summary(run_dir, console)
     failed = [f"{n}: {r.error}" for n, r in manifest.stages.items() if r.status == "failed"]
     if failed:

@@ -71,13 +71,28 @@ def load_or_compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str],
                     root: Path | None = None) -> TeacherOutputs:
     """The cached outputs for this teacher and data, computing and storing them on a miss."""
     key = cache_key(teacher, x, outputs, inputs)
-    folder = (root or cache_root()) / "teacher" / key
-    if (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-        load = lambda name: np.load(folder / name, mmap_mode="r")  # noqa: E731
-        return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
-                              {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key)
+    cached = lookup(key, root)
+    if cached is not None:
+        return cached
     result = compute(teacher, x, outputs, inputs)
+    store(key, result, root)
+    return result
+
+
+def lookup(key: str, root: Path | None = None) -> TeacherOutputs | None:
+    """A complete cache entry, memory-mapped; None when there is none."""
+    folder = (root or cache_root()) / "teacher" / key
+    if not (folder / "meta.json").is_file():
+        return None
+    meta = json.loads((folder / "meta.json").read_text())
+    load = lambda name: np.load(folder / name, mmap_mode="r")  # noqa: E731
+    return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
+                          {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key)
+
+
+def store(key: str, result: TeacherOutputs, root: Path | None = None) -> None:
+    """Write `result` as the entry `key` (whole or not at all), and mark it a miss."""
+    folder = (root or cache_root()) / "teacher" / key
     tmp = folder.with_name(f".{key}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -93,4 +108,19 @@ def load_or_compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str],
     except OSError:  # another process stored the same entry first; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     result.status, result.key = "miss", key
-    return result
+
+
+def merge_shards(shards: list[TeacherOutputs], n: int) -> TeacherOutputs:
+    """The outputs of examples 0..n-1 from shards where shard r holds examples r, r+W, r+2W, ..."""
+    world = len(shards)
+
+    def interleave(parts: list[np.ndarray]) -> np.ndarray:
+        full = np.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
+        for r, part in enumerate(parts):
+            full[r::world] = part
+        return full
+
+    first = shards[0]
+    return TeacherOutputs(interleave([s.logits for s in shards]),
+                          {k: interleave([s.outputs[k] for s in shards]) for k in first.outputs},
+                          {k: interleave([s.inputs[k] for s in shards]) for k in first.inputs})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from rich.console import Console
 
 from edgedistill.data import Dataset
-from edgedistill.distill.cache import TeacherOutputs, compute, load_or_compute
+from edgedistill.distill.cache import TeacherOutputs, cache_key, compute, load_or_compute, lookup, merge_shards, store
 from edgedistill.distill.hooks import FeatureHooks
 from edgedistill.distill.mapping import probe_shapes, stage_layers
 from edgedistill.distill.objective import DistillObjective
@@ -89,7 +90,9 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
 
 
 def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) -> TeacherOutputs:
-    """The teacher-output cache; under torch.distributed rank 0 fills it and the other ranks then read it."""
+    """The teacher-output cache. Under torch.distributed a miss is built in parallel: each rank runs the
+    teacher on its shard (examples rank, rank+W, ...), the shards are gathered and merged on every rank,
+    and the first rank of each machine stores the entry, so machines need not share a cache folder."""
     from edgedistill.distill.trainer import distributed_rank_world
 
     rank, world = distributed_rank_world()
@@ -97,12 +100,19 @@ def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) ->
         return load_or_compute(teacher, x, outputs, inputs)
     import torch.distributed as dist
 
-    if rank != 0:
-        dist.barrier()
-    result = load_or_compute(teacher, x, outputs, inputs)
-    if rank == 0:
-        dist.barrier()
-    return result
+    key = cache_key(teacher, x, outputs, inputs)
+    cached = lookup(key)
+    everywhere = torch.tensor([int(cached is not None)])
+    dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)  # every rank must take the same path
+    if everywhere.item():
+        return cached
+    shards: list = [None] * world
+    dist.all_gather_object(shards, compute(teacher, x[rank::world], outputs, inputs))
+    merged = merge_shards(shards, len(x))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        store(key, merged)
+    merged.status, merged.key = "miss", key
+    return merged
 
 
 def width_ratio(student: torch.nn.Module, teacher: torch.nn.Module, sample: torch.Tensor) -> float:

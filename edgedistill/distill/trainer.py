@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 import os
 import random
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -80,6 +83,8 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model)  # all-reduces the model's gradients in backward
+        # 1x1 convolutions get gradients in another memory layout than DDP's buckets: a copy, not an error.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, cfg)
     lr_scale = schedule.lr_scale if schedule is not None else (lambda epoch: 1.0)
@@ -149,11 +154,26 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     return result
 
 
+_data_parallel = False
+
+
+@contextmanager
+def data_parallel() -> Iterator[None]:
+    """Training inside this block is data-parallel over the process group, when there is one. Outside it
+    (rank 0 training the teacher while the other ranks wait for the distill stage) it is one process."""
+    global _data_parallel
+    before, _data_parallel = _data_parallel, True
+    try:
+        yield
+    finally:
+        _data_parallel = before
+
+
 def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed; (0, 1) when not distributed."""
+    """(rank, world size) inside `data_parallel()` under torch.distributed; (0, 1) otherwise."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if _data_parallel and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

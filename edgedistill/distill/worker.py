@@ -1,11 +1,13 @@
-"""Distributed distillation: the distill stage as N data-parallel processes started by torchrun.
+"""Distributed distillation: the distill stage as data-parallel processes under torchrun.
 
-`edgedistill run --nproc N` (or `distill.processes: N`) makes the distill stage start
-`python -m torch.distributed.run --standalone --nproc_per_node N -m edgedistill.distill.worker ...`;
-each rank runs the same stage code under DistributedDataParallel (gloo on CPU, nccl on GPU) on its shard
-of every epoch, and rank 0 alone writes the weights, the resumable training state and the result the
-stage reads back. Several nodes: start this module with torchrun's own rendezvous on each node (see
-README, "Distributed distillation").
+One machine: `edgedistill run --nproc N` (or `distill.processes: N`) makes the distill stage start
+`python -m torch.distributed.run --standalone --nproc_per_node N -m edgedistill.distill.worker ...`.
+Several machines: the user starts `torchrun --nnodes ... -m edgedistill run PIPELINE --out DIR` on each;
+rank 0 runs the whole pipeline, and the other ranks wait until rank 0 reaches the distill stage, receive
+the files it needs (so the run folders need not be shared), train their shards, and leave.
+
+Every rank runs the same stage code under DistributedDataParallel on its shard of every epoch, and rank 0
+alone writes the weights, the resumable training state, the manifest and the report.
 """
 
 from __future__ import annotations
@@ -15,11 +17,23 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
-from edgedistill.errors import StageFailed
+from edgedistill.errors import StageFailed, UserError
+from edgedistill.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 
 FAILURE = "edgedistill-rank-failed:"
+# How long ranks other than 0 wait for rank 0 to reach the distill stage (teacher training comes first).
+RANK_WAIT = timedelta(seconds=float(os.environ.get("EDGEDISTILL_RANK_WAIT_S", 24 * 3600)))
+_released = False  # on rank 0: whether the other ranks have been told what to do
+
+
+def torchrun_rank() -> int | None:
+    """This process's rank when torchrun started it as one of several (its environment says so), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        return int(os.environ["RANK"])
+    return None
 
 
 def run_distributed(spec, ctx):
@@ -43,9 +57,103 @@ def run_distributed(spec, ctx):
 
 
 def backend() -> str:
-    import torch
+    # The training loop keeps its tensors on the CPU, so gloo carries the collectives even on GPU machines
+    # (nccl only moves CUDA tensors).
+    return "gloo"
 
-    return "nccl" if torch.cuda.is_available() else "gloo"
+
+def init_process_group() -> int:
+    """Join torchrun's process group; this process's rank."""
+    import torch.distributed as dist
+
+    dist.init_process_group(backend(), timeout=RANK_WAIT)
+    return dist.get_rank()
+
+
+def run_as_rank(run_pipeline, run_dir: Path, console):
+    """The run as one rank of a torchrun job: rank 0 runs `run_pipeline()` (whose distill stage calls
+    `release_ranks`); the others follow into the distill stage. Returns rank 0's manifest, else None."""
+    import torch.distributed as dist
+
+    rank = init_process_group()
+    try:
+        if rank == 0:
+            try:
+                return run_pipeline()
+            finally:
+                release_ranks(None)  # a run that never reached the distill stage lets the others go
+        _follow(run_dir, rank, console)
+        return None
+    finally:
+        dist.destroy_process_group()
+
+
+def release_ranks(ctx) -> None:
+    """Rank 0: send the other ranks the distill stage's digest and the files it reads (None: nothing to do)."""
+    global _released
+    import torch.distributed as dist
+
+    if _released or not dist.is_initialized():
+        return
+    _released = True
+    message = None
+    if ctx is not None:
+        message = {"digest": ctx.inputs_digest, "files": {str(p.relative_to(ctx.run_dir)): p.read_bytes()
+                                                          for p in _distill_inputs(ctx)}}
+    dist.broadcast_object_list([message], src=0)
+
+
+def _distill_inputs(ctx) -> list[Path]:
+    """What a rank needs to run the distill stage: the resolved pipeline and device, the manifest, the
+    teacher's and student's outputs, and the training state of an interrupted earlier attempt."""
+    from edgedistill.pipeline.engine import DEVICE, RESOLVED
+    from edgedistill.pipeline.manifest import MANIFEST
+
+    files = [ctx.run_dir / name for name in (RESOLVED, DEVICE, MANIFEST)]
+    for stage in ("teacher", "student"):
+        files += [ctx.run_dir / out.path for out in ctx.record(stage).outputs.values()]
+    files += sorted((ctx.run_dir / "distill").glob(f"*train-state-{ctx.inputs_digest[:12]}.pt"))
+    return [f for f in files if f.is_file()]
+
+
+def _follow(run_dir: Path, rank: int, console) -> None:
+    """A rank other than 0: wait for rank 0, write the files it sent (unless a shared folder has them
+    already), and train this rank's shard of the distill stage."""
+    import torch.distributed as dist
+
+    from edgedistill.distill.trainer import quiet_console
+    from edgedistill.pipeline.engine import load_run
+    from edgedistill.stages.distill import train
+
+    console.print(f"rank {rank}: waiting for rank 0 to reach the distill stage")
+    box = [None]
+    dist.broadcast_object_list(box, src=0)
+    message = box[0]
+    if message is None:
+        console.print(f"rank {rank}: rank 0 did not run the distill stage; nothing to do here")
+        return
+    for name, data in message["files"].items():
+        path = run_dir / name
+        if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == sha256_bytes(data)):
+            atomic_write_bytes(path, data)
+    try:
+        ctx = load_run(run_dir, console=quiet_console())
+        ctx.inputs_digest = message["digest"]
+        train(ctx.spec, ctx)
+    except Exception as exc:  # noqa: BLE001 - one line naming the rank; torchrun then stops the others
+        print(f"{FAILURE} rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        raise
+    console.print(f"rank {rank}: distill shard done; rank 0 writes the results")
+
+
+def check_torchrun_run(spec, out: Path | None) -> None:
+    """The limits of a run started by torchrun on several ranks, as one-line errors."""
+    if out is None:
+        raise UserError("under torchrun, pass --out DIR: every rank must use the same run folder path "
+                        "(shared, or one per machine)")
+    if spec.distill.processes > 1:
+        raise UserError(f"distill.processes is {spec.distill.processes} under torchrun; torchrun's "
+                        "--nproc_per_node and --nnodes set the processes, so leave processes at 1 (and no --nproc)")
 
 
 def _failure(stderr: str, code: int) -> str:
@@ -67,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgedistill.stages.distill import train
 
     run_dir, digest, result_path = argv or sys.argv[1:]
-    dist.init_process_group(backend())
-    rank = dist.get_rank()
+    rank = init_process_group()
     try:
         ctx = load_run(Path(run_dir), console=Console() if rank == 0 else quiet_console())
         ctx.inputs_digest = digest

@@ -14,15 +14,25 @@ from edgedistill.pipeline.engine import StageResult
 
 
 def run(spec, ctx) -> StageResult:
-    if spec.distill.processes > 1:
-        from edgedistill.distill.worker import run_distributed
+    from edgedistill.distill.worker import release_ranks, run_distributed, torchrun_rank
 
+    if torchrun_rank() is not None:  # started by torchrun on several ranks: they train this stage together
+        release_ranks(ctx)
+        return train(spec, ctx)
+    if spec.distill.processes > 1:
         return run_distributed(spec, ctx)
     return train(spec, ctx)
 
 
 def train(spec, ctx) -> StageResult:
     """The whole stage in this process: alone, or as one rank of a distributed run (rank 0 writes)."""
+    from edgedistill.distill.trainer import data_parallel
+
+    with data_parallel():
+        return _train(spec, ctx)
+
+
+def _train(spec, ctx) -> StageResult:
     from edgedistill.distill.trainer import distributed_rank_world
 
     cfg = spec.distill
