@@ -86,7 +86,7 @@ def _execute(spec, profile, run_dir: Path, resume: bool) -> None:
 
     def pipeline():
         console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")
-        return run_pipeline(spec, profile, default_stages(), run_dir, resume=resume, console=console)
+        return run_pipeline(spec, profile, default_stages(spec), run_dir, resume=resume, console=console)
 
     if torchrun_rank() is None:
         manifest = pipeline()
@@ -127,6 +127,7 @@ def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or d
     from edgedistill.config.loading import load_model, read_yaml
     from edgedistill.config.pipeline import load_pipeline
     from edgedistill.data import load_dataset
+    from edgedistill.lm.text import load_texts
 
     for path in files:
         data, _ = read_yaml(path)
@@ -137,6 +138,11 @@ def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or d
             continue
         spec = load_pipeline(path)
         # The data is opened too: a bad .npz is found here, not minutes into a run.
+        if spec.data.kind == "text":
+            texts = load_texts(spec.data, spec.seed)
+            typer.echo(f"ok: {path} (text: {len(texts.train):,} training sentences from {texts.documents[0]} "
+                       f"documents, {len(texts.test)} held out from {texts.documents[1]} others)")
+            continue
         dataset = load_dataset(spec.data, spec.seed)
         shape = "×".join(str(d) for d in dataset.input_shape)
         typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "

@@ -242,20 +242,23 @@ class PipelineSpec(Strict):
     bench: Bench = Field(default_factory=Bench)
     report: Report = Field(default_factory=Report)
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str, info: ValidationInfo) -> str:
-        if value.endswith((".yaml", ".yml")):
-            base = (info.context or {}).get("base_dir")
-            return str(_existing_file(Path(value), info)) if base else value
-        known = device_files()
-        if value not in known:
-            raise ValueError(unknown_choice("device", value, known))
-        return value
+    _known_device = field_validator("device")(lambda value, info: check_device(value, info))
 
 
-def load_pipeline(path: Path, overrides: dict | None = None) -> PipelineSpec:
-    """Load and validate a pipeline file; `overrides` (from the CLI) replace top-level keys first."""
+def check_device(value: str, info: ValidationInfo) -> str:
+    """A shipped profile's name, or a profile YAML resolved against the pipeline's folder."""
+    if value.endswith((".yaml", ".yml")):
+        base = (info.context or {}).get("base_dir")
+        return str(_existing_file(Path(value), info)) if base else value
+    known = device_files()
+    if value not in known:
+        raise ValueError(unknown_choice("device", value, known))
+    return value
+
+
+def load_pipeline(path: Path, overrides: dict | None = None):
+    """Load and validate a pipeline file (a PipelineSpec, or an EncoderPipelineSpec when data.kind is text);
+    `overrides` (from the CLI) replace top-level keys first."""
     data, node = read_yaml(path)
     if isinstance(data, dict) and overrides:
         for key, value in overrides.items():
@@ -265,4 +268,9 @@ def load_pipeline(path: Path, overrides: dict | None = None) -> PipelineSpec:
                     data[key] = {**(data.get(key) or {}), **value}
             elif value is not None:
                 data[key] = value
-    return validate(PipelineSpec, data, path, node, context={"base_dir": path.resolve().parent})
+    kind = PipelineSpec
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and data["data"].get("kind") == "text":
+        from edgedistill.config.encoder import EncoderPipelineSpec
+
+        kind = EncoderPipelineSpec  # a sentence encoder's pipeline
+    return validate(kind, data, path, node, context={"base_dir": path.resolve().parent})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -64,8 +65,11 @@ class EncoderDistilled:
 
 
 def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[int], cfg: EncoderDistillConfig, *,
-                    seed: int = 0, console: Console | None = None) -> EncoderDistilled:
-    """Train `student` (whose layer i came from teacher layer kept[i]) to reproduce the teacher."""
+                    seed: int = 0, console: Console | None = None,
+                    evaluate: Callable[[], float] | None = None) -> EncoderDistilled:
+    """Train `student` (whose layer i came from teacher layer kept[i]) to reproduce the teacher.
+    `evaluate`, when given, is called after each epoch (student in eval mode) and its value is recorded
+    in the history as `val_accuracy`, for the report's training curve."""
     torch.manual_seed(seed)
     order_rng = random.Random(seed)
     teacher.eval()
@@ -118,7 +122,12 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item()
                 progress.update(task, advance=1, info=f"loss {loss.item():.4f}")
-            result.history.append({"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 6) for k, v in totals.items()}})
+            entry = {"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 6) for k, v in totals.items()}}
+            if evaluate is not None:
+                student.eval()
+                entry["val_accuracy"] = round(evaluate(), 6)
+                student.train()
+            result.history.append(entry)
     student.eval()
     result.seconds = time.perf_counter() - start
     return result

@@ -8,6 +8,7 @@ attention-masked mean of the last hidden states, L2-normalized. Nothing is fetch
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import torch
@@ -27,7 +28,9 @@ def default_teacher_dir() -> Path:
 def load_encoder(folder: Path | None = None):
     """(model in eval mode, tokenizer) from a local folder; the bundled MiniLM when `folder` is None."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # its per-file bars would interleave with ours
     folder = folder or default_teacher_dir()
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: not a Hugging Face model folder (no config.json)")
@@ -62,6 +65,29 @@ def layer_dropped_student(teacher: nn.Module, k: int, mode: str | list[int] = "u
     student.encoder.layer = nn.ModuleList(copy.deepcopy(layers[i]) for i in kept)
     student.config.num_hidden_layers = k
     return student.train(), kept
+
+
+def describe(model: nn.Module) -> dict:
+    """Architecture, layers, hidden size and parameters of a Hugging Face encoder, for reports."""
+    config = model.config
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    return {"arch": f"{type(model).__name__.removesuffix('Model')} {layers} layers, hidden {hidden}",
+            "layers": layers, "hidden": hidden, "params": sum(p.numel() for p in model.parameters())}
+
+
+def save_encoder(model: nn.Module, tokenizer, folder: Path) -> dict[str, Path]:
+    """Model and tokenizer as a Hugging Face folder (safetensors), written whole or not at all; its files."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return {"config": folder / "config.json", "weights": folder / "model.safetensors",
+            "tokenizer": folder / "tokenizer.json"}
 
 
 def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:

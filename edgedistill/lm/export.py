@@ -73,8 +73,11 @@ def tflite_embed(path: Path, tokenizer, texts: list[str], *, seq_len: int) -> np
     """One sentence at a time, padded or truncated to the model's fixed length."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    from edgedistill.quiet import quiet
+
+    with quiet():  # LiteRT announces its CPU delegate on the raw stderr
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
     details = {d["name"]: d for d in interpreter.get_input_details()}
     ids_detail, mask_detail = sorted(details.values(), key=lambda d: d["index"])[:2]
     out_index = interpreter.get_output_details()[0]["index"]

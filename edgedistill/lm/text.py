@@ -1,8 +1,9 @@
 """Text for language-model distillation: local files, or the English prose bundled with Python.
 
 Python ships its reference manual's topics (`pydoc_data.topics`, ~79 documents, ~465 k characters) for
-`help()`; that is real English prose that needs no download. Sentences are split by document, so no
-test sentence comes from a document the student trained on.
+`help()`, and the docstrings of its standard library (~525 modules, ~1.6 M characters, read from the
+source with `ast`, nothing imported): real English that needs no download. Sentences are split by
+document, so no test sentence comes from a document the student trained on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ def bundled_documents() -> dict[str, str]:
     from pydoc_data.topics import topics
 
     return dict(topics)
+
+
+def stdlib_documents() -> dict[str, str]:
+    """The docstrings of each standard-library module (tests and IDLE left out), parsed, never imported."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if any(p.startswith("test") or p in ("idlelib", "site-packages", "dist-packages", "lib2to3") for p in parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue  # a file this Python cannot parse (another version's grammar) has nothing for us
+        strings = [ast.get_docstring(node) for node in ast.walk(tree)
+                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        text = "\n\n".join(s for s in strings if s)
+        if text:
+            docs["stdlib:" + "/".join(parts)] = text
+    return docs
 
 
 def file_documents(paths: list[Path]) -> dict[str, str]:
@@ -75,3 +99,21 @@ def split_by_document(documents: dict[str, str], *, test_fraction: float = 0.2, 
     if max_sentences:
         train, test = train[:max_sentences], test[:max_sentences]
     return TextSplits(train, test, (len(train_docs), len(test_docs)))
+
+
+def load_texts(spec, seed: int) -> TextSplits:
+    """The training and held-out sentences a pipeline's `data` (kind text) names, split by document.
+
+    Bundled text holds out pydoc topics only; the stdlib's docstrings, when asked for, join the training
+    side, so the held-out sentences are the same with or without them.
+    """
+    documents = file_documents(spec.files) if spec.files else bundled_documents()
+    splits = split_by_document(documents, test_fraction=spec.test_fraction, seed=seed)
+    train, train_docs = splits.train, splits.documents[0]
+    if not spec.files and spec.stdlib_docstrings:
+        extra = stdlib_documents()
+        train = train + [s for doc in extra.values() for s in sentences(doc)]
+        train_docs += len(extra)
+    if spec.max_train_texts:
+        train = random.Random(seed).sample(train, min(len(train), spec.max_train_texts))
+    return TextSplits(train, splits.test[:spec.max_test_texts], (train_docs, splits.documents[1]))

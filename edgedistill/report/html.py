@@ -84,7 +84,10 @@ def _models(r: dict) -> str:
         rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(pct(a.get("accuracy"))),
                      e(pct(parity.get("top1_agreement"))), e(ms(lat.get("p50"))), e(ms(lat.get("p90"))),
                      e(ms(lat.get("p99"))), e(a.get("target")), status])
-    return _section("models", "Teacher, student and artifacts", html_table(
+    metric = r.get("metric", "accuracy")
+    note = "" if metric == "accuracy" else (f"<p>Accuracy here is the {e(metric)} on held-out text (the teacher "
+                                            "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")
+    return _section("models", "Teacher, student and artifacts", note + html_table(
         ["model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "p50 ms", "p90 ms",
          "p99 ms", "target", "status"], rows))
 
@@ -114,20 +117,22 @@ def _distillation(r: dict) -> str:
     d = r.get("distillation")
     if not d:
         return _section("distillation", "Distillation", "<p class=muted>Distillation did not complete.</p>")
-    text = (f"<p>Terms {e(', '.join(d['terms']))}; {e(d['divergence'])} at temperature {e(d['temperature'])}, "
-            f"alpha {e(d['alpha'])}; best epoch {e(d['best_epoch'])} of {e(d['epochs'])}; teacher outputs: "
-            f"{e(d['teacher_cache'])}.</p>")
+    logit_kd = (f"; {e(d['divergence'])} at temperature {e(d['temperature'])}, alpha {e(d['alpha'])}"
+                if d.get("divergence") else "")
+    best = f"best epoch {e(d['best_epoch'])} of {e(d['epochs'])}" if d.get("best_epoch") else f"{e(d['epochs'])} epochs"
+    text = f"<p>Terms {e(', '.join(d['terms']))}{logit_kd}; {best}; teacher outputs: {e(d['teacher_cache'])}.</p>"
+    mapping = d.get("mapping") or {}
     pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
-             for term in ("features", "attention") for p in d["mapping"][term]]
+             for term in ("features", "attention") for p in mapping.get(term, [])]
     if pairs:
         text += html_table(["term", "student layer", "teacher layer", "student shape", "teacher shape"], pairs)
-        text += f"<p>Adapters: {d['mapping']['adapter_params']:,} parameters, dropped at export.</p>"
-    if len(d["phases"]) > 1:
+        text += f"<p>Adapters: {mapping['adapter_params']:,} parameters, dropped at export.</p>"
+    if len(d.get("phases") or []) > 1:
         text += html_table(["phase", "epochs", "alpha", "LR scale", "examples"], [
             [e(p["name"]), e(f"{p['epochs'][0]}–{p['epochs'][1]}"), e(p["alpha"]), e(p["lr_scale"]),
              e(f"easiest {p['easy_fraction']:.0%}" if p["easy_fraction"] else "all")] for p in d["phases"]])
-    prog = d["progressive"]
-    if prog["used"]:
+    prog = d.get("progressive") or {}
+    if prog.get("used"):
         text += "<p>Teacher assistants: " + e(", ".join(
             f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, {a['seconds']:.1f} s)"
             for a in prog["assistants"])) + f"; extra cost {prog['extra_seconds']:.1f} s.</p>"

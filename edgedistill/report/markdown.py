@@ -22,6 +22,10 @@ def render_markdown(results: dict) -> str:
     device = results["device"]
     lines = [f"# Deployment report: {_escape(results['pipeline'])} → {_escape(device['name'])}", "",
              f"**{mark}** — {_escape(v['summary'])}.", ""]
+    metric = results.get("metric", "accuracy")
+    if metric != "accuracy":
+        lines += [f"Accuracy in this report is the {_escape(metric)} on held-out text (the teacher scores 100 %); "
+                  "the accuracy-drop budget bounds 1 minus it.", ""]
     if v["checks"]:
         lines += ["| budget | limit | measured | margin | result |", "|---|---|---|---|---|"]
         for c in v["checks"]:
@@ -89,26 +93,26 @@ def _selection(sel: dict | None) -> list[str]:
 def _distillation(d: dict | None, history: list | None) -> list[str]:
     if not d or not history:
         return []
-    best = max(history, key=lambda h: h["val_accuracy"])
+    best = max(history, key=lambda h: h.get("val_accuracy", 0))
+    logit_kd = f"; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}" if d.get("divergence") else ""
     lines = ["## Distillation", "",
-             f"Terms {', '.join(d['terms'])}; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}; "
-             f"{len(history)} epochs, best validation accuracy {pct(best['val_accuracy'])} at epoch {best['epoch']}; "
-             f"teacher outputs: {d['teacher_cache']}.", ""]
-    if len(d["phases"]) > 1:
+             f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs, best validation accuracy "
+             f"{pct(best.get('val_accuracy'))} at epoch {best['epoch']}; teacher outputs: {d['teacher_cache']}.", ""]
+    if len(d.get("phases") or []) > 1:
         lines += ["| phase | epochs | alpha | LR scale | examples |", "|---|---|---|---|---|"]
         lines += [f"| {p['name']} | {p['epochs'][0]}–{p['epochs'][1]} | {p['alpha']} | {p['lr_scale']} | "
                   f"{'easiest ' + pct(p['easy_fraction']) if p['easy_fraction'] else 'all'} |" for p in d["phases"]]
         lines.append("")
-    mapping = d["mapping"]
-    pairs = [(term, p) for term in ("features", "attention") for p in mapping[term]]
+    mapping = d.get("mapping") or {}
+    pairs = [(term, p) for term in ("features", "attention") for p in mapping.get(term, [])]
     if pairs:
         lines += ["| term | student layer | teacher layer | student shape | teacher shape |", "|---|---|---|---|---|"]
         lines += [f"| {term} | {_escape(p['student'])} | {_escape(p['teacher'])} | {tuple(p['student_shape'])} | "
                   f"{tuple(p['teacher_shape'])} |" for term, p in pairs]
         lines += ["", f"Adapters: {mapping['adapter_params']:,} parameters, trained with the student and left out "
                   "of the export.", ""]
-    prog = d["progressive"]
-    if prog["used"]:
+    prog = d.get("progressive") or {}
+    if prog.get("used"):
         steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, {a['seconds']:.1f} s)"
                           for a in prog["assistants"])
         lines += [f"Teacher assistants (width ratio {d['width_ratio']:.1f} ≥ {prog['threshold']:g}): {steps}; "

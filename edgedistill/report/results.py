@@ -1,6 +1,6 @@
 """results.json: everything a report shows, gathered from the manifest of a run directory.
 
-Schema (version 1): pipeline, device, teacher {params, accuracy}, student {arch, params, accuracy},
+Schema (version 1): pipeline, device, metric (what "accuracy" measures), teacher {params, accuracy}, student {arch, params, accuracy},
 training {teacher, distill: per-epoch history}, distillation {terms, mapping, phases, teacher_cache, progressive},
 artifacts [{format, precision, path, bytes, accuracy, parity, latency_ms {p50, p90, p99, mean, std},
 peak_rss_mb, target, status, error}], budgets, verdict {fits, artifact, checks[]}, stages, failures,
@@ -43,12 +43,14 @@ def build_results(ctx) -> dict:
         "run_dir": str(ctx.run_dir),
         "device": {"name": ctx.device.name, "description": ctx.device.description,
                    "processor": ctx.device.hardware.processor, "cores": ctx.device.hardware.cores},
+        # What "accuracy" measures: top-1 accuracy for classifiers; for a sentence encoder the mean cosine
+        # of its embeddings to the teacher's (the teacher scores 1).
+        "metric": (t_metrics or {}).get("metric", "accuracy"),
         "teacher": None if t_metrics is None else {
-            "arch": f"{t_metrics['family']} x{t_metrics['width']} depth x{t_metrics['depth']}",
-            "params": t_metrics["params"], "accuracy": t_metrics["accuracy"], "source": t_metrics["source"]},
+            "arch": _arch(t_metrics), "params": t_metrics["params"], "accuracy": t_metrics["accuracy"],
+            "source": t_metrics["source"]},
         "student": None if s_metrics is None else {
-            "arch": f"{s_metrics['family']} x{s_metrics['width']} depth x{s_metrics['depth']}",
-            "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
+            "arch": _arch(s_metrics), "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
             "accuracy": d_metrics["accuracy"] if d_metrics else None},
         "selection": _selection(s_metrics, artifacts),
         "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history")},
@@ -69,6 +71,10 @@ def build_results(ctx) -> dict:
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
     }
+
+
+def _arch(metrics: dict) -> str:
+    return metrics.get("arch") or f"{metrics['family']} x{metrics['width']} depth x{metrics['depth']}"
 
 
 def _selection(s_metrics: dict | None, artifacts: list[dict]) -> dict | None:
@@ -98,7 +104,8 @@ def _artifacts(ctx) -> list[dict]:
                      "requested_precision": art["requested_precision"], "path": art.get("path"),
                      "bytes": art.get("bytes"), "parity": art.get("parity"), "fallback": art.get("fallback"),
                      "attempts": art.get("attempts", []),
-                     "accuracy": cell.get("accuracy", (art.get("parity") or {}).get("accuracy")),
+                     "accuracy": cell["accuracy"] if cell.get("accuracy") is not None
+                     else (art.get("parity") or {}).get("accuracy"),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
                      "init_ms": cell.get("init_ms"), "target": cell.get("target"),
                      "latency_samples_ms": cell.get("samples_ms", []),

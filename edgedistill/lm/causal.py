@@ -1,0 +1,260 @@
+"""Causal language models: a tiny GPT-2 teacher trained here, layer-dropped students, next-token KD from an
+on-disk cache of the teacher's top-k logits, and the measures of preserved behaviour.
+
+The measures are those a user of a small chat or completion model cares about: perplexity on held-out
+text, how often the student's next token is the teacher's, and how close its greedy continuations of
+held-out prompts are to the teacher's (exact match, and ROUGE-L on tokens).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from edgedistill.distill.losses import divergence
+from edgedistill.distill.trainer import progress_bar
+from edgedistill.errors import StageFailed
+from edgedistill.lm.encoder import keep_layers
+
+EOS = "<|endoftext|>"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 1024):
+    """A byte-level BPE tokenizer (GPT-2's scheme) learned from `texts`, as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
+
+
+def tiny_gpt2(vocab_size: int, *, layers: int = 4, hidden: int = 128, heads: int = 4, context: int = 64):
+    """A GPT-2-configured causal LM of the given size (randomly initialized)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    # use_cache off: training and these short greedy continuations recompute the context anyway.
+    config = GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=hidden, n_layer=layers, n_head=heads,
+                        bos_token_id=0, eos_token_id=0, attn_implementation="eager", use_cache=False)
+    return GPT2LMHeadModel(config)
+
+
+def layer_dropped_gpt2(teacher: nn.Module, k: int, mode: str | list[int] = "uniform") -> tuple[nn.Module, list[int]]:
+    """A copy of a GPT-2 `teacher` with k of its blocks, initialized from them; embeddings, final norm and
+    the (tied) head are the teacher's, so the student shares its vocabulary."""
+    blocks = teacher.transformer.h
+    kept = keep_layers(len(blocks), k, mode)
+    student = copy.deepcopy(teacher)
+    student.transformer.h = nn.ModuleList(copy.deepcopy(blocks[i]) for i in kept)
+    for i, block in enumerate(student.transformer.h):
+        block.attn.layer_idx = i  # a block addresses its slot of a KV cache by this index
+    student.config.n_layer = k
+    return student.train(), kept
+
+
+def token_blocks(tokenizer, texts: list[str], context: int) -> torch.Tensor:
+    """The texts as one token stream (EOS between them), cut into non-overlapping blocks of `context`."""
+    ids: list[int] = []
+    for text in texts:
+        ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    n = len(ids) // context
+    if n == 0:
+        raise StageFailed(f"text: {len(ids)} tokens, fewer than one block of {context}")
+    return torch.tensor(ids[:n * context], dtype=torch.long).view(n, context)
+
+
+@dataclass
+class TopKLogits:
+    """The teacher's k largest next-token logits and their token ids at every position of every block."""
+    values: np.ndarray  # (blocks, context, k) float32, possibly memory-mapped
+    indices: np.ndarray  # (blocks, context, k) int32
+    status: str = "memory"  # hit | miss
+
+
+def teacher_topk(teacher: nn.Module, blocks: torch.Tensor, k: int, *, root: Path | None = None,
+                 batch_size: int = 32) -> TopKLogits:
+    """Top-k logits of the teacher on `blocks`, computed once and kept on disk (DistillKit's offline cache),
+    keyed by the digests of the teacher's weights, the blocks and k."""
+    from edgedistill.distill.cache import cache_root
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    digest.update(blocks.numpy().tobytes())
+    digest.update(f"{tuple(blocks.shape)} top-{k}".encode())
+    folder = (root or cache_root()) / "topk" / digest.hexdigest()[:32]
+    if (folder / "meta.json").is_file():
+        return TopKLogits(np.load(folder / "values.npy", mmap_mode="r"), np.load(folder / "indices.npy", mmap_mode="r"),
+                          status="hit")
+    teacher.eval()
+    values, indices = [], []
+    with torch.no_grad():
+        for i in range(0, len(blocks), batch_size):
+            top = teacher(blocks[i:i + batch_size]).logits.topk(k, dim=-1)
+            values.append(top.values.numpy())
+            indices.append(top.indices.to(torch.int32).numpy())
+    result = TopKLogits(np.concatenate(values), np.concatenate(indices), status="miss")
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "values.npy", result.values)
+    np.save(tmp / "indices.npy", result.indices)
+    (tmp / "meta.json").write_text(json.dumps({"k": k, "shape": list(blocks.shape)}))  # last: marks it whole
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # stored by another process meanwhile; identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def topk_kd_loss(student_logits: torch.Tensor, top_values: torch.Tensor, top_indices: torch.Tensor,
+                 temperature: float, kind: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
+    """The divergence between teacher and student restricted to the teacher's top-k tokens at each position
+    (both renormalized over them), averaged over positions, times T^2."""
+    k = top_values.shape[-1]
+    gathered = student_logits.gather(-1, top_indices.long())
+    return divergence(gathered.reshape(-1, k), top_values.reshape(-1, k).to(gathered.dtype), temperature, kind, beta)
+
+
+@dataclass
+class CausalTrainConfig:
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-3
+    alpha: float = 0.0  # weight of the KD term; 1 - alpha on the next-token cross-entropy
+    temperature: float = 1.0
+    divergence: str = "forward_kl"
+    beta: float = 0.5
+
+
+@dataclass
+class CausalTrained:
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig, *, topk: TopKLogits | None = None,
+                 seed: int = 0, label: str = "train", console: Console | None = None) -> CausalTrained:
+    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well."""
+    if cfg.alpha > 0 and topk is None:
+        raise ValueError("alpha > 0 needs the teacher's top-k logits")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps = cfg.epochs * ((len(blocks) + cfg.batch_size - 1) // cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    result, start = CausalTrained(), time.perf_counter()
+    with progress_bar(console or Console()) as progress:
+        task = progress.add_task(label, total=steps, info="")
+        for epoch in range(cfg.epochs):
+            totals: dict[str, float] = {}
+            batches = torch.randperm(len(blocks), generator=generator).split(cfg.batch_size)
+            for step, idx in enumerate(batches):
+                x = blocks[idx]
+                logits = model(x).logits[:, :-1]
+                terms = {}
+                if cfg.alpha < 1:
+                    terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                                    x[:, 1:].reshape(-1))
+                if cfg.alpha > 0:
+                    i = idx.numpy()
+                    values = torch.from_numpy(np.asarray(topk.values[i][:, :-1]))
+                    indices = torch.from_numpy(np.asarray(topk.indices[i][:, :-1]))
+                    terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
+                                                           cfg.divergence, cfg.beta)
+                for name, value in terms.items():
+                    if not torch.isfinite(value):
+                        raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
+                                          f"step {step + 1}; lower the learning rate")
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + value.item()
+                progress.update(task, advance=1, info=f"loss {loss.item():.3f}")
+            result.history.append({"epoch": epoch + 1, **{k: round(v / len(batches), 5) for k, v in totals.items()}})
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 32) -> float:
+    """exp of the mean next-token cross-entropy over every position of `blocks`."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        x = blocks[i:i + batch_size]
+        logits = model(x).logits[:, :-1]
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
+        count += x[:, 1:].numel()
+    return float(np.exp(total / count))
+
+
+@torch.no_grad()
+def next_token_agreement(student: nn.Module, teacher: nn.Module, blocks: torch.Tensor, batch_size: int = 32) -> float:
+    """Share of positions where the student's most likely next token is the teacher's."""
+    student.eval(), teacher.eval()
+    same = count = 0
+    for i in range(0, len(blocks), batch_size):
+        x = blocks[i:i + batch_size]
+        same += (student(x).logits.argmax(-1) == teacher(x).logits.argmax(-1)).sum().item()
+        count += x.numel()
+    return same / count
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> list[int]:
+    """The model's greedy continuation of one prompt (1-D ids), `new_tokens` long."""
+    model.eval()
+    ids = prompt[None]
+    for _ in range(new_tokens):
+        next_id = model(ids[:, -model.config.n_positions:]).logits[0, -1].argmax()
+        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
+def rouge_l(candidate: list, reference: list) -> float:
+    """ROUGE-L F1: the longest common subsequence of two token lists over their lengths."""
+    if not candidate or not reference:
+        return 0.0
+    prev = [0] * (len(reference) + 1)
+    for a in candidate:
+        row = [0]
+        for j, b in enumerate(reference):
+            row.append(prev[j] + 1 if a == b else max(prev[j + 1], row[j]))
+        prev = row
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(candidate), lcs / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def generation_agreement(student: nn.Module, teacher: nn.Module, prompts: list[torch.Tensor],
+                         new_tokens: int = 16) -> dict:
+    """Exact match and mean ROUGE-L of the student's greedy continuations against the teacher's."""
+    pairs = [(greedy(student, p, new_tokens), greedy(teacher, p, new_tokens)) for p in prompts]
+    return {"exact_match": sum(s == t for s, t in pairs) / len(pairs),
+            "rouge_l": float(np.mean([rouge_l(s, t) for s, t in pairs])), "prompts": len(pairs),
+            "new_tokens": new_tokens}
