@@ -142,7 +142,7 @@ def _follow(run_dir: Path, rank: int, console) -> None:
         train(ctx.spec, ctx)
     except Exception as exc:  # noqa: BLE001 - one line naming the rank; torchrun then stops the others
         print(f"{FAILURE} rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        raise
+        raise SystemExit(1) from None
     console.print(f"rank {rank}: distill shard done; rank 0 writes the results")
 
 
