@@ -37,3 +37,38 @@ def test_unknown_family_lists_choices():
     assert family_names() == ["mobilenetv2", "resnet"]
     with pytest.raises(UserError, match=r"unknown model family 'resnt'; did you mean 'resnet'\?"):
         get_family("resnt")
+
+
+USER_MODULE = '''
+import pathlib, torch
+pathlib.Path(__file__).with_name("imported.marker").write_text("imported")
+
+def tiny_net(width, depth, in_channels, num_classes, input_hw):
+    """A user's own classifier: the project calls it with the family arguments."""
+    hidden = max(4, int(16 * width))
+    return torch.nn.Sequential(torch.nn.Conv2d(in_channels, hidden, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(hidden, num_classes))
+'''
+
+
+@pytest.mark.slow
+def test_user_factory_is_imported_only_where_the_pipeline_names_it(tmp_path):
+    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+    (tmp_path / "usermodels.py").write_text(USER_MODULE)
+    env = {"PYTHONPATH": str(tmp_path)}
+    spec = tiny_pipeline_dict(teacher={"family": "usermodels:tiny_net", "width": 1.0})
+    path = write_pipeline(tmp_path / "p.yaml", spec)
+    assert cli("validate", path, cwd=tmp_path, env=env).returncode == 0
+    assert not (tmp_path / "imported.marker").exists()  # validating never imports the user's code
+    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "imported.marker").exists()
+    bad = write_pipeline(tmp_path / "bad.yaml", tiny_pipeline_dict(teacher={"family": "nosuchpkg.models:net"}))
+    proc = cli("run", bad, "--out", tmp_path / "bad-run", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: family 'nosuchpkg.models:net': cannot import module 'nosuchpkg.models'" in proc.stderr
+    # A family that is neither registered nor package.module:function is refused when the file is read.
+    odd = write_pipeline(tmp_path / "odd.yaml", tiny_pipeline_dict(teacher={"family": "os.system('x')"}))
+    proc = cli("validate", odd, cwd=tmp_path)
+    assert proc.returncode == 2 and "teacher.family" in proc.stderr

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from edgedistill.config.device import SSH_ADDRESS, Budgets, Strict, device_files, refuse_password
 from edgedistill.config.loading import read_yaml, validate
 from edgedistill.errors import unknown_choice
-from edgedistill.models import family_names
+from edgedistill.models import family_names, is_factory
 
 
 def _existing_file(value: Path, info: ValidationInfo) -> Path:
@@ -50,8 +50,9 @@ class Architecture(Strict):
     @field_validator("family")
     @classmethod
     def _known_family(cls, value: str) -> str:
-        if value not in family_names():
-            raise ValueError(unknown_choice("model family", value, family_names()))
+        if value not in family_names() and not is_factory(value):
+            raise ValueError(unknown_choice("model family", value, family_names())
+                             + "; or your own as package.module:function")
         return value
 
 
