@@ -46,6 +46,26 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     return (kl * query_mask).sum() / (query_mask.sum() * kl.shape[1]).clamp(min=1)
 
 
+def token_lengths(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    return [min(len(ids), max_length) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                            pool_batches: int = 50) -> list[list[int]]:
+    """Batches of texts of similar length, in random order: a batch is padded to its longest text, so
+    mixing a 10-token and a 100-token sentence wastes most of the work. Shuffled, then sorted by length
+    within pools of `pool_batches` batches, so batches still differ from epoch to epoch."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 @dataclass
 class EncoderDistillConfig:
     epochs: int = 3
@@ -83,14 +103,14 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
     cached = None
     if cfg.hidden_weight == 0 and not want_attention:
         cached = embed(teacher, tokenizer, texts, max_length=cfg.max_length)
+    lengths = token_lengths(tokenizer, texts, cfg.max_length)
     with progress_bar(console or Console()) as progress:
         task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch, info="")
         for epoch in range(cfg.epochs):
-            order = list(range(len(texts)))
-            order_rng.shuffle(order)
+            batches = length_bucketed_batches(lengths, cfg.batch_size, order_rng)
             totals: dict[str, float] = {}
-            for step in range(steps_per_epoch):
-                batch_texts = [texts[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            for step, batch_ids in enumerate(batches):
+                batch_texts = [texts[i] for i in batch_ids]
                 batch = tokenizer(batch_texts, padding=True, truncation=True, max_length=cfg.max_length,
                                   return_tensors="pt")
                 mask = batch["attention_mask"]
@@ -100,7 +120,7 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                         t = teacher(**batch, output_hidden_states=True, output_attentions=want_attention)
                     t_embedding = mean_pool(t.last_hidden_state, mask)
                 else:
-                    t_embedding = cached[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+                    t_embedding = cached[batch_ids]
                 terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
                     mean_pool(s.last_hidden_state, mask), t_embedding)}
                 if cfg.hidden_weight > 0:

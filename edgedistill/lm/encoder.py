@@ -121,10 +121,17 @@ class SentenceEncoder(nn.Module):
 
 @torch.no_grad()
 def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """Sentence embeddings of `texts`, in their order. Batches hold texts of similar length (sorted by
+    length), so little time goes into padding; the mask keeps the result independent of the batching."""
     model.eval()
+    if not texts:
+        return torch.empty(0, model.config.hidden_size)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = []
-    for i in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
+    for i in range(0, len(order), batch_size):
+        batch = tokenizer([texts[j] for j in order[i:i + batch_size]], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt")
         out.append(SentenceEncoder(model)(batch["input_ids"], batch["attention_mask"]))
-    return torch.cat(out)
+    result = torch.empty_like(torch.cat(out))
+    result[torch.tensor(order)] = torch.cat(out)
+    return result
