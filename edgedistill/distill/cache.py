@@ -41,13 +41,18 @@ class TeacherOutputs:
                 {k: torch.from_numpy(v[i]) for k, v in self.inputs.items()})
 
 
-def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str]) -> str:
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state: every tensor's name and bytes."""
     weights = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
+    for name, tensor in sorted(model.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return weights.hexdigest()
+
+
+def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str]) -> str:
     data = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-    return sha256_json({"weights": weights.hexdigest(), "data": data, "shape": list(x.shape), "outputs": outputs,
+    return sha256_json({"weights": weights_digest(teacher), "data": data, "shape": list(x.shape), "outputs": outputs,
                         "inputs": inputs, "version": __version__})[:32]
 
 
@@ -92,22 +97,28 @@ def lookup(key: str, root: Path | None = None) -> TeacherOutputs | None:
 
 def store(key: str, result: TeacherOutputs, root: Path | None = None) -> None:
     """Write `result` as the entry `key` (whole or not at all), and mark it a miss."""
-    folder = (root or cache_root()) / "teacher" / key
-    tmp = folder.with_name(f".{key}.{os.getpid()}.tmp")
+    arrays, meta = {"logits.npy": result.logits}, {"outputs": {}, "inputs": {}}
+    for kind, named in (("outputs", result.outputs), ("inputs", result.inputs)):
+        for i, (path, array) in enumerate(named.items()):
+            meta[kind][path] = f"{kind}-{i}.npy"
+            arrays[meta[kind][path]] = array
+    write_entry((root or cache_root()) / "teacher" / key, arrays, meta)
+    result.status, result.key = "miss", key
+
+
+def write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """A cache entry: .npy files and meta.json, written in a temporary folder and renamed into place, so a
+    reader sees it whole or not at all (meta.json, written last, marks it complete)."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "logits.npy", result.logits)
-    meta = {"outputs": {}, "inputs": {}}
-    for kind, arrays in (("outputs", result.outputs), ("inputs", result.inputs)):
-        for i, (path, array) in enumerate(arrays.items()):
-            meta[kind][path] = f"{kind}-{i}.npy"
-            np.save(tmp / meta[kind][path], array)
-    (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete entry
+    for name, array in arrays.items():
+        np.save(tmp / name, array)
+    (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process stored the same entry first; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    result.status, result.key = "miss", key
 
 
 def merge_shards(shards: list[TeacherOutputs], n: int) -> TeacherOutputs:

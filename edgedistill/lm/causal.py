@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,7 @@ from torch import nn
 from edgedistill.distill.losses import divergence
 from edgedistill.distill.trainer import progress_bar
 from edgedistill.errors import StageFailed
+from edgedistill.fileio import sha256_json
 from edgedistill.lm.encoder import keep_layers
 
 EOS = "<|endoftext|>"
@@ -90,15 +88,11 @@ def teacher_topk(teacher: nn.Module, blocks: torch.Tensor, k: int, *, root: Path
                  batch_size: int = 32) -> TopKLogits:
     """Top-k logits of the teacher on `blocks`, computed once and kept on disk (DistillKit's offline cache),
     keyed by the digests of the teacher's weights, the blocks and k."""
-    from edgedistill.distill.cache import cache_root
+    from edgedistill.distill.cache import cache_root, weights_digest, write_entry
 
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    digest.update(blocks.numpy().tobytes())
-    digest.update(f"{tuple(blocks.shape)} top-{k}".encode())
-    folder = (root or cache_root()) / "topk" / digest.hexdigest()[:32]
+    data = hashlib.sha256(blocks.numpy().tobytes()).hexdigest()
+    key = sha256_json({"weights": weights_digest(teacher), "blocks": data, "shape": list(blocks.shape), "k": k})[:32]
+    folder = (root or cache_root()) / "topk" / key
     if (folder / "meta.json").is_file():
         return TopKLogits(np.load(folder / "values.npy", mmap_mode="r"), np.load(folder / "indices.npy", mmap_mode="r"),
                           status="hit")
@@ -110,16 +104,8 @@ def teacher_topk(teacher: nn.Module, blocks: torch.Tensor, k: int, *, root: Path
             values.append(top.values.numpy())
             indices.append(top.indices.to(torch.int32).numpy())
     result = TopKLogits(np.concatenate(values), np.concatenate(indices), status="miss")
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "values.npy", result.values)
-    np.save(tmp / "indices.npy", result.indices)
-    (tmp / "meta.json").write_text(json.dumps({"k": k, "shape": list(blocks.shape)}))  # last: marks it whole
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # stored by another process meanwhile; identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_entry(folder, {"values.npy": result.values, "indices.npy": result.indices},
+                {"k": k, "shape": list(blocks.shape)})
     return result
 
 

@@ -126,8 +126,9 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
         failure = _run_stage(stage, ctx, digest)
         storage = storage_error(failure, run_dir, stage.name, manifest) if failure is not None else None
         if storage is not None:
-            # Nothing more can be written (not even the report); what is on disk stays as it is.
-            _save_if_possible(manifest, run_dir)
+            # Nothing more can be written (not even the report); the manifest on disk keeps every finished stage.
+            with contextlib.suppress(OSError):
+                manifest.save(run_dir)
             raise storage
         first_failure = first_failure or failure
         manifest.save(run_dir)
@@ -192,13 +193,6 @@ def storage_error(exc: BaseException, run_dir: Path, stage: str, manifest: Manif
     kept = [name for name, rec in manifest.stages.items() if rec.status == "completed"]
     return UserError(f"{where or run_dir}: {reason} (stage {stage}); finished stages are kept "
                      f"({', '.join(kept) or 'none'}): make room or fix permissions, then rerun with --resume")
-
-
-def _save_if_possible(manifest: Manifest, run_dir: Path) -> None:
-    try:
-        manifest.save(run_dir)
-    except OSError:  # the manifest on disk still holds every finished stage
-        pass
 
 
 def _one_line(exc: BaseException) -> str:
