@@ -39,7 +39,8 @@ GROUPS = {
                  "tests/test_bench_ssh.py::test_unknown_host_key_is_refused_unless_trusted",
                  "tests/test_bench_ssh.py::test_file_names_with_spaces_and_semicolons",
                  "tests/test_bench_ssh.py::test_no_secrets_in_logs_or_reports",
-                 "tests/test_report_html.py::test_user_strings_are_escaped"],
+                 "tests/test_report_html.py::test_user_strings_are_escaped",
+                 "tests/test_models.py::test_user_factory_is_imported_only_where_the_pipeline_names_it"],
 }
 
 
@@ -74,7 +75,7 @@ def main() -> None:
             f"| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, fuzz) | "
             f"{g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
             f"| security (YAML tags, pickles in checkpoints and npz, unknown SSH host keys, hostile file names, "
-            f"no secrets in logs or reports, HTML escaping) | {g['security']['tried']} | {g['security']['passed']} |",
+            f"no secrets in logs or reports, HTML escaping, user factories imported only where named) | {g['security']['tried']} | {g['security']['passed']} |",
             f"| **data lost** | | **{summary['data_lost']}** |"]
     update_section("reliability", "## Reliability\n\n`python benchmarks/reliability.py`", rows)
     print(json.dumps({k: (v["tried"], v["passed"]) for k, v in g.items()}), "data lost:", summary["data_lost"])
