@@ -24,7 +24,7 @@ from edgedistill.distill.losses import divergence
 from edgedistill.distill.trainer import progress_bar
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import sha256_json
-from edgedistill.lm.encoder import keep_layers
+from edgedistill.lm.encoder import keep_layers, transformers
 
 EOS = "<|endoftext|>"
 
@@ -32,8 +32,8 @@ EOS = "<|endoftext|>"
 def train_tokenizer(texts: list[str], vocab_size: int = 1024):
     """A byte-level BPE tokenizer (GPT-2's scheme) learned from `texts`, as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
+    PreTrainedTokenizerFast = transformers().PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -44,7 +44,8 @@ def train_tokenizer(texts: list[str], vocab_size: int = 1024):
 
 def tiny_gpt2(vocab_size: int, *, layers: int = 4, hidden: int = 128, heads: int = 4, context: int = 64):
     """A GPT-2-configured causal LM of the given size (randomly initialized)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    hf = transformers()
+    GPT2Config, GPT2LMHeadModel = hf.GPT2Config, hf.GPT2LMHeadModel
 
     # use_cache off: training and these short greedy continuations recompute the context anyway.
     config = GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=hidden, n_layer=layers, n_head=heads,

