@@ -79,6 +79,13 @@ def _bool_input_tflite(tmp) -> str:
     return str(path)
 
 
+def _encoder_run(tmp) -> str:
+    """The layout a text pipeline leaves: its student is a Hugging Face folder, not arch.json + weights."""
+    (tmp / "run" / "distill" / "model").mkdir(parents=True)
+    (tmp / "run" / "distill" / "model" / "config.json").write_text('{"model_type": "bert"}')
+    return str(tmp / "run")
+
+
 def _npz(tmp, **arrays) -> str:
     path = tmp / "data.npz"
     np.savez(path, **arrays)
@@ -125,6 +132,7 @@ CASES = {
     "bench missing model": (lambda t: ["bench", str(t / "none.onnx")], "file not found"),
     "devices show unknown": (lambda t: ["devices", "show", "jetson-nono"], "did you mean 'jetson-nano'"),
     "report not a run": (lambda t: ["report", str(t)], "not a run folder"),
+    "export of a sentence-encoder run": (lambda t: ["export", _encoder_run(t)], "a sentence-encoder run"),
     # passwords: refused, and shown masked (the test below checks the password never appears)
     "pipeline target with a password": (lambda t: _pipeline(t, bench={"target": f"ssh://pi:{PASSWORD}@pi.local"}),
                                         "'ssh://pi:***@pi.local' holds a password"),

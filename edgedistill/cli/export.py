@@ -27,6 +27,10 @@ def _checkpoint(checkpoint: Path, arch: Optional[Path]):
     from edgedistill.models.io import ArchInfo, load_weights
 
     run_dir = checkpoint if checkpoint.is_dir() else None
+    if run_dir and (run_dir / "distill" / "model" / "config.json").is_file():
+        raise UserError(f"{run_dir}: a sentence-encoder run (its student is the Hugging Face folder distill/model); "
+                        "export and quantize take image students: change the pipeline's export section and rerun "
+                        "it with --resume, which redoes only the export and what follows")
     weights = checkpoint / "distill" / "best.safetensors" if run_dir else checkpoint
     arch = arch or (checkpoint / "student" / "arch.json" if run_dir else checkpoint.with_name("arch.json"))
     for path, what in ((weights, "CHECKPOINT"), (arch, "--arch")):
