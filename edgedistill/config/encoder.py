@@ -65,6 +65,8 @@ class EncoderTeacher(Strict):
 class EncoderStudent(Strict):
     layers: int = Field(ge=1, le=48, description="teacher layers the student keeps, initialized from them")
     select: Literal["uniform", "first", "last"] | list[int] = "uniform"
+    hidden: int | None = Field(default=None, ge=8, le=8192, description="a smaller hidden size (whole heads); "
+                               "a trained projection maps the student's states to the teacher's width")
 
 
 class EncoderDistill(Strict):

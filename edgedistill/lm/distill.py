@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from edgedistill.distill.trainer import progress_bar
-from edgedistill.errors import StageFailed
-from edgedistill.lm.encoder import embed, mean_pool
+from edgedistill.errors import StageFailed, UserError
+from edgedistill.lm.encoder import embed, mean_pool, projection_of
 
 
 def embedding_cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -98,6 +98,12 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
     steps_per_epoch = (len(texts) + cfg.batch_size - 1) // cfg.batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / (cfg.epochs * steps_per_epoch))
     want_attention = cfg.attention_weight > 0
+    projection = projection_of(student)
+    widen = projection if projection is not None else (lambda h: h)
+    if want_attention and student.config.num_attention_heads != teacher.config.num_attention_heads:
+        raise UserError(f"attention transfer compares heads one to one: the student has "
+                        f"{student.config.num_attention_heads}, the teacher {teacher.config.num_attention_heads}; "
+                        "set attention_weight to 0 for a narrower student")
     result, start = EncoderDistilled(), time.perf_counter()
     # With the embedding term alone the teacher's side is one vector per text: computed once, not per epoch.
     cached = None
@@ -122,11 +128,12 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                 else:
                     t_embedding = cached[batch_ids]
                 terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
-                    mean_pool(s.last_hidden_state, mask), t_embedding)}
+                    mean_pool(s.last_hidden_state, mask, projection), t_embedding)}
                 if cfg.hidden_weight > 0:
                     # hidden_states[0] is the embeddings' output; layer i's output is hidden_states[i + 1].
+                    # A narrower student's states reach the teacher's width through its projection.
                     terms["hidden"] = cfg.hidden_weight * torch.stack([
-                        hidden_state_loss(s.hidden_states[i + 1], t.hidden_states[j + 1], mask, cfg.hidden_loss)
+                        hidden_state_loss(widen(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask, cfg.hidden_loss)
                         for i, j in enumerate(kept)]).mean()
                 if want_attention:
                     terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1], mask)

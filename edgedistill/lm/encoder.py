@@ -37,6 +37,7 @@ def transformers():
         module = importlib.import_module("transformers")
         module.PreTrainedModel  # noqa: B018 - the lazy import that pulls in torchao happens here
     module.utils.logging.disable_progress_bar()
+    module.utils.logging.set_verbosity_error()  # e.g. weights it ignores: the projection is loaded by us
     return module
 
 
@@ -48,6 +49,14 @@ def load_encoder(folder: Path | None = None):
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: not a Hugging Face model folder (no config.json)")
     model = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+    width = getattr(model.config, "edgedistill_projection", None)
+    if width:  # a width-reduced student: its projection to the teacher's width is ours, not transformers'
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / "model.safetensors"))
+        attach_projection(model, *width)
+        model.edgedistill_projection.load_state_dict({k.split(".")[-1]: v for k, v in weights.items()
+                                                      if k.split(".")[-2] == PROJECTION})
     return model.eval(), AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
@@ -69,15 +78,61 @@ def keep_layers(n: int, k: int, mode: str | list[int]) -> list[int]:
     raise UserError(f"layer selection {mode!r}: valid are uniform, first, last, or a list of indices")
 
 
-def layer_dropped_student(teacher: nn.Module, k: int, mode: str | list[int] = "uniform") -> tuple[nn.Module, list[int]]:
+def layer_dropped_student(teacher: nn.Module, k: int, mode: str | list[int] = "uniform",
+                          hidden: int | None = None) -> tuple[nn.Module, list[int]]:
     """A copy of `teacher` with k of its encoder layers, initialized from them; embeddings, vocabulary and
-    pooler are the teacher's. Returns the student and the kept teacher layer indices."""
+    pooler are the teacher's. With `hidden`, also narrower (see narrow_student). Returns the student and the
+    kept teacher layer indices."""
     layers = teacher.encoder.layer
     kept = keep_layers(len(layers), k, mode)
+    if hidden is not None and hidden != teacher.config.hidden_size:
+        return narrow_student(teacher, kept, hidden).train(), kept
     student = copy.deepcopy(teacher)
     student.encoder.layer = nn.ModuleList(copy.deepcopy(layers[i]) for i in kept)
     student.config.num_hidden_layers = k
     return student.train(), kept
+
+
+PROJECTION = "edgedistill_projection"
+
+
+def attach_projection(model: nn.Module, width: int, teacher_width: int) -> nn.Linear:
+    """A linear map from a narrower student's width to the teacher's, registered on the model (so it
+    trains, saves and exports with it) and named in its config (so loading re-attaches it). It starts
+    as the identity onto the first `width` dimensions, the ones the student's weights were cut from."""
+    projection = nn.Linear(width, teacher_width)
+    with torch.no_grad():
+        projection.weight.zero_()
+        projection.weight[:width, :width] = torch.eye(width)
+        projection.bias.zero_()
+    setattr(model, PROJECTION, projection)
+    model.config.edgedistill_projection = [width, teacher_width]
+    return projection
+
+
+def narrow_student(teacher: nn.Module, kept: list[int], hidden: int) -> nn.Module:
+    """The kept layers at a smaller width: every weight keeps its leading rows and columns (whole attention
+    heads, and the intermediate size in proportion), and a projection maps back to the teacher's width."""
+    config = copy.deepcopy(teacher.config)
+    t_hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim = t_hidden // heads
+    if not (head_dim <= hidden < t_hidden and hidden % head_dim == 0):
+        raise UserError(f"student hidden {hidden}: must be a multiple of the head size {head_dim} below the "
+                        f"teacher's {t_hidden}")
+    config.hidden_size, config.num_attention_heads = hidden, hidden // head_dim
+    config.intermediate_size = config.intermediate_size * hidden // t_hidden
+    config.num_hidden_layers = len(kept)
+    student = type(teacher)(config)
+    source = teacher.state_dict()
+    prefix = "encoder.layer."
+    with torch.no_grad():
+        for name, param in student.state_dict().items():
+            if name.startswith(prefix):  # layer i of the student comes from teacher layer kept[i]
+                index, rest = name[len(prefix):].split(".", 1)
+                name = f"{prefix}{kept[int(index)]}.{rest}"
+            param.copy_(source[name][tuple(slice(0, d) for d in param.shape)])
+    attach_projection(student, hidden, t_hidden)
+    return student
 
 
 def describe(model: nn.Module) -> dict:
@@ -111,11 +166,18 @@ def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:
                         "teacher's tokenizer")
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The attention-masked mean over tokens, L2-normalized: sentence-transformers' MiniLM embedding."""
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Module | None = None) -> torch.Tensor:
+    """The attention-masked mean over tokens (through a narrower student's projection, if any),
+    L2-normalized: sentence-transformers' MiniLM embedding."""
     mask = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if projection is not None:
+        pooled = projection(pooled)
     return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def projection_of(model: nn.Module) -> nn.Module | None:
+    return getattr(model, PROJECTION, None)
 
 
 class SentenceEncoder(nn.Module):
@@ -127,7 +189,7 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        return mean_pool(out.last_hidden_state, attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask, projection_of(self.model))
 
 
 @torch.no_grad()
@@ -136,7 +198,8 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 12
     length), so little time goes into padding; the mask keeps the result independent of the batching."""
     model.eval()
     if not texts:
-        return torch.empty(0, model.config.hidden_size)
+        width = getattr(model.config, PROJECTION, None)
+        return torch.empty(0, width[1] if width else model.config.hidden_size)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = []
     for i in range(0, len(order), batch_size):

@@ -9,7 +9,7 @@ from edgedistill.stages.encoder.teacher import teacher_dir
 
 def run(spec, ctx) -> StageResult:
     teacher, tokenizer = load_encoder(teacher_dir(spec))
-    student, kept = layer_dropped_student(teacher, spec.student.layers, spec.student.select)
+    student, kept = layer_dropped_student(teacher, spec.student.layers, spec.student.select, spec.student.hidden)
     out = ctx.stage_dir("student")
     outputs = save_encoder(student, tokenizer, out / "init")
     metrics = {**describe(student), "kept_layers": kept, "param_ratio": describe(student)["params"] /
