@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from edgedistill.config.device import Budgets, Strict
-from edgedistill.config.pipeline import Bench, Report, check_device
+from edgedistill.config.device import Strict
+from edgedistill.config.pipeline import PipelineBase
 
 
 class TextData(Strict):
@@ -88,18 +88,11 @@ class EncoderExport(Strict):
     seq_len: int = Field(default=128, ge=8, le=512, description="TFLite's fixed length, and the benchmark's tokens")
 
 
-class EncoderPipelineSpec(Strict):
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    seed: int = Field(default=0, ge=0)
-    device: str
-    budgets: Budgets = Field(default_factory=Budgets, description="overrides the device profile's budgets")
+class EncoderPipelineSpec(PipelineBase):
+    """A sentence encoder's pipeline."""
+
     data: TextData
     teacher: EncoderTeacher
     student: EncoderStudent
     distill: EncoderDistill = Field(default_factory=EncoderDistill)
     export: EncoderExport = Field(default_factory=EncoderExport)
-    bench: Bench = Field(default_factory=Bench)
-    report: Report = Field(default_factory=Report)
-
-    _known_device = field_validator("device")(lambda value, info: check_device(value, info))

@@ -229,21 +229,28 @@ class Report(Strict):
     formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"], min_length=1)
 
 
-class PipelineSpec(Strict):
+class PipelineBase(Strict):
+    """What every kind of pipeline has: its name, seed, device and budgets, benchmark and report."""
+
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
     seed: int = Field(default=0, ge=0)
     device: str
     budgets: Budgets = Field(default_factory=Budgets, description="overrides the device profile's budgets")
+    bench: Bench = Field(default_factory=Bench)
+    report: Report = Field(default_factory=Report)
+
+    _known_device = field_validator("device")(lambda value, info: check_device(value, info))
+
+
+class PipelineSpec(PipelineBase):
+    """An image classifier's pipeline."""
+
     data: Data
     teacher: Teacher
     student: Student
     distill: Distill = Field(default_factory=Distill)
     export: Export = Field(default_factory=Export)
-    bench: Bench = Field(default_factory=Bench)
-    report: Report = Field(default_factory=Report)
-
-    _known_device = field_validator("device")(lambda value, info: check_device(value, info))
 
 
 def check_device(value: str, info: ValidationInfo) -> str:

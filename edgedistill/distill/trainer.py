@@ -117,11 +117,8 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
                 x = x_train[idx] if augment is None else augment(x_train[idx], generator)
                 terms = loss_fn(x, forward(x), y_train[idx], idx, epoch)
                 terms = terms if isinstance(terms, dict) else {"loss": terms}
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
-                                          f"step {step + 1}; the last good epoch's state is kept. Lower the "
-                                          "learning rate or that term's weight")
+                stop_on_non_finite(terms, label, epoch, step, "the last good epoch's state is kept. Lower the "
+                                   "learning rate or that term's weight")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -167,6 +164,14 @@ def data_parallel() -> Iterator[None]:
         yield
     finally:
         _data_parallel = before
+
+
+def stop_on_non_finite(terms: dict[str, torch.Tensor], label: str, epoch: int, step: int, hint: str) -> None:
+    """The NaN guard of every training loop: a NaN or inf loss term stops training, naming it and the step."""
+    for name, value in terms.items():
+        if not torch.isfinite(value):
+            raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
+                              f"step {step + 1}; {hint}")
 
 
 def distributed_rank_world() -> tuple[int, int]:

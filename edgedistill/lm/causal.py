@@ -21,7 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from edgedistill.distill.losses import divergence
-from edgedistill.distill.trainer import progress_bar
+from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.encoder import keep_layers, transformers
@@ -166,10 +166,7 @@ def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig,
                     indices = torch.from_numpy(np.asarray(topk.indices[i][:, :-1]))
                     terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
                                                            cfg.divergence, cfg.beta)
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
-                                          f"step {step + 1}; lower the learning rate")
+                stop_on_non_finite(terms, label, epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

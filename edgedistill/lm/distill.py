@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from edgedistill.distill.trainer import progress_bar
-from edgedistill.errors import StageFailed, UserError
+from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
+from edgedistill.errors import UserError
 from edgedistill.lm.encoder import embed, mean_pool, projection_of
 
 
@@ -137,10 +137,7 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                         for i, j in enumerate(kept)]).mean()
                 if want_attention:
                     terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1], mask)
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise StageFailed(f"encoder distillation: loss term '{name}' became {value.item()} at "
-                                          f"epoch {epoch + 1}, step {step + 1}; lower the learning rate")
+                stop_on_non_finite(terms, "encoder distillation", epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
