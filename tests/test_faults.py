@@ -137,12 +137,17 @@ def _private_mount_namespace() -> list[str] | None:
     return None
 
 
+@pytest.fixture
+def namespace():
+    args = _private_mount_namespace()
+    if args is None:
+        pytest.skip("needs a private mount namespace (unshare -m as root, or -rm) to mount a tmpfs")
+    return args
+
+
 @pytest.mark.slow
-def test_full_disk_mid_run_is_one_line_keeps_finished_stages_and_resumes(tmp_path):
+def test_full_disk_mid_run_is_one_line_keeps_finished_stages_and_resumes(tmp_path, namespace):
     """A real full file system (a 300 KiB tmpfs) under the run folder: the teacher fits, distillation does not."""
-    namespace = _private_mount_namespace()
-    if namespace is None:
-        pytest.skip("needs a private mount namespace (unshare -m as root, or -rm) to mount a small tmpfs")
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict())
     disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()
@@ -172,10 +177,7 @@ def test_full_disk_mid_run_is_one_line_keeps_finished_stages_and_resumes(tmp_pat
 
 
 @pytest.mark.slow
-def test_read_only_run_folder_is_one_line(tmp_path):
-    namespace = _private_mount_namespace()
-    if namespace is None:
-        pytest.skip("needs a private mount namespace (unshare -m as root, or -rm) to mount a read-only tmpfs")
+def test_read_only_run_folder_is_one_line(tmp_path, namespace):
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict())
     disk = tmp_path / "disk"
     disk.mkdir()

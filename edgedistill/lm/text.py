@@ -107,8 +107,7 @@ def load_texts(spec, seed: int) -> TextSplits:
     Bundled text holds out pydoc topics only; the stdlib's docstrings, when asked for, join the training
     side, so the held-out sentences are the same with or without them.
     """
-    documents = file_documents(spec.files) if spec.files else bundled_documents()
-    splits = split_by_document(documents, test_fraction=spec.test_fraction, seed=seed)
+    splits = _split(spec, seed)
     train, train_docs = splits.train, splits.documents[0]
     if not spec.files and spec.stdlib_docstrings:
         extra = stdlib_documents()
@@ -117,3 +116,13 @@ def load_texts(spec, seed: int) -> TextSplits:
     if spec.max_train_texts:
         train = random.Random(seed).sample(train, min(len(train), spec.max_train_texts))
     return TextSplits(train, splits.test[:spec.max_test_texts], (train_docs, splits.documents[1]))
+
+
+def held_out_texts(spec, seed: int) -> list[str]:
+    """Only the held-out sentences of `load_texts`, without reading the training side's extra text."""
+    return _split(spec, seed).test[:spec.max_test_texts]
+
+
+def _split(spec, seed: int) -> TextSplits:
+    documents = file_documents(spec.files) if spec.files else bundled_documents()
+    return split_by_document(documents, test_fraction=spec.test_fraction, seed=seed)

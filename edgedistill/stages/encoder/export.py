@@ -12,7 +12,7 @@ from edgedistill.export.formats import artifact_name
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.distill import encoder_agreement
 from edgedistill.lm.encoder import embed, load_encoder
-from edgedistill.lm.text import load_texts
+from edgedistill.lm.text import held_out_texts
 from edgedistill.pipeline.engine import StageResult
 
 PARITY_ATOL = 1e-4  # max |difference| of fp32 embeddings (unit vectors)
@@ -21,7 +21,7 @@ PARITY_ATOL = 1e-4  # max |difference| of fp32 embeddings (unit vectors)
 def run(spec, ctx) -> StageResult:
     cfg = spec.export
     model, tokenizer = load_encoder(ctx.output("distill", "config").parent)
-    texts = load_texts(spec.data, spec.seed).test
+    texts = held_out_texts(spec.data, spec.seed)
     student = embed(model, tokenizer, texts, max_length=cfg.seq_len).numpy()
     teacher = torch.from_numpy(np.load(ctx.output("teacher", "test_embeddings")))
     out = ctx.stage_dir("export")
