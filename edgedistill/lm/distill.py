@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
 from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_output
 from edgedistill.lm.encoder import embed, mean_pool, projection_of
 
 
@@ -82,14 +84,35 @@ class EncoderDistillConfig:
 class EncoderDistilled:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def _save_encoder_state(path: Path, epoch: int, student, optimizer, schedule, history: list[dict]) -> None:
+    with atomic_output(path) as tmp:
+        torch.save({"epoch": epoch, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "history": history, "torch_rng": torch.get_rng_state()}, tmp)
+
+
+def _resume_encoder(path: Path | None, student, optimizer, schedule) -> tuple[int, list[dict]]:
+    """The epoch to start from and the history so far: 0 and [] without a saved state."""
+    if path is None or not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    student.load_state_dict(state["student"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["torch_rng"])  # dropout continues as it would have
+    return state["epoch"], state["history"]
 
 
 def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[int], cfg: EncoderDistillConfig, *,
                     seed: int = 0, console: Console | None = None,
-                    evaluate: Callable[[], float] | None = None) -> EncoderDistilled:
+                    evaluate: Callable[[], float] | None = None, state_path: Path | None = None) -> EncoderDistilled:
     """Train `student` (whose layer i came from teacher layer kept[i]) to reproduce the teacher.
     `evaluate`, when given, is called after each epoch (student in eval mode) and its value is recorded
-    in the history as `val_accuracy`, for the report's training curve."""
+    in the history as `val_accuracy`, for the report's training curve. `state_path`, when given, holds
+    the training state after each epoch; an existing one is resumed from, so a killed run loses at most
+    the epoch it was in."""
     torch.manual_seed(seed)
     order_rng = random.Random(seed)
     teacher.eval()
@@ -105,15 +128,20 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                         f"{student.config.num_attention_heads}, the teacher {teacher.config.num_attention_heads}; "
                         "set attention_weight to 0 for a narrower student")
     result, start = EncoderDistilled(), time.perf_counter()
+    start_epoch, result.history = _resume_encoder(state_path, student, optimizer, schedule)
+    result.resumed_from_epoch = start_epoch
     # With the embedding term alone the teacher's side is one vector per text: computed once, not per epoch.
     cached = None
     if cfg.hidden_weight == 0 and not want_attention:
         cached = embed(teacher, tokenizer, texts, max_length=cfg.max_length)
     lengths = token_lengths(tokenizer, texts, cfg.max_length)
+    # Every epoch's batches drawn up front, so a resumed run sees the same ones.
+    epoch_batches = [length_bucketed_batches(lengths, cfg.batch_size, order_rng) for _ in range(cfg.epochs)]
     with progress_bar(console or Console()) as progress:
-        task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch, info="")
-        for epoch in range(cfg.epochs):
-            batches = length_bucketed_batches(lengths, cfg.batch_size, order_rng)
+        task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch,
+                                 completed=start_epoch * steps_per_epoch, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            batches = epoch_batches[epoch]
             totals: dict[str, float] = {}
             for step, batch_ids in enumerate(batches):
                 batch_texts = [texts[i] for i in batch_ids]
@@ -152,6 +180,8 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                 entry["val_accuracy"] = round(evaluate(), 6)
                 student.train()
             result.history.append(entry)
+            if state_path is not None:
+                _save_encoder_state(state_path, epoch + 1, student, optimizer, schedule, result.history)
     student.eval()
     result.seconds = time.perf_counter() - start
     return result

@@ -29,7 +29,10 @@ def run(spec, ctx) -> StageResult:
                                                max_length=cfg.max_length, embedding_weight=cfg.embedding_weight,
                                                hidden_weight=cfg.hidden_weight, hidden_loss=cfg.hidden_loss,
                                                attention_weight=cfg.attention_weight),
-                          seed=spec.seed, console=ctx.console, evaluate=lambda: held_out()["mean_cosine"])
+                          seed=spec.seed, console=ctx.console, evaluate=lambda: held_out()["mean_cosine"],
+                          state_path=ctx.stage_dir("distill") / f"train-state-{ctx.inputs_digest[:12]}.pt")
+    if run.resumed_from_epoch:
+        ctx.console.print(f"  resumed after epoch {run.resumed_from_epoch} of {cfg.epochs}")
     after = held_out()
     outputs = save_encoder(student, tokenizer, ctx.stage_dir("distill") / "model")
     ctx.console.print(f"  held-out mean cosine to the teacher {before['mean_cosine']:.4f} → {after['mean_cosine']:.4f}, "
