@@ -204,9 +204,11 @@ def test_killed_encoder_distillation_resumes_after_its_last_epoch(tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_in_epoch_2(calls=[]):
-        calls.append(1)
-        if len(calls) == 2:
+    epochs_evaluated = []
+
+    def kill_in_epoch_2():
+        epochs_evaluated.append(1)
+        if len(epochs_evaluated) == 2:
             raise Killed  # after epoch 2's training, before its state is saved
         return 0.0
 
