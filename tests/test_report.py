@@ -47,6 +47,20 @@ def test_best_artifact_is_named():
     assert verdict([], BUDGETS, 0.98)["fits"] is None
 
 
+def test_of_several_that_fit_the_fastest_is_named_then_the_smallest():
+    def timed(fmt, precision, p90, size=2**19):
+        return _artifact(format=fmt, precision=precision, bytes=size,
+                         latency_ms={"p50": p90, "p90": p90, "p99": p90, "mean": p90, "std": 0})
+
+    both_fit = [timed("onnx", "fp32", 3.0), timed("tflite", "int8", 1.5), timed("onnx", "int8", 2.0)]
+    assert verdict(both_fit, BUDGETS, 0.98)["artifact"] == "tflite int8"
+    same_speed = [timed("onnx", "fp32", 2.0), timed("tflite", "int8", 2.0, size=2**17)]
+    assert verdict(same_speed, BUDGETS, 0.98)["artifact"] == "tflite int8"
+    not_timed_last = [_artifact(format="onnx", precision="fp16", latency_ms=None, peak_rss_mb=None),
+                      timed("onnx", "fp32", 4.0)]
+    assert verdict(not_timed_last, BUDGETS, 0.98)["artifact"] == "onnx fp32"
+
+
 def _results(**kw):
     base = {"pipeline": "p", "device": {"name": "raspberry-pi-4", "description": "Pi"},
             "verdict": verdict([_artifact()], BUDGETS, 0.98), "teacher": {"arch": "resnet", "params": 1000, "accuracy": 0.98},

@@ -139,7 +139,8 @@ def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | Non
 def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None) -> dict:
     """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
 
-    The artifact named is the first that fits, else the first with the fewest failed checks.
+    The artifact named is the fastest (p90) of those that fit, else of those with the fewest failed
+    checks; artifacts without a latency come last, and equal ones go by size.
     """
     scored = []
     for art in artifacts:
@@ -149,7 +150,13 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
         scored.append((failed, unknown, art, checks))
     if not scored:
         return {"fits": None, "artifact": None, "checks": [], "summary": "no artifact to judge"}
-    failed, unknown, art, checks = min(scored, key=lambda s: (s[0], s[1]))
+
+    def rank(entry):
+        failed, unknown, art, _ = entry
+        p90 = (art.get("latency_ms") or {}).get("p90")
+        return failed, unknown, p90 is None, p90 or 0.0, art.get("bytes") or 0
+
+    failed, unknown, art, checks = min(scored, key=rank)
     fits = False if failed else (None if unknown else True)
     name = f"{art['format']} {art['precision']}"
     summary = {True: f"{name} fits every budget", False: f"{name} breaks {failed} budget(s)",
