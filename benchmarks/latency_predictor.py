@@ -25,7 +25,7 @@ from rich.progress import Progress
 from edgedistill.bench.local import run_local
 from edgedistill.config.device import load_device
 from edgedistill.cost import model_cost
-from edgedistill.latency.calibration import fit_all, measure_all, micro_models, quality
+from edgedistill.latency.calibration import ROUNDS, fit_all, measure_all, micro_models, quality
 from edgedistill.models import build_model
 
 HERE = Path(__file__).resolve().parent
@@ -56,14 +56,18 @@ def main() -> None:
     parser.add_argument("--formats", default="onnx,tflite")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--refit", action="store_true", help="reuse the raw measurements in the results file")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="runtime threads (1: at 2 threads on this shared 2-core machine the same model's p50 "
+                             "moved by up to 3x between two measurements)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="timing rounds per artifact; the quietest counts")
     args = parser.parse_args()
     device = load_device("host")
-    threads = int(device.hardware.cores)
+    threads = args.threads
     calibration_set, held_out = micro_models(), held_out_models()
     costs = {label: model_cost(model, shape) for label, model, shape in calibration_set + held_out}
     if args.refit:
         previous = json.loads(RESULTS.read_text())
-        records, date = previous["records"], previous["date"]
+        records, date, threads = previous["records"], previous["date"], previous["threads"]
     else:
         def bench(path: Path) -> dict:
             return run_local(path, None, threads=threads, warmup_runs=10, warmup_s=0.2, runs=200, min_time_s=0.5,
@@ -72,17 +76,18 @@ def main() -> None:
         formats, precisions = args.formats.split(","), args.precisions.split(",")
         everything = calibration_set + held_out
         with Progress() as progress:
-            task = progress.add_task("measure", total=len(everything) * len(formats) * len(precisions))
-            records = measure_all(everything, formats=formats, precisions=precisions, bench=bench,
+            task = progress.add_task("measure", total=len(everything) * len(formats) * len(precisions) * (1 + args.rounds))
+            records = measure_all(everything, formats=formats, precisions=precisions, bench=bench, rounds=args.rounds,
                                   on_step=lambda label: progress.advance(task))
         for r in records:
             r["set"] = "held-out" if r["model"] in {label for label, _, _ in held_out} else "calibration"
         date = time.strftime("%Y-%m-%d")
+    rounds = len(records[0].get("p50_rounds_ms", [None]))
     fits = fit_all([r for r in records if r["set"] == "calibration"], costs, device.hardware)
     from edgedistill.latency.predictor import LatencyPredictor
 
     predictor = LatencyPredictor(device.hardware, fits)
-    summary = {"benchmark": "latency_predictor", "date": date, "threads": threads,
+    summary = {"benchmark": "latency_predictor", "date": date, "threads": threads, "rounds": rounds,
                "processor": str(device.hardware.processor), "calibration_models": len(calibration_set),
                "held_out_models": len(held_out), "keys": {}, "records": records}
     for key, fit in fits.items():
@@ -111,7 +116,8 @@ def main() -> None:
 
 
 def _update_readme(s: dict) -> None:
-    rows = [f"Host {s['processor']}, {s['threads']} threads; {s['calibration_models']} calibration micro-models, "
+    rows = [f"Host {s['processor']}, {s['threads']} thread(s); every artifact timed in {s['rounds']} interleaved rounds, "
+            f"the quietest round's p50 kept; {s['calibration_models']} calibration micro-models, "
             f"{s['held_out_models']} held-out family models (ResNet / MobileNetV2 style, 8–32 px, 1 or 3 channels); "
             f"{s['date']}.", "",
             "| runtime / precision | held-out within ±10 % | within ±20 % | median abs error | measured p50 range (ms) "

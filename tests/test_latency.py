@@ -11,8 +11,8 @@ from torch import nn
 from edgedistill.config.device import Budgets, device_files, load_device
 from edgedistill.cost import model_cost
 from edgedistill.errors import UserError
-from edgedistill.latency.calibration import (Calibration, calibration_path, fit, load_calibration, micro_models,
-                                             quality, write_calibration)
+from edgedistill.latency.calibration import (Calibration, calibration_path, fit, load_calibration, measure_all,
+                                             micro_models, quality, write_calibration)
 from edgedistill.latency.predictor import DATASHEET, TERMS, Fit, LatencyPredictor, terms
 from edgedistill.latency.select import Candidate, nothing_fits, rank, select
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
@@ -55,6 +55,29 @@ def test_fit_recovers_known_coefficients():
 def test_quality_counts_within_bounds():
     q = quality([1.05, 1.15, 1.5, 0.95], [1, 1, 1, 1])
     assert q["within_10"] == 0.5 and q["within_20"] == 0.75 and q["median_abs_error"] == pytest.approx(0.1)
+
+
+def test_each_artifact_keeps_its_quietest_of_interleaved_rounds():
+    pytest.importorskip("onnx")
+    models = [(label, model, shape) for label, model, shape in micro_models()[:2]]
+    # p50 by round for each model: a burst of other work hits model a in round 1, model b in round 2.
+    script = {models[0][0]: [2.0, 1.0, 1.5], models[1][0]: [1.0, 3.0, 2.0]}
+    calls = []
+
+    def bench(path):
+        assert path.is_file()  # the exported artifact, still there in every round
+        label = path.parent.name.removesuffix("-onnx-fp32")
+        calls.append(label)
+        p50 = script[label][sum(c == label for c in calls) - 1]
+        return {"latency_ms": {"p50": p50, "p90": p50 + 0.5}, "peak_rss_mb": 40.0 + len(calls)}
+
+    records = measure_all(models, formats=["onnx"], precisions=["fp32"], bench=bench, rounds=3)
+    a, b = models[0][0], models[1][0]
+    assert calls == [a, b, a, b, a, b]  # interleaved: one burst does not cover all of a model's rounds
+    by_model = {r["model"]: r for r in records}
+    assert (by_model[a]["p50_ms"], by_model[a]["p90_ms"], by_model[a]["p50_rounds_ms"]) == (1.0, 1.5, [2.0, 1.0, 1.5])
+    assert (by_model[b]["p50_ms"], by_model[b]["p90_ms"]) == (1.0, 1.5)
+    assert by_model[b]["peak_rss_mb"] == 46.0  # the most any round needed
 
 
 def test_micro_models_are_not_student_families():

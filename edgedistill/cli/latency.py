@@ -29,7 +29,7 @@ def calibrate_command(
     from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
     from edgedistill.config.device import device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
-    from edgedistill.latency.calibration import (MICRO_MODELS, calibrate, calibration_path, refuse_overwrite,
+    from edgedistill.latency.calibration import (MICRO_MODELS, ROUNDS, calibrate, calibration_path, refuse_overwrite,
                                                  write_calibration)
 
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
@@ -56,7 +56,8 @@ def calibrate_command(
 
     with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:
-        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs), info="")
+        # One export and ROUNDS timings per model, format and precision.
+        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs) * (1 + ROUNDS), info="")
 
         def step(label: str) -> None:
             if progress.tasks[0].fields["info"]:

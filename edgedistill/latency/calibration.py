@@ -27,6 +27,7 @@ from edgedistill.latency.predictor import TERMS, Fit, LatencyPredictor, terms
 
 SCHEMA = 1
 SUFFIX = ".calibration.json"
+ROUNDS = 3  # timing rounds per artifact; the quietest counts (see measure_all)
 
 # (kind, arguments, input shape): 36 models spanning ~1e3..1e8 MACs, 8x8 to 48x48 inputs.
 MICRO_MODELS = [
@@ -86,8 +87,8 @@ def micro_models() -> list[tuple[str, object, tuple[int, ...]]]:
 Bench = Callable[[Path], dict]
 
 
-def measure(model, input_shape: tuple[int, ...], fmt: str, precision: str, bench: Bench, workdir: Path) -> dict:
-    """Export `model` to `fmt` at `precision`, run it on the target, return the runner's result."""
+def export_variant(model, input_shape: tuple[int, ...], fmt: str, precision: str, workdir: Path) -> Path:
+    """`model` exported to `fmt` at `precision`, for timing."""
     from edgedistill.export.converters import CONVERTERS
     from edgedistill.export.formats import FORMATS
 
@@ -96,8 +97,7 @@ def measure(model, input_shape: tuple[int, ...], fmt: str, precision: str, bench
     fp32 = converter.export(model, (1, *input_shape), workdir / f"fp32{suffix}", opset=17, metadata={})
     # Activation ranges for static int8: any inputs do, only the timing is measured.
     calibration_x = np.random.default_rng(0).standard_normal((16, *input_shape)).astype(np.float32)
-    artifact = converter.variant(fp32, workdir / f"{precision}{suffix}", precision, calibration_x, None, [], {})
-    return bench(artifact)
+    return converter.variant(fp32, workdir / f"{precision}{suffix}", precision, calibration_x, None, [], {})
 
 
 def fit(rows: list[tuple[np.ndarray, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -168,20 +168,36 @@ def predictor_for(device, profile_path: Path) -> tuple[LatencyPredictor, Calibra
 
 
 def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: list[str], precisions: list[str],
-                bench: Bench, on_step: Callable[[str], None] = lambda label: None) -> list[dict]:
-    """Every model in every format and precision on the target: one record each."""
-    records = []
+                bench: Bench, rounds: int = ROUNDS, on_step: Callable[[str], None] = lambda label: None) -> list[dict]:
+    """Every model in every format and precision on the target: one record each.
+
+    Each artifact is timed in `rounds` interleaved rounds (every artifact once, then again) and keeps its
+    quietest round, the one with the lowest p50. On a shared machine a burst of someone else's work can
+    double a sub-millisecond model's p50 for a while; a burst rarely covers the same artifact in every
+    round, so the quietest round is the model's own cost, which is what the predictor is for.
+    """
     with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as tmp:
+        artifacts = []
         for label, model, shape in models:
             for fmt in formats:
                 for precision in precisions:
-                    on_step(f"{label} {fmt}/{precision}")
+                    on_step(f"export {label} {fmt}/{precision}")
                     workdir = Path(tmp) / f"{label}-{fmt}-{precision}"
                     workdir.mkdir()
-                    result = measure(model, shape, fmt, precision, bench, workdir)
-                    records.append({"model": label, "format": fmt, "precision": precision,
-                                    "p50_ms": result["latency_ms"]["p50"], "p90_ms": result["latency_ms"]["p90"],
-                                    "peak_rss_mb": result["peak_rss_mb"], "runtime": result.get("runtime", {})})
+                    artifacts.append((label, fmt, precision, export_variant(model, shape, fmt, precision, workdir)))
+        timings: list[list[dict]] = [[] for _ in artifacts]
+        for round_index in range(rounds):
+            for (label, fmt, precision, path), runs in zip(artifacts, timings):
+                on_step(f"time {label} {fmt}/{precision} (round {round_index + 1} of {rounds})")
+                runs.append(bench(path))
+    records = []
+    for (label, fmt, precision, _), runs in zip(artifacts, timings):
+        quietest = min(runs, key=lambda result: result["latency_ms"]["p50"])
+        records.append({"model": label, "format": fmt, "precision": precision,
+                        "p50_ms": quietest["latency_ms"]["p50"], "p90_ms": quietest["latency_ms"]["p90"],
+                        "p50_rounds_ms": [result["latency_ms"]["p50"] for result in runs],
+                        "peak_rss_mb": max(result["peak_rss_mb"] for result in runs),
+                        "runtime": quietest.get("runtime", {})})
     return records
 
 
@@ -202,13 +218,14 @@ def fit_all(records: list[dict], costs: dict[str, object], hardware) -> dict[str
 
 
 def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: Bench, formats: list[str],
-              precisions: list[str], on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
+              precisions: list[str], rounds: int = ROUNDS,
+              on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
     """Measure every micro-model in every format and precision; fit each format/precision.
     Returns the calibration and the raw measurements."""
     from edgedistill.cost import model_cost
 
     models = micro_models()
-    records = measure_all(models, formats=formats, precisions=precisions, bench=bench, on_step=on_step)
+    records = measure_all(models, formats=formats, precisions=precisions, bench=bench, rounds=rounds, on_step=on_step)
     fits = fit_all(records, {label: model_cost(model, shape) for label, model, shape in models}, device.hardware)
     runtimes = {k: v for r in records for k, v in r["runtime"].items()}
     calibration = Calibration(device.name, sha256_file(profile_path), time.strftime("%Y-%m-%dT%H:%M:%S%z"), target,
