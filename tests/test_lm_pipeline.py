@@ -60,6 +60,7 @@ def test_encoder_pipeline_end_to_end_then_resume(tmp_path, teacher_dir):
     assert all(rec["status"] == "completed" for rec in stages.values())
     assert stages["student"]["metrics"]["kept_layers"] == [1, 3] and stages["student"]["metrics"]["hidden"] == 16
     assert (run / "student" / "init" / "config.json").is_file() and (run / "distill" / "model" / "model.safetensors").is_file()
+    assert not list((run / "distill").glob("train-state-*"))  # saved per epoch, removed once the model is
     teacher = json.loads((run / "teacher" / "teacher.json").read_text())
     assert "model.safetensors" in teacher["files"]  # the teacher stays in its folder, named by digests
 

@@ -24,17 +24,19 @@ def run(spec, ctx) -> StageResult:
         return encoder_agreement(embed(student, tokenizer, texts.test, max_length=cfg.max_length), reference)
 
     before = held_out()
+    state = ctx.stage_dir("distill") / f"train-state-{ctx.inputs_digest[:12]}.pt"
     run = distill_encoder(student, teacher, tokenizer, texts.train, ctx.metrics("student")["kept_layers"],
                           EncoderDistillConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                                max_length=cfg.max_length, embedding_weight=cfg.embedding_weight,
                                                hidden_weight=cfg.hidden_weight, hidden_loss=cfg.hidden_loss,
                                                attention_weight=cfg.attention_weight),
                           seed=spec.seed, console=ctx.console, evaluate=lambda: held_out()["mean_cosine"],
-                          state_path=ctx.stage_dir("distill") / f"train-state-{ctx.inputs_digest[:12]}.pt")
+                          state_path=state)
     if run.resumed_from_epoch:
         ctx.console.print(f"  resumed after epoch {run.resumed_from_epoch} of {cfg.epochs}")
     after = held_out()
     outputs = save_encoder(student, tokenizer, ctx.stage_dir("distill") / "model")
+    state.unlink(missing_ok=True)  # weights and optimizer moments: three times the model, no longer needed
     ctx.console.print(f"  held-out mean cosine to the teacher {before['mean_cosine']:.4f} → {after['mean_cosine']:.4f}, "
                       f"top-10 neighbour overlap {before['neighbour_overlap']:.1%} → {after['neighbour_overlap']:.1%}")
     terms = [name for name, weight in (("embedding", cfg.embedding_weight), ("hidden", cfg.hidden_weight),
