@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--teacher-shift", type=int, default=1, help="random shifts while training the teacher")
     parser.add_argument("--transfer-fraction", type=float, default=0.25,
                         help="share of the training split the second comparison distills on")
+    parser.add_argument("--reuse-whole-split", action="store_true",
+                        help="take the whole-split comparison from the results file instead of running it again "
+                             "(the runs are deterministic: same settings, same numbers); only with the same settings")
     args = parser.parse_args()
     data = load_dataset(DigitsData(kind="digits"), seed=0)
     t_width, t_depth = map(float, args.teacher.split(":"))
@@ -141,11 +144,21 @@ def main() -> None:
                "teacher_shift": args.teacher_shift, "teacher_params": count_params(teacher),
                "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y),
                "train_examples": len(data.train)}
-    summary["methods"] = compare_methods(teacher, data, args.student, args.seeds, args.epochs)
+    if args.reuse_whole_split:
+        previous = json.loads(RESULTS.read_text())
+        settings = ("seeds", "epochs", "student", "teacher", "teacher_epochs", "teacher_shift", "teacher_accuracy")
+        changed = [k for k in settings if previous.get(k) != summary[k]]
+        if changed:
+            sys.exit(f"--reuse-whole-split: {RESULTS} was run with other settings ({', '.join(changed)})")
+        summary["methods"], summary["date_whole_split"] = previous["methods"], previous["date"]
+        summary["cache"] = previous["cache"]
+    else:
+        summary["methods"] = compare_methods(teacher, data, args.student, args.seeds, args.epochs)
     small = transfer_subset(data, args.transfer_fraction)
     summary["transfer_fraction"], summary["transfer_examples"] = args.transfer_fraction, len(small.train)
     summary["methods_small_transfer_set"] = compare_methods(teacher, small, args.student, args.seeds, args.epochs)
-    summary["cache"] = cache_timing(data)
+    if not args.reuse_whole_split:
+        summary["cache"] = cache_timing(data)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
