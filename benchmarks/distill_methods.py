@@ -4,7 +4,8 @@ Methods: scratch (hard labels only), KD, KD+features, KD+attention, KD+features+
 schedule (all terms incl. the classifier term, warm-up / distill / fine-tune), plus KD through a teacher
 assistant. Each method runs twice: on the whole training split, and with a quarter of it as the transfer
 set (the same teacher, trained on everything; Hinton et al. 2015 trained on 3 % of the data with soft
-targets), which is where a user with a trained teacher but little of its data stands. Also times a distillation epoch with the teacher-output cache against the teacher run online,
+targets), which is where a user with a trained teacher but little of its data stands. Also times a
+distillation epoch with the teacher-output cache against the teacher run online,
 on a setup where the teacher dominates the cost.
 
 Writes benchmarks/results/distill_methods.json and the tables between the markers in benchmarks/README.md.
@@ -154,11 +155,10 @@ def main() -> None:
         summary["cache"] = previous["cache"]
     else:
         summary["methods"] = compare_methods(teacher, data, args.student, args.seeds, args.epochs)
+        summary["cache"] = cache_timing(data)
     small = transfer_subset(data, args.transfer_fraction)
     summary["transfer_fraction"], summary["transfer_examples"] = args.transfer_fraction, len(small.train)
     summary["methods_small_transfer_set"] = compare_methods(teacher, small, args.student, args.seeds, args.epochs)
-    if not args.reuse_whole_split:
-        summary["cache"] = cache_timing(data)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
