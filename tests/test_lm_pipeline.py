@@ -40,7 +40,8 @@ def teacher_dir(tmp_path_factory):
 def _pipeline(tmp_path, teacher_dir, **overrides) -> str:
     spec = {"name": "tiny-encoder", "device": "raspberry-pi-5", "budgets": {"max_accuracy_drop": 0.5},
             "data": {"kind": "text", "stdlib_docstrings": False, "max_train_texts": 200, "max_test_texts": 30},
-            "teacher": {"kind": "huggingface", "path": str(teacher_dir)}, "student": {"layers": 2, "hidden": 16},
+            "teacher": {"kind": "huggingface", "path": str(teacher_dir)},
+            "student": {"layers": 2, "hidden": 16, "intermediate": 24},
             "distill": {"epochs": 1, "lr": 1e-3},
             "export": {"formats": ["onnx", "tflite"] if TFLITE else ["onnx"], "precisions": ["fp32", "int8-dynamic"],
                        "seq_len": 32},
@@ -58,7 +59,8 @@ def test_encoder_pipeline_end_to_end_then_resume(tmp_path, teacher_dir):
     run = tmp_path / "run"
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert all(rec["status"] == "completed" for rec in stages.values())
-    assert stages["student"]["metrics"]["kept_layers"] == [1, 3] and stages["student"]["metrics"]["hidden"] == 16
+    student = stages["student"]["metrics"]
+    assert student["kept_layers"] == [1, 3] and student["hidden"] == 16 and student["intermediate"] == 24
     assert (run / "student" / "init" / "config.json").is_file() and (run / "distill" / "model" / "model.safetensors").is_file()
     assert not list((run / "distill").glob("train-state-*"))  # saved per epoch, removed once the model is
     teacher = json.loads((run / "teacher" / "teacher.json").read_text())

@@ -67,6 +67,8 @@ class EncoderStudent(Strict):
     select: Literal["uniform", "first", "last"] | list[int] = "uniform"
     hidden: int | None = Field(default=None, ge=8, le=8192, description="a smaller hidden size (whole heads); "
                                "a trained projection maps the student's states to the teacher's width")
+    intermediate: int | None = Field(default=None, ge=1, le=65536, description="a smaller feed-forward size: each "
+                                     "kept layer keeps its most important neurons on the training sentences")
 
 
 class EncoderDistill(Strict):

@@ -135,12 +135,64 @@ def narrow_student(teacher: nn.Module, kept: list[int], hidden: int) -> nn.Modul
     return student
 
 
+@torch.no_grad()
+def ffn_importance(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128,
+                   batch_size: int = 32) -> list[torch.Tensor]:
+    """Per encoder layer, how much each feed-forward neuron contributes on `texts`: its mean absolute
+    activation over real tokens times the norm of its output weights (the size of what it adds to the
+    residual stream). Neurons that rarely fire or write little can go with little loss."""
+    model.eval()
+    layers = model.encoder.layer
+    totals = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    mask_of_batch: list[torch.Tensor] = []
+
+    def hook(index):
+        def accumulate(module, inputs, output):
+            totals[index] += (output.abs() * mask_of_batch[0][..., None]).sum((0, 1))
+        return accumulate
+
+    handles = [layer.intermediate.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    tokens = 0
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+            mask_of_batch[:] = [batch["attention_mask"].to(torch.float32)]
+            tokens += int(batch["attention_mask"].sum())
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [total / max(tokens, 1) * layer.output.dense.weight.norm(dim=0) for total, layer in zip(totals, layers)]
+
+
+def narrow_ffn(model: nn.Module, keep: int, importance: list[torch.Tensor]) -> nn.Module:
+    """Every layer's feed-forward block cut to its `keep` most important neurons (see ffn_importance), in
+    place: the rows of the first linear layer and the columns of the second that belong to them."""
+    current = model.config.intermediate_size
+    if not 1 <= keep <= current:
+        raise UserError(f"student intermediate {keep}: must be between 1 and the feed-forward size {current}")
+    for layer, scores in zip(model.encoder.layer, importance):
+        neurons = scores.topk(keep).indices.sort().values
+        up, down = layer.intermediate.dense, layer.output.dense
+        layer.intermediate.dense = nn.Linear(up.in_features, keep)
+        layer.output.dense = nn.Linear(keep, down.out_features)
+        with torch.no_grad():
+            layer.intermediate.dense.weight.copy_(up.weight[neurons])
+            layer.intermediate.dense.bias.copy_(up.bias[neurons])
+            layer.output.dense.weight.copy_(down.weight[:, neurons])
+            layer.output.dense.bias.copy_(down.bias)
+    model.config.intermediate_size = keep
+    return model
+
+
 def describe(model: nn.Module) -> dict:
-    """Architecture, layers, hidden size and parameters of a Hugging Face encoder, for reports."""
+    """Architecture, layers, hidden and feed-forward sizes and parameters of a Hugging Face encoder."""
     config = model.config
-    layers, hidden = config.num_hidden_layers, config.hidden_size
-    return {"arch": f"{type(model).__name__.removesuffix('Model')} {layers} layers, hidden {hidden}",
-            "layers": layers, "hidden": hidden, "params": sum(p.numel() for p in model.parameters())}
+    layers, hidden, ffn = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    return {"arch": f"{type(model).__name__.removesuffix('Model')} {layers} layers, hidden {hidden}, feed-forward {ffn}",
+            "layers": layers, "hidden": hidden, "intermediate": ffn,
+            "params": sum(p.numel() for p in model.parameters())}
 
 
 def save_encoder(model: nn.Module, tokenizer, folder: Path) -> dict[str, Path]:
