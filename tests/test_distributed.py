@@ -106,7 +106,9 @@ def test_two_torchrun_nodes_with_separate_run_folders(tmp_path):
 
 @pytest.mark.slow
 def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
-    """Two ranks each run the teacher on half the examples; the merged entry equals one process's."""
+    """Two ranks each run the teacher on half the examples; the merged entry equals one process's, up to
+    float rounding (a batch of half the examples may take another convolution kernel: once in a full run
+    a logit differed by more than 1e-6)."""
     import os
     import subprocess
     import sys
@@ -123,10 +125,10 @@ def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
         "x = np.random.default_rng(0).random((37, 1, 8, 8), dtype=np.float32)\n"
         "got = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
         "want = compute(teacher, x, ['stages.0'], [])\n"
-        "assert got.status == 'miss' and np.allclose(got.logits, want.logits, atol=1e-6)\n"
-        "assert np.allclose(got.outputs['stages.0'], want.outputs['stages.0'], atol=1e-6)\n"
+        "assert got.status == 'miss' and np.allclose(got.logits, want.logits, atol=1e-5)\n"
+        "assert np.allclose(got.outputs['stages.0'], want.outputs['stages.0'], atol=1e-5)\n"
         "again = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
-        "assert again.status == 'hit' and np.allclose(np.asarray(again.logits), want.logits, atol=1e-6)\n"
+        "assert again.status == 'hit' and np.allclose(np.asarray(again.logits), want.logits, atol=1e-5)\n"
         "print('rank', dist.get_rank(), 'ok')\n"
         "dist.destroy_process_group()\n")
     env = {**os.environ, "EDGEDISTILL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
