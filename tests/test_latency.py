@@ -13,7 +13,7 @@ from edgedistill.cost import model_cost
 from edgedistill.errors import UserError
 from edgedistill.latency.calibration import (Calibration, calibration_path, fit, load_calibration, measure_all,
                                              micro_models, quality, write_calibration)
-from edgedistill.latency.predictor import DATASHEET, TERMS, Fit, LatencyPredictor, terms
+from edgedistill.latency.predictor import DATASHEET, OVERHEADS, TERMS, Fit, LatencyPredictor, terms
 from edgedistill.latency.select import Candidate, nothing_fits, rank, select
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
 
@@ -36,11 +36,27 @@ def test_datasheet_prediction_is_the_roofline_sum():
     peak_ms, bandwidth_ms = hw.peak_gflops_fp32 * 1e6, hw.memory_bandwidth_gbps * 1e6
     expected = {"conv_flops": 2 * 8 * 64 * 27 / peak_ms, "conv_act": (192 + 512) * 4 / bandwidth_ms,
                 "linear_flops": 2 * 10 * 512 / peak_ms, "elementwise_act": (512 + 10) * 4 / bandwidth_ms,
-                "weights": cost.params * 4 / bandwidth_ms, "op": 2, "call": 1}
+                "weights": cost.params * 4 / bandwidth_ms, "op": 2, "call": 1,
+                "thin_conv": 64 / (hw.clock_ghz * 1e6)}  # 3 input channels fill no vector: 64 pixels, a cycle each
     assert np.allclose(terms(cost, hw, "fp32"), [expected.get(t, 0.0) for t in TERMS])
     prediction = LatencyPredictor(hw).predict(cost, "onnx", "fp32")
     assert prediction.source == "datasheet" and prediction.ram_is_lower_bound
-    assert prediction.p50_ms == pytest.approx(sum(v for k, v in expected.items() if k not in ("op", "call")))
+    assert prediction.p50_ms == pytest.approx(sum(v for k, v in expected.items() if k not in OVERHEADS))
+
+
+def test_thin_convolutions_are_those_narrower_than_a_vector_register():
+    # 128-bit registers hold 4 floats: a 4-channel conv fills them, a 3-channel one does not.
+    neon = HOST.hardware.model_copy(update={"vector_bits": 128})
+    assert neon.vector_lanes_fp32 == 4
+    at = TERMS.index("thin_conv")
+    for cin, thin in ((3, True), (4, False)):
+        cost = model_cost(nn.Sequential(nn.Conv2d(cin, 8, 3, padding=1), nn.Conv2d(8, 8, 3, groups=8)), (cin, 6, 6))
+        assert cost.layers[0].min_channels == cin and cost.layers[0].positions == 36
+        assert terms(cost, neon, "fp32")[at] == pytest.approx(36 / (neon.clock_ghz * 1e6) if thin else 0.0)
+    # 512-bit registers hold 16: the 8-channel conv is thin there; depthwise convolutions never count.
+    avx512 = HOST.hardware.model_copy(update={"vector_bits": 512})
+    cost = model_cost(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)), (8, 6, 6))
+    assert terms(cost, avx512, "fp32")[at] == pytest.approx(36 / (avx512.clock_ghz * 1e6))
 
 
 def test_fit_recovers_known_coefficients():
@@ -227,7 +243,7 @@ def test_calibrate_cli_writes_next_to_the_profile_and_select_uses_it(tmp_path):
     profile = tmp_path / "mine.yaml"
     original = device_files()["host"].read_text().replace("name: host", "name: mine")
     profile.write_text(original)
-    r = cli("calibrate", "--device", profile, "--formats", "onnx", "--precisions", "fp32", timeout=600)
+    r = cli("calibrate", "--device", profile, "--formats", "onnx", "--precisions", "fp32", "--rounds", "1", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads((tmp_path / "mine.calibration.json").read_text())
     assert list(data["fits"]) == ["onnx/fp32"] and data["fits"]["onnx/fp32"]["models"] == len(micro_models())

@@ -18,6 +18,9 @@ def calibrate_command(
     formats: str = typer.Option("onnx,tflite", "--formats", help="Comma-separated: onnx, tflite."),
     precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, int8-dynamic, int8."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
+    # 3 is calibration.ROUNDS, not imported here: the CLI starts without numpy.
+    rounds: int = typer.Option(3, "--rounds", min=1, max=20, help="Timing rounds per micro-model; the quietest "
+                               "counts. 1 is enough on a device nothing else runs on."),
     output: Optional[Path] = typer.Option(None, "--output", help="Default: NAME.calibration.json next to the profile."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing calibration file."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
@@ -29,7 +32,7 @@ def calibrate_command(
     from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
     from edgedistill.config.device import device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
-    from edgedistill.latency.calibration import (MICRO_MODELS, ROUNDS, calibrate, calibration_path, refuse_overwrite,
+    from edgedistill.latency.calibration import (MICRO_MODELS, calibrate, calibration_path, refuse_overwrite,
                                                  write_calibration)
 
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
@@ -56,8 +59,8 @@ def calibrate_command(
 
     with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:
-        # One export and ROUNDS timings per model, format and precision.
-        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs) * (1 + ROUNDS), info="")
+        # One export and `rounds` timings per model, format and precision.
+        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs) * (1 + rounds), info="")
 
         def step(label: str) -> None:
             if progress.tasks[0].fields["info"]:
@@ -65,7 +68,7 @@ def calibrate_command(
             progress.update(task, info=label)
 
         calibration, _ = calibrate(profile, profile_path, target=where, threads=n, bench=bench, formats=fmts,
-                                   precisions=precs, on_step=step)
+                                   precisions=precs, rounds=rounds, on_step=step)
         progress.update(task, completed=progress.tasks[0].total, info="fitted")
     write_calibration(calibration, out, replace=replace)
     for key, fit in calibration.fits.items():

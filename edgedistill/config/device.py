@@ -47,6 +47,9 @@ class Hardware(Strict):
     peak_gops_int8: float = Field(gt=0)
     memory_bandwidth_gbps: float = Field(gt=0)
     ram_mb: int | Literal["auto"]
+    vector_bits: Literal[128, 256, 512, "auto"] = Field(
+        default=128, description="SIMD register width (NEON and SSE: 128, AVX2: 256, AVX-512: 512); 'auto' reads "
+                                 "this machine. Convolutions with fewer channels than it holds floats run below peak")
 
     @model_validator(mode="after")
     def _detect(self) -> "Hardware":
@@ -59,7 +62,23 @@ class Hardware(Strict):
             import psutil
 
             self.ram_mb = int(psutil.virtual_memory().total / 2**20)
+        if self.vector_bits == "auto":
+            self.vector_bits = _host_vector_bits()
         return self
+
+    @property
+    def vector_lanes_fp32(self) -> int:
+        return int(self.vector_bits) // 32
+
+
+def _host_vector_bits() -> int:
+    """The widest SIMD registers this machine's CPU flags name (x86); 128 elsewhere (Arm NEON)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
 
 
 def _host_cpu_model() -> str:

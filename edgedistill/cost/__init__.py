@@ -22,6 +22,8 @@ class LayerCost:
     params: int
     input_bytes: int  # fp32 activations read
     output_bytes: int  # fp32 activations written
+    min_channels: int = 0  # convolutions: the fewer of input and output channels
+    positions: int = 0  # convolutions: output pixels per channel
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,12 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
                 kind = "depthwise" if module.groups > 1 and module.groups == module.in_channels else "conv"
             else:
                 per_output, kind = module.in_features, "linear"
+            conv = isinstance(module, torch.nn.Conv2d)
             layers.append(LayerCost(name, kind, output.numel() * per_output,
                                     sum(p.numel() for p in module.parameters(recurse=False)),
-                                    inputs[0].numel() * 4, output.numel() * 4))
+                                    inputs[0].numel() * 4, output.numel() * 4,
+                                    min(module.in_channels, module.out_channels) if conv else 0,
+                                    output.shape[-2] * output.shape[-1] if conv else 0))
 
         return count
 

@@ -1,7 +1,8 @@
 """Calibration: measure micro-models on the device's runtime, fit the predictor's coefficients, keep them.
 
 The micro-models are plain stacks of the blocks CNN students are made of (3x3 conv, inverted residual,
-linear layers, pooling) at several widths, depths and resolutions. They are built here, never taken
+downsampling stages with strided and 1x1 shortcut convolutions, linear layers, pooling) at several widths,
+depths and resolutions, thin (fewer channels than a vector register holds) and wide. They are built here, never taken
 from the student families, so a prediction for a student is always for a model calibration did not see.
 
 The calibration file sits next to the device profile as NAME.calibration.json. The profile itself is
@@ -25,15 +26,20 @@ from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_write_text, sha256_file
 from edgedistill.latency.predictor import TERMS, Fit, LatencyPredictor, terms
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the thin_conv term
 SUFFIX = ".calibration.json"
 ROUNDS = 3  # timing rounds per artifact; the quietest counts (see measure_all)
 
-# (kind, arguments, input shape): 36 models spanning ~1e3..1e8 MACs, 8x8 to 48x48 inputs.
+# (kind, arguments, input shape): 46 models spanning ~1e3..1e8 MACs, 8x8 to 48x48 inputs.
 MICRO_MODELS = [
     ("conv", {"channels": c, "layers": n, "residual": r}, (3, hw, hw)) for c, n, r, hw in
     ((8, 1, 0, 8), (16, 2, 0, 16), (32, 3, 0, 16), (64, 2, 0, 32), (24, 4, 0, 32), (96, 2, 0, 16),
-     (16, 2, 1, 32), (48, 4, 1, 8), (32, 2, 1, 24), (128, 1, 0, 8), (8, 6, 1, 48), (40, 2, 1, 16))
+     (16, 2, 1, 32), (48, 4, 1, 8), (32, 2, 1, 24), (128, 1, 0, 8), (8, 6, 1, 48), (40, 2, 1, 16),
+     (4, 4, 1, 16), (12, 3, 1, 24))
+] + [
+    ("downsample", {"channels": c, "stages": s, "residual": r}, (3, hw, hw)) for c, s, r, hw in
+    ((4, 2, 1, 16), (8, 3, 1, 32), (16, 2, 1, 8), (32, 2, 0, 16), (6, 3, 1, 24), (12, 2, 0, 32), (48, 2, 1, 8),
+     (4, 3, 0, 48))
 ] + [
     ("inverted", {"channels": c, "blocks": n, "expansion": e, "residual": r}, (3, hw, hw)) for c, n, e, r, hw in
     ((8, 1, 2, 0, 8), (16, 2, 4, 0, 16), (24, 3, 6, 1, 16), (32, 2, 6, 1, 32), (12, 4, 3, 1, 32), (48, 1, 6, 0, 8),
@@ -60,6 +66,8 @@ def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
             layers += [nn.Linear(a, b), nn.ReLU()]
         return nn.Sequential(*layers, nn.Linear(dims[-1], 10))
     c = kw["channels"]
+    if kind == "downsample":  # stages that halve the resolution and double the channels, shortcut 1x1 stride 2
+        return _downsampling_stack(cin, c, kw["stages"], kw["residual"])
     wrap = Residual if kw["residual"] else nn.Sequential
     layers = [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
     if kind == "conv":
@@ -71,6 +79,27 @@ def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
             layers.append(wrap(nn.Conv2d(c, hidden, 1), nn.ReLU6(),
                                nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.ReLU6(),
                                nn.Conv2d(hidden, c, 1)))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def _downsampling_stack(cin: int, c: int, stages: int, residual: int):
+    from torch import nn
+
+    class Stage(nn.Module):
+        def __init__(self, cin: int, cout: int):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                      nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, 2), nn.BatchNorm2d(cout)) if residual else None
+
+        def forward(self, x):
+            y = self.body(x)
+            return (y + self.shortcut(x) if self.shortcut is not None else y).relu()
+
+    layers: list[nn.Module] = [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+    for _ in range(stages):
+        layers.append(Stage(c, 2 * c))
+        c *= 2
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
 
 
@@ -169,13 +198,10 @@ def predictor_for(device, profile_path: Path) -> tuple[LatencyPredictor, Calibra
 
 def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: list[str], precisions: list[str],
                 bench: Bench, rounds: int = ROUNDS, on_step: Callable[[str], None] = lambda label: None) -> list[dict]:
-    """Every model in every format and precision on the target: one record each.
+    """Every model in every format and precision on the target: one record each. Each artifact is timed in
+    `rounds` interleaved rounds and keeps its quietest (see edgedistill.bench.rounds)."""
+    from edgedistill.bench.rounds import interleaved, quietest
 
-    Each artifact is timed in `rounds` interleaved rounds (every artifact once, then again) and keeps its
-    quietest round, the one with the lowest p50. On a shared machine a burst of someone else's work can
-    double a sub-millisecond model's p50 for a while; a burst rarely covers the same artifact in every
-    round, so the quietest round is the model's own cost, which is what the predictor is for.
-    """
     with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as tmp:
         artifacts = []
         for label, model, shape in models:
@@ -185,19 +211,20 @@ def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: l
                     workdir = Path(tmp) / f"{label}-{fmt}-{precision}"
                     workdir.mkdir()
                     artifacts.append((label, fmt, precision, export_variant(model, shape, fmt, precision, workdir)))
-        timings: list[list[dict]] = [[] for _ in artifacts]
-        for round_index in range(rounds):
-            for (label, fmt, precision, path), runs in zip(artifacts, timings):
-                on_step(f"time {label} {fmt}/{precision} (round {round_index + 1} of {rounds})")
-                runs.append(bench(path))
+
+        def step(index: int, round_index: int) -> None:
+            label, fmt, precision, _ = artifacts[index]
+            on_step(f"time {label} {fmt}/{precision} (round {round_index + 1} of {rounds})")
+
+        timings = interleaved([lambda path=path: bench(path) for *_, path in artifacts], rounds, step)
     records = []
     for (label, fmt, precision, _), runs in zip(artifacts, timings):
-        quietest = min(runs, key=lambda result: result["latency_ms"]["p50"])
+        best = quietest(runs)
         records.append({"model": label, "format": fmt, "precision": precision,
-                        "p50_ms": quietest["latency_ms"]["p50"], "p90_ms": quietest["latency_ms"]["p90"],
+                        "p50_ms": best["latency_ms"]["p50"], "p90_ms": best["latency_ms"]["p90"],
                         "p50_rounds_ms": [result["latency_ms"]["p50"] for result in runs],
                         "peak_rss_mb": max(result["peak_rss_mb"] for result in runs),
-                        "runtime": quietest.get("runtime", {})})
+                        "runtime": best.get("runtime", {})})
     return records
 
 

@@ -2,10 +2,13 @@
 
 Each layer costs its FLOPs over the device's peak throughput, the activation bytes it reads and writes
 over the memory bandwidth, and a fixed overhead per op; the weights cost their bytes over the bandwidth;
-the model adds a fixed overhead per call. Every term is a time at the device's peak, in milliseconds:
+the model adds a fixed overhead per call. A dense convolution with fewer channels than one vector register
+holds floats (a 3-channel stem, a 4-channel student) cannot fill the vector units: it pays per output pixel,
+whatever its FLOPs (one cycle per pixel in the term). Every term is a time at the device's peak, in
+milliseconds:
 
-    latency_ms = Σ_term c_term · t_term      (TERMS: FLOPs and activation bytes per layer kind, weights,
-                                              ops, call)
+    latency_ms = Σ_term c_term · t_term      (TERMS: FLOPs and activation bytes per layer kind, thin-conv
+                                              pixels, weights, ops, call)
 
 With datasheet figures (no calibration) every c is 1 and the overheads 0: a roofline lower bound.
 Calibration fits the c's for each format and precision on the device itself (see calibration.py); 1/c
@@ -22,10 +25,12 @@ from edgedistill.cost import BYTES_PER_VALUE, ModelCost
 
 # Dense convolutions are bound by arithmetic and by moving their activations; depthwise ones by moving
 # activations; linear layers at batch 1 by their weights (counted in their FLOPs, 2 per weight);
-# pooling and residual additions only move activations.
+# pooling and residual additions only move activations. Overheads (thin convolutions' pixels, ops, the call)
+# have no datasheet figure.
 TERMS = ("conv_flops", "conv_act", "depthwise_flops", "depthwise_act", "linear_flops", "elementwise_act",
-         "weights", "op", "call")
-DATASHEET = {t: 0.0 if t in ("op", "call") else 1.0 for t in TERMS}
+         "thin_conv", "weights", "op", "call")
+OVERHEADS = ("thin_conv", "op", "call")
+DATASHEET = {t: 0.0 if t in OVERHEADS else 1.0 for t in TERMS}
 KIND_TERMS = {"conv": ("conv_flops", "conv_act"), "depthwise": ("depthwise_flops", "depthwise_act"),
               "linear": ("linear_flops", "elementwise_act"), "pool": (None, "elementwise_act"),
               "add": (None, "elementwise_act")}
@@ -41,6 +46,7 @@ def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
     arithmetic = cost_precision(precision)
     peak_ms = (hardware.peak_gops_int8 if arithmetic == "int8" else hardware.peak_gflops_fp32) * 1e9 / 1e3
     bandwidth_ms = hardware.memory_bandwidth_gbps * 1e9 / 1e3
+    cycles_ms = hardware.clock_ghz * 1e9 / 1e3
     value_bytes = BYTES_PER_VALUE[arithmetic] / 4  # the layer counts are fp32 bytes
     out = dict.fromkeys(TERMS, 0.0)
     for layer in cost.layers:
@@ -48,6 +54,8 @@ def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
         if flops_term:
             out[flops_term] += 2 * layer.macs / peak_ms
         out[act_term] += (layer.input_bytes + layer.output_bytes) * value_bytes / bandwidth_ms
+        if layer.kind == "conv" and layer.min_channels < hardware.vector_lanes_fp32:
+            out["thin_conv"] += layer.positions / cycles_ms
     out["weights"] = cost.weight_bytes(arithmetic) / bandwidth_ms
     out["op"], out["call"] = len(cost.layers), 1.0
     return np.array([out[t] for t in TERMS])
