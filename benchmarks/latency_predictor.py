@@ -1,9 +1,10 @@
 """How good is the latency predictor? Calibrate on this host, then predict and measure held-out models.
 
 Calibration runs the micro-models of edgedistill.latency.calibration (plain conv, inverted-residual,
-downsampling-stage and MLP stacks). The held-out set is 24 student-family models (ResNet and MobileNetV2 styles) at different
-widths, depths, input resolutions and channels, none of them used in calibration. Every model runs in
-ONNX Runtime and LiteRT, fp32 and static int8, through the same runner as `edgedistill bench`.
+downsampling-stage and MLP stacks). The held-out set is 24 student-family models (ResNet and MobileNetV2
+styles) at different widths, depths, input resolutions and channels, none of them used in calibration.
+Every model runs in ONNX Runtime and LiteRT, fp32 and static int8, through the same runner as
+`edgedistill bench`.
 
 Writes benchmarks/results/latency_predictor.json (with every raw measurement, so `--refit` can refit
 without measuring again) and the table between the markers in benchmarks/README.md.

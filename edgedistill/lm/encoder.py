@@ -190,7 +190,8 @@ def describe(model: nn.Module) -> dict:
     """Architecture, layers, hidden and feed-forward sizes and parameters of a Hugging Face encoder."""
     config = model.config
     layers, hidden, ffn = config.num_hidden_layers, config.hidden_size, config.intermediate_size
-    return {"arch": f"{type(model).__name__.removesuffix('Model')} {layers} layers, hidden {hidden}, feed-forward {ffn}",
+    name = type(model).__name__.removesuffix("Model")
+    return {"arch": f"{name} {layers} layers, hidden {hidden}, feed-forward {ffn}",
             "layers": layers, "hidden": hidden, "intermediate": ffn,
             "params": sum(p.numel() for p in model.parameters())}
 
