@@ -25,7 +25,7 @@ from pathlib import Path
 from _readme import update_section
 
 from edgedistill.bench.local import run_local
-from edgedistill.bench.rounds import interleaved, quietest
+from edgedistill.bench.rounds import interleaved, summary
 from edgedistill.lm.encoder import load_encoder
 from edgedistill.lm.export import encoder_to_onnx
 from edgedistill.quantize.onnx import quantize_onnx
@@ -50,10 +50,7 @@ def compare_speed(teacher: Path, student: Path) -> dict:
                           lambda i, r: print(f"  timing {jobs[i][0]} at {jobs[i][2]} tokens, round {r + 1} of {ROUNDS}"))
     out: dict = {}
     for (name, _, n), runs in zip(jobs, timings):
-        best = quietest(runs)
-        out.setdefault(str(n), {})[name] = {"p50_ms": best["latency_ms"]["p50"], "p90_ms": best["latency_ms"]["p90"],
-                                            "p50_rounds_ms": [r["latency_ms"]["p50"] for r in runs],
-                                            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+        out.setdefault(str(n), {})[name] = summary(runs)
     for row in out.values():
         row["speedup"] = row["teacher"]["p50_ms"] / row["student"]["p50_ms"]
     return out

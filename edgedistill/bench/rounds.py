@@ -25,3 +25,12 @@ def interleaved(jobs: list[Callable[[], dict]], rounds: int,
 def quietest(runs: list[dict]) -> dict:
     """The run with the lowest p50."""
     return min(runs, key=lambda result: result["latency_ms"]["p50"])
+
+
+def summary(runs: list[dict]) -> dict:
+    """One artifact's rounds as a record: the quietest round's p50 and p90, every round's p50, and the most
+    memory any round needed."""
+    best = quietest(runs)
+    return {"p50_ms": best["latency_ms"]["p50"], "p90_ms": best["latency_ms"]["p90"],
+            "p50_rounds_ms": [result["latency_ms"]["p50"] for result in runs],
+            "peak_rss_mb": max(result["peak_rss_mb"] for result in runs)}

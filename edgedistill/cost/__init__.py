@@ -64,19 +64,19 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
 
     def hook(name):
         def count(module, inputs, output):
+            min_channels = positions = 0
             if isinstance(module, POOLS):
                 per_output, kind = 0, "pool"
             elif isinstance(module, torch.nn.Conv2d):
                 per_output = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
                 kind = "depthwise" if module.groups > 1 and module.groups == module.in_channels else "conv"
+                min_channels = min(module.in_channels, module.out_channels)
+                positions = output.shape[-2] * output.shape[-1]
             else:
                 per_output, kind = module.in_features, "linear"
-            conv = isinstance(module, torch.nn.Conv2d)
             layers.append(LayerCost(name, kind, output.numel() * per_output,
                                     sum(p.numel() for p in module.parameters(recurse=False)),
-                                    inputs[0].numel() * 4, output.numel() * 4,
-                                    min(module.in_channels, module.out_channels) if conv else 0,
-                                    output.shape[-2] * output.shape[-1] if conv else 0))
+                                    inputs[0].numel() * 4, output.numel() * 4, min_channels, positions))
 
         return count
 

@@ -200,7 +200,7 @@ def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: l
                 bench: Bench, rounds: int = ROUNDS, on_step: Callable[[str], None] = lambda label: None) -> list[dict]:
     """Every model in every format and precision on the target: one record each. Each artifact is timed in
     `rounds` interleaved rounds and keeps its quietest (see edgedistill.bench.rounds)."""
-    from edgedistill.bench.rounds import interleaved, quietest
+    from edgedistill.bench.rounds import interleaved, quietest, summary
 
     with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as tmp:
         artifacts = []
@@ -219,12 +219,8 @@ def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: l
         timings = interleaved([lambda path=path: bench(path) for *_, path in artifacts], rounds, step)
     records = []
     for (label, fmt, precision, _), runs in zip(artifacts, timings):
-        best = quietest(runs)
-        records.append({"model": label, "format": fmt, "precision": precision,
-                        "p50_ms": best["latency_ms"]["p50"], "p90_ms": best["latency_ms"]["p90"],
-                        "p50_rounds_ms": [result["latency_ms"]["p50"] for result in runs],
-                        "peak_rss_mb": max(result["peak_rss_mb"] for result in runs),
-                        "runtime": best.get("runtime", {})})
+        records.append({"model": label, "format": fmt, "precision": precision, **summary(runs),
+                        "runtime": quietest(runs).get("runtime", {})})
     return records
 
 

@@ -144,22 +144,22 @@ def ffn_importance(model: nn.Module, tokenizer, texts: list[str], *, max_length:
     model.eval()
     layers = model.encoder.layer
     totals = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
-    mask_of_batch: list[torch.Tensor] = []
+    activations: dict[int, torch.Tensor] = {}  # layer index -> this batch's feed-forward activations
 
-    def hook(index):
-        def accumulate(module, inputs, output):
-            totals[index] += (output.abs() * mask_of_batch[0][..., None]).sum((0, 1))
-        return accumulate
+    def capture(index):
+        return lambda module, inputs, output: activations.__setitem__(index, output)
 
-    handles = [layer.intermediate.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    handles = [layer.intermediate.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
     tokens = 0
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")
-            mask_of_batch[:] = [batch["attention_mask"].to(torch.float32)]
-            tokens += int(batch["attention_mask"].sum())
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            real = batch["attention_mask"].to(torch.float32)[..., None]  # padding does not count
+            for index, total in enumerate(totals):
+                total += (activations[index].abs() * real).sum((0, 1))
+            tokens += int(real.sum())
     finally:
         for handle in handles:
             handle.remove()
