@@ -189,7 +189,7 @@ def test_pipeline_benches_over_ssh_and_reports_device_info(device, tmp_path):
                              "ssh_config": str(device.config)}
     (tmp_path / "ssh-box.yaml").write_text(yaml.safe_dump(profile))
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(device=str(tmp_path / "ssh-box.yaml")))
-    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path)
+    proc = cli("run", path, "--out", tmp_path / "run", "--ssh-config", device.config, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
     (art,) = results["artifacts"]
@@ -215,7 +215,7 @@ def test_no_secrets_in_logs_or_reports(device, tmp_path):
                                                                  export={"formats": ["onnx"]}))
     secrets = {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY",
                "HF_TOKEN": "hf_sEcReTtOkEnThatMustNeverLeak0123", "SSH_AUTH_SOCK": "/tmp/agent-s3cr3t.sock"}
-    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, env=secrets)
+    proc = cli("run", path, "--out", tmp_path / "run", "--ssh-config", device.config, cwd=tmp_path, env=secrets)
     assert proc.returncode == 0, proc.stderr[-2000:]
     key_lines = [line for line in (device.root / "client_key").read_text().splitlines() if "PRIVATE KEY" not in line]
     needles = [s.encode() for s in secrets.values()] + [line.encode() for line in key_lines if len(line) > 20]

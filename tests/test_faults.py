@@ -94,7 +94,8 @@ def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_
         (tmp_path / "flaky-box.yaml").write_text(yaml.safe_dump(profile))
         path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(
             device=str(tmp_path / "flaky-box.yaml"), bench={"runs": 300_000, "min_time_s": 20.0, "timeout_s": 120}))
-        proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(tmp_path / "run")],
+        proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(tmp_path / "run"),
+                                 "--ssh-config", str(device.config)],
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sshd = psutil.Process(device.process.pid)
         deadline = time.time() + 300

@@ -8,17 +8,18 @@ one still refused). Every remote path is quoted; the temp dir is removed afterwa
 from __future__ import annotations
 
 import io
-import json
-import re
 import shlex
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgedistill.bench.local import RUNNER, BenchFailed
+from edgedistill.bench.local import RUNNER, BenchFailed, check_result, last_json_line, run_bounded
 
-ADDRESS = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d+))?/?$")
+# Keep-alives: a device that stops answering mid-session is given up after 3 x 5 s, not after the whole timeout.
+KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+# The short steps (make the folder, clean up) get this long after connecting, whatever the run's timeout: a
+# server that stalls after its banner (no keep-alives before login) costs this, not the whole run's timeout.
+SETUP_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -33,32 +34,34 @@ class SshTarget:
 
     @classmethod
     def parse(cls, address: str, **options) -> "SshTarget":
-        from edgedistill.config.device import refuse_password
+        from edgedistill.config.device import SSH_ADDRESS, check_ssh_address
         from edgedistill.errors import UserError
 
         try:
-            refuse_password(address)
+            check_ssh_address(address)
         except ValueError as exc:
             raise UserError(f"target {exc}") from None
-        match = ADDRESS.match(address)
-        if not match:
+        match = SSH_ADDRESS.match(address)
+        if match is None:  # auto or local: not an ssh target
             raise UserError(f"target {address!r}: expected ssh://[user@]host[:port]")
         port = match["port"]
-        return cls(match["user"], match["host"], int(port) if port else None, **options)
+        return cls(match["user"], match["host"].strip("[]"), int(port) if port else None, **options)
 
     @property
     def address(self) -> str:
-        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{self.user + '@' if self.user else ''}{host}{':' + str(self.port) if self.port else ''}"
 
     def command(self, remote: str) -> list[str]:
         """The ssh command line running `remote` (a shell string, already quoted) on the device."""
         cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout_s)}",
-               "-o", f"StrictHostKeyChecking={'accept-new' if self.trust_new_host else 'yes'}"]
+               "-o", f"StrictHostKeyChecking={'accept-new' if self.trust_new_host else 'yes'}", *KEEPALIVE]
         if self.ssh_config:
             cmd += ["-F", str(self.ssh_config)]
         if self.port:
             cmd += ["-p", str(self.port)]
-        return cmd + [f"{self.user}@{self.host}" if self.user else self.host, "--", remote]
+        # '--' before the destination: nothing after it is read as an option, by any OpenSSH version.
+        return cmd + ["--", f"{self.user}@{self.host}" if self.user else self.host, remote]
 
 
 def _explain(target: SshTarget, stderr: str, code: int) -> str:
@@ -77,16 +80,13 @@ def _explain(target: SshTarget, stderr: str, code: int) -> str:
 
 
 def _ssh(target: SshTarget, remote: str, *, timeout_s: float, stdin: bytes | None = None) -> str:
-    try:
-        proc = subprocess.run(target.command(remote), input=stdin, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BenchFailed(f"{target.address}: timed out after {timeout_s:g} s") from None
-    if proc.returncode == 255:  # ssh's own failure (connection, auth, host key), not the remote command's
-        raise BenchFailed(_explain(target, proc.stderr.decode(errors="replace"), proc.returncode))
-    if proc.returncode != 0 and not proc.stdout.strip():
-        raise BenchFailed(f"{target.address}: remote command exited {proc.returncode}: "
-                          f"{' '.join(proc.stderr.decode(errors='replace').split())[-300:]}")
-    return proc.stdout.decode(errors="replace")
+    code, out, err = run_bounded(target.command(remote), timeout_s=timeout_s, stdin=stdin, what=target.address)
+    if code == 255:  # ssh's own failure (connection, auth, host key), not the remote command's
+        raise BenchFailed(_explain(target, err.decode(errors="replace"), code))
+    if code != 0 and not out.strip():
+        raise BenchFailed(f"{target.address}: remote command exited {code}: "
+                          f"{' '.join(err.decode(errors='replace').split())[-300:]}")
+    return out.decode(errors="replace")
 
 
 def _bundle(files: dict[str, Path]) -> bytes:
@@ -102,7 +102,11 @@ def run_ssh(target: SshTarget, model: Path, data: Path | None, *, threads: int, 
             warmup_runs: int, warmup_s: float, runs: int, min_time_s: float, timeout_s: float,
             providers: list[str] = ("CPUExecutionProvider",), seq_len: int | None = None) -> dict:
     """Copy, run and clean up on the device; the runner's JSON result, or BenchFailed with one line."""
-    workdir = _ssh(target, "mktemp -d", timeout_s=timeout_s).strip().splitlines()[-1]  # mode 0700: private
+    setup_s = min(timeout_s, target.connect_timeout_s + SETUP_TIMEOUT_S)
+    answer = _ssh(target, "mktemp -d", timeout_s=setup_s).strip().splitlines()
+    workdir = answer[-1] if answer else ""  # mode 0700: private
+    if not workdir.startswith("/") or len(workdir) > 255 or not workdir.isprintable():
+        raise BenchFailed(f"{target.address}: mktemp -d answered {workdir[:80]!r}, not a folder path")
     q = shlex.quote
     try:
         files = {"runner.py": RUNNER, model.name: model}
@@ -121,14 +125,15 @@ def run_ssh(target: SshTarget, model: Path, data: Path | None, *, threads: int, 
         out = _ssh(target, " ".join(q(a) for a in args), timeout_s=timeout_s)
     finally:
         try:
-            _ssh(target, f"rm -rf -- {q(workdir)}", timeout_s=30)
+            _ssh(target, f"rm -rf -- {q(workdir)}", timeout_s=setup_s)
         except BenchFailed:
             pass  # the device went away; nothing more to clean from here
+    answer = last_json_line(out.encode())
+    if answer is None:
+        raise BenchFailed(f"{target.address}: the runner printed no result")
     try:
-        result = json.loads(out.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        raise BenchFailed(f"{target.address}: the runner printed no result") from None
-    if result.get("status") != "ok":
-        raise BenchFailed(f"{target.address}: runner exited {result.get('exit_code')}: {result.get('error')}")
+        result = check_result(answer)
+    except BenchFailed as exc:
+        raise BenchFailed(f"{target.address}: {exc}") from None
     result["target"] = target.address
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from edgedistill.bench.local import host_cores, run_local
@@ -14,6 +15,22 @@ def resolve_target(target: str, device) -> str:
         return target
     conn = device.connection
     return conn.address if conn and conn.transport == "ssh" and conn.address else "local"
+
+
+def ssh_config_for(target: str, device, given: Path | None) -> Path | None:
+    """The OpenSSH config to use: only one the user names on the command line (--ssh-config).
+
+    An ssh_config can run commands on this machine (ProxyCommand, LocalCommand, Match exec), and a device
+    profile is data that may come from anywhere, so a profile's `connection.ssh_config` is never used on its
+    own: a run that would need it stops with one line saying how to opt in.
+    """
+    from edgedistill.errors import UserError
+
+    named = device.connection.ssh_config if device.connection else None
+    if given is not None or named is None or not target.startswith("ssh://"):
+        return given
+    raise UserError(f"device {device.name!r}: connection.ssh_config names {str(named)!r}, an OpenSSH config, which "
+                    f"can run commands on this machine; pass --ssh-config {shlex.quote(str(named))} to use it")
 
 
 def bench_threads(target: str, device, requested: int | None) -> int:
@@ -41,7 +58,7 @@ def run_on(target: str, device, model: Path, data: Path | None, *, threads: int,
                          min_time_s=min_time_s, timeout_s=timeout_s, providers=providers, seq_len=seq_len)
     conn = device.connection
     ssh = SshTarget.parse(target, trust_new_host=trust_new_host or bool(conn and conn.trust_new_host),
-                          ssh_config=ssh_config or (conn.ssh_config if conn else None),
+                          ssh_config=ssh_config_for(target, device, ssh_config),
                           connect_timeout_s=conn.connect_timeout_s if conn else 10,
                           python=conn.python if conn else "python3")
     return run_ssh(ssh, model, data, threads=threads, cores=None, warmup_runs=warmup_runs, warmup_s=warmup_s,

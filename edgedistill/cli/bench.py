@@ -30,22 +30,22 @@ def bench_command(
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
     from edgedistill.bench.local import BenchFailed
     from edgedistill.bench.targets import bench_threads, resolve_target, run_on
-    from edgedistill.config.device import load_device, refuse_password
+    from edgedistill.cli.run import check_ssh_config
+    from edgedistill.config.device import check_ssh_address, load_device
     from edgedistill.errors import unknown_choice
 
     if model.suffix not in (".onnx", ".tflite"):
         raise UserError(f"{model}: {unknown_choice('model suffix', model.suffix, ['.onnx', '.tflite'])}")
-    for path, what in ((model, "MODEL"), (data, "--data"), (ssh_config, "--ssh-config")):
+    for path, what in ((model, "MODEL"), (data, "--data")):
         if path is not None and not path.is_file():
             raise UserError(f"{path}: {what}: file not found")
     profile = load_device(device)
     try:
-        refuse_password(target)
+        check_ssh_address(target)
     except ValueError as exc:
         raise UserError(f"--target {exc}") from None
     where = resolve_target(target, profile)
-    if where != "local" and not where.startswith("ssh://"):
-        raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")
+    check_ssh_config(where, profile, ssh_config)
     n = bench_threads(where, profile, threads)
     try:
         result = run_on(where, profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,

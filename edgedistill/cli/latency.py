@@ -24,13 +24,16 @@ def calibrate_command(
     output: Optional[Path] = typer.Option(None, "--output", help="Default: NAME.calibration.json next to the profile."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing calibration file."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of "
+                                              "~/.ssh/config (a device profile's is used only when named here)."),
 ) -> None:
     """Time micro-models on the device's runtime and fit the latency predictor to it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedistill.bench.local import BenchFailed
     from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
-    from edgedistill.config.device import device_path, load_device
+    from edgedistill.cli.run import check_ssh_config
+    from edgedistill.config.device import check_ssh_address, device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
     from edgedistill.latency.calibration import (MICRO_MODELS, calibrate, calibration_path, refuse_overwrite,
                                                  write_calibration)
@@ -38,9 +41,12 @@ def calibrate_command(
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
     profile_path = device_path(device)
     profile = load_device(device)
+    try:
+        check_ssh_address(target)
+    except ValueError as exc:
+        raise UserError(f"--target {exc}") from None
     where = resolve_target(target, profile)
-    if where != "local" and not where.startswith("ssh://"):
-        raise UserError(f"--target {target!r}: expected local, auto or ssh://[user@]host[:port]")
+    check_ssh_config(where, profile, ssh_config)
     out = output or calibration_path(profile_path)
     refuse_overwrite(out, replace)  # say so before minutes of measuring, not after
     n = bench_threads(where, profile, threads)
@@ -53,7 +59,7 @@ def calibrate_command(
     def bench(artifact: Path) -> dict:
         try:
             return run_on(where, profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
-                          min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host)
+                          min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host, ssh_config=ssh_config)
         except BenchFailed as exc:
             raise UserError(f"calibration stopped, nothing written: {exc}") from None
 

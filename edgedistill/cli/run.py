@@ -42,6 +42,8 @@ def run_command(
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages whose inputs and outputs still match."),
     target: Optional[str] = typer.Option(None, "--target", help="Where to benchmark: local, or ssh://user@host[:port]."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of "
+                                              "~/.ssh/config (a device profile's is used only when named here)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, max=256,
                                         help="Distill with N data-parallel processes (torchrun, DDP), replacing "
                                              "distill.processes."),
@@ -60,6 +62,7 @@ def run_command(
     spec = load_pipeline(path, overrides={"device": device, "seed": seed, "distill": {"processes": nproc}, "bench": {
         "target": target, "trust_new_host": trust_new_host or None}})
     profile = load_device(spec.device)
+    check_ssh_config(spec.bench.target, profile, ssh_config)
     rank = torchrun_rank()
     if rank is not None:
         check_torchrun_run(spec, out)
@@ -72,10 +75,19 @@ def run_command(
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
-    _execute(spec, profile, run_dir, resume)
+    _execute(spec, profile, run_dir, resume, ssh_config)
 
 
-def _execute(spec, profile, run_dir: Path, resume: bool) -> None:
+def check_ssh_config(target: str, profile, ssh_config: Optional[Path]) -> None:
+    """Before anything runs: the --ssh-config file exists, and a profile's own ssh_config is not used unasked."""
+    from edgedistill.bench.targets import resolve_target, ssh_config_for
+
+    if ssh_config is not None and not ssh_config.is_file():
+        raise UserError(f"{ssh_config}: --ssh-config: file not found")
+    ssh_config_for(resolve_target(target, profile), profile, ssh_config)
+
+
+def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Path] = None) -> None:
     from rich.console import Console
 
     from edgedistill.distill.worker import run_as_rank, torchrun_rank
@@ -86,7 +98,8 @@ def _execute(spec, profile, run_dir: Path, resume: bool) -> None:
 
     def pipeline():
         console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")
-        return run_pipeline(spec, profile, default_stages(spec), run_dir, resume=resume, console=console)
+        return run_pipeline(spec, profile, default_stages(spec), run_dir, resume=resume, console=console,
+                            ssh_config=ssh_config)
 
     if torchrun_rank() is None:
         manifest = pipeline()

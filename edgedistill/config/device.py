@@ -16,7 +16,11 @@ from edgedistill.resources import bundled_dir
 RUNTIMES = ("onnxruntime", "tflite")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
-SSH_ADDRESS = r"^ssh://([^@/:\s]+@)?[^@/:\s]+(:\d+)?/?$"
+# A user name and a host name, as OpenSSH is given them: neither may start with '-' (ssh would read it as
+# an option) and neither holds a shell or ssh_config metacharacter. An IPv6 address goes in brackets.
+_SSH_USER = r"[A-Za-z_][A-Za-z0-9._-]{0,31}"
+_SSH_HOST = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]"
+SSH_ADDRESS = re.compile(rf"^ssh://(?:(?P<user>{_SSH_USER})@)?(?P<host>{_SSH_HOST})(?::(?P<port>\d{{1,5}}))?/?$")
 _PASSWORD = re.compile(r"^(ssh://[^@/:\s]*):[^@/\s]*@")
 
 
@@ -26,6 +30,29 @@ def refuse_password(address: object) -> object:
         masked = _PASSWORD.sub(r"\1:***@", address)
         raise ValueError(f"{masked!r} holds a password; edgedistill connects with SSH keys only, so that no "
                          "password reaches a log or a report (ssh-copy-id installs a key)")
+    return address
+
+
+def check_ssh_address(address: object) -> object:
+    """An ssh://[user@]host[:port] address whose parts cannot be read by ssh as options; a ValueError
+    that says which part is wrong otherwise."""
+    refuse_password(address)
+    if not isinstance(address, str) or address in ("auto", "local"):
+        return address
+    shown = ascii(address)
+    match = SSH_ADDRESS.match(address)
+    if match is None:
+        rest = address.removeprefix("ssh://")
+        if not address.startswith("ssh://"):
+            why = "expected auto, local or ssh://[user@]host[:port]"
+        elif rest.startswith("-") or "@-" in rest:
+            why = "a user or host may not start with '-' (ssh would take it for an option)"
+        else:
+            why = ("expected ssh://[user@]host[:port]: a user of letters, digits, '.', '_', '-' (not first), a host "
+                   "name or address of the same, or [IPv6]")
+        raise ValueError(f"{shown}: {why}")
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{shown}: port {match['port']} is outside 1..65535")
     return address
 
 
@@ -107,13 +134,14 @@ class Connection(Strict):
     """How to reach the device for benchmarks. Plain OpenSSH: ~/.ssh/config applies unless ssh_config says."""
 
     transport: Literal["local", "ssh"] = "local"
-    address: str | None = Field(default=None, pattern=SSH_ADDRESS)
+    address: str | None = None
     python: str = Field(default="python3", description="the interpreter on the device that runs the runner")
-    ssh_config: Path | None = None
+    ssh_config: Path | None = Field(default=None, description="used only when --ssh-config names it too: an "
+                                    "OpenSSH config can run commands here (ProxyCommand, LocalCommand, Match exec)")
     trust_new_host: bool = False
     connect_timeout_s: float = Field(default=10, gt=0, le=300)
 
-    _no_password = field_validator("address", mode="before")(refuse_password)
+    _safe_address = field_validator("address", mode="before")(check_ssh_address)
 
 
 class DeviceProfile(Strict):
@@ -129,22 +157,36 @@ class DeviceProfile(Strict):
     connection: Connection | None = None
 
 
-def device_files() -> dict[str, Path]:
-    """Known device profiles by name: the bundled ones, then EDGEDISTILL_DEVICES folders (os.pathsep)."""
+def _scan_devices() -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Profiles by name, the bundled ones first, then EDGEDISTILL_DEVICES folders (os.pathsep); and every
+    name defined more than once, with all its files."""
     dirs = [bundled_dir("devices")] + [Path(p) for p in os.environ.get("EDGEDISTILL_DEVICES", "").split(os.pathsep) if p]
     files: dict[str, Path] = {}
+    twice: dict[str, list[Path]] = {}
     for folder in dirs:
         for path in sorted(folder.glob("*.yaml")):
-            files[path.stem] = path
-    return files
+            if path.stem in files and files[path.stem].resolve() != path.resolve():
+                twice.setdefault(path.stem, [files[path.stem]]).append(path)
+            files.setdefault(path.stem, path)
+    return files, twice
+
+
+def device_files() -> dict[str, Path]:
+    """Known device profiles by name (see `_scan_devices`); a name defined twice keeps its first file."""
+    return _scan_devices()[0]
 
 
 def device_path(name_or_path: str) -> Path:
-    """The profile file of a device name (see `device_files`) or of a YAML path."""
+    """The profile file of a device name (see `device_files`) or of a YAML path. A name that a folder in
+    EDGEDISTILL_DEVICES defines again is refused: a folder must not silently change what a bundled name runs."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    files = device_files()
+    files, twice = _scan_devices()
+    if name_or_path in twice:
+        places = ", ".join(str(p) for p in twice[name_or_path])
+        raise UserError(f"device {name_or_path!r} is defined more than once ({places}); rename the profile in "
+                        "EDGEDISTILL_DEVICES, or give its file's path instead of the name")
     if name_or_path not in files:
         raise UserError(unknown_choice("device", name_or_path, files))
     return files[name_or_path]

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edgedistill.config.device import SSH_ADDRESS, Budgets, Strict, device_files, refuse_password
+from edgedistill.config.device import Budgets, Strict, check_ssh_address, device_path
 from edgedistill.config.loading import read_yaml, validate
-from edgedistill.errors import unknown_choice
+from edgedistill.errors import UserError, unknown_choice
 from edgedistill.models import family_names, is_factory
 
 
@@ -212,8 +212,8 @@ class Export(Strict):
 
 
 class Bench(Strict):
-    target: str = Field(default="auto", pattern=rf"^(auto|local|{SSH_ADDRESS[1:-1]})$",
-                        description="auto: the device profile's ssh connection if it has one, else local")
+    target: str = Field(default="auto", description="auto: the device profile's ssh connection if it has one, else "
+                                                    "local; or ssh://[user@]host[:port]")
     trust_new_host: bool = False
     warmup_runs: int = Field(default=10, ge=0)
     warmup_s: float = Field(default=0.2, ge=0)
@@ -222,7 +222,7 @@ class Bench(Strict):
     threads: int | None = Field(default=None, ge=1, description="default: the device's cores, capped at the host's")
     timeout_s: float = Field(default=600, gt=0)
 
-    _no_password = field_validator("target", mode="before")(refuse_password)
+    _safe_target = field_validator("target", mode="before")(check_ssh_address)
 
 
 class Report(Strict):
@@ -258,9 +258,10 @@ def check_device(value: str, info: ValidationInfo) -> str:
     if value.endswith((".yaml", ".yml")):
         base = (info.context or {}).get("base_dir")
         return str(_existing_file(Path(value), info)) if base else value
-    known = device_files()
-    if value not in known:
-        raise ValueError(unknown_choice("device", value, known))
+    try:
+        device_path(value)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 

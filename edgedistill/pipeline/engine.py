@@ -59,6 +59,7 @@ class RunContext:
     manifest: Manifest
     console: Console
     inputs_digest: str = ""  # of the stage now running; names its resumable state files
+    ssh_config: Path | None = None  # an OpenSSH config the user named on the command line (never a file's)
 
     @property
     def budgets(self) -> Budgets:
@@ -101,7 +102,7 @@ def inputs_digest(stage: Stage, spec: PipelineSpec, device: DeviceProfile, manif
 
 
 def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage], run_dir: Path, *,
-                 resume: bool = False, console: Console | None = None) -> Manifest:
+                 resume: bool = False, console: Console | None = None, ssh_config: Path | None = None) -> Manifest:
     """Run `stages` in `run_dir`. Raises UserError for bad input found mid-run, after the report stage."""
     console = console or Console(stderr=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
     atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     # The device profile as used, so a report rebuilt later shows the budgets this run was judged by.
     atomic_write_text(run_dir / DEVICE, yaml.safe_dump(device.model_dump(mode="json"), sort_keys=False))
-    ctx = RunContext(run_dir, spec, device, manifest, console)
+    ctx = RunContext(run_dir, spec, device, manifest, console, ssh_config=ssh_config)
     first_failure: BaseException | None = None
     for stage in stages:
         digest = inputs_digest(stage, spec, device, manifest)

@@ -44,7 +44,7 @@ def run(spec, ctx) -> StageResult:
                 result = run_on(target, ctx.device, ctx.output("export", key), test_npz, threads=threads,
                                 warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
                                 min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s, trust_new_host=cfg.trust_new_host,
-                                seq_len=seq_len)
+                                ssh_config=ctx.ssh_config, seq_len=seq_len)
         except BenchFailed as exc:
             cells.append({**cell, "status": "failed", "error": str(exc)})
             warnings.append(f"{key}: benchmark failed: {exc}")
