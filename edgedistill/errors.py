@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 
 class UserError(Exception):
-    """Bad input from the user (a file, a field, an argument). Printed as one line, exit code 2."""
+    """Bad input from the user (a file, a field, an argument). Printed as one line per problem (the message's
+    lines), exit code 2."""
 
 
 class StageFailed(Exception):

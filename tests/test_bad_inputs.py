@@ -171,9 +171,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     proc = cli(*args, cwd=tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-500:], proc.stderr[-1500:])
     assert "Traceback" not in proc.stderr
-    # Our errors are `error: ...`; argument errors caught by the CLI parser are click's `Error: ...` line.
+    # Our errors are `error: ...`, one line per problem; argument errors caught by the CLI parser are click's
+    # `Error: ...` line.
     lines = [line for line in proc.stderr.splitlines() if line.lower().startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert lines and any(expected in line for line in lines), proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
     # Nothing the user had is lost or changed.
     assert all(p.is_file() and p.read_bytes() == data for p, data in before.items())
@@ -218,4 +219,15 @@ def test_fuzzed_pipeline_is_valid_or_one_user_error(tmp_path, section, key, valu
     try:
         load_pipeline(path)
     except UserError as exc:
-        assert "\n" not in str(exc) and str(path) in str(exc)
+        assert all(str(path) in line for line in str(exc).split("\n"))
+
+
+def test_every_problem_of_a_pipeline_is_shown_one_line_each(tmp_path):
+    spec = tiny_pipeline_dict(seed=-1, teacher={"epochs": 0, "famly": "resnet"}, distill={"temprature": 3})
+    path = write_pipeline(tmp_path / "p.yaml", spec)
+    proc = cli("validate", path, cwd=tmp_path)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 4, proc.stderr
+    assert all(line.startswith(f"error: {path}:") for line in lines)
+    for field in ("seed", "teacher.epochs", "teacher.famly", "distill.temprature"):
+        assert any(f": {field}: " in line for line in lines), field

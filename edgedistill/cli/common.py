@@ -8,16 +8,17 @@ import os
 import typer
 
 from edgedistill.errors import UserError
+from edgedistill.terminal import terminal_safe
 
 state = {"debug": bool(os.environ.get("EDGEDISTILL_DEBUG"))}
 
 
 def table_console():
     """A rich console for tables; piped output gets a fixed, wide-enough width instead of rich's 80-column guess."""
-    from rich.console import Console
+    from edgedistill.terminal import SafeConsole
 
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+    console = SafeConsole()
+    return console if console.is_terminal else SafeConsole(width=160)
 
 
 def user_errors(command):
@@ -30,7 +31,8 @@ def user_errors(command):
         except UserError as exc:
             if state["debug"]:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            for line in str(exc).split("\n"):  # one line per problem
+                typer.echo(f"error: {terminal_safe(line, one_line=True)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; finished stages are kept: rerun with --resume to continue", err=True)

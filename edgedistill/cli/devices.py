@@ -13,15 +13,21 @@ app = typer.Typer(no_args_is_help=True, help="List and show device profiles.")
 @user_errors
 def list_devices() -> None:
     """A table of every known device profile and its default budgets."""
+    from rich.markup import escape
     from rich.table import Table
 
     from edgedistill.config.device import device_files, load_device
+    from edgedistill.errors import UserError
 
     table = Table(title="device profiles")
     for column in ("name", "compute", "cores", "fp32 GFLOPS", "RAM GB", "default", "budgets"):
         table.add_column(column, no_wrap=column in ("name", "default"))
     for name in device_files():
-        d = load_device(name)
+        try:
+            d = load_device(name)
+        except UserError as exc:  # a name defined twice, or a broken profile: say so in its row
+            table.add_row(name, "", "", "", "", "refused", escape(str(exc)))
+            continue
         hw, b = d.hardware, d.budgets
         budgets = " · ".join(text for value, text in (
             (b.max_model_mb, f"size ≤{b.max_model_mb:g} MB"), (b.max_ram_mb, f"RAM ≤{b.max_ram_mb:g} MB"),
@@ -36,14 +42,12 @@ def list_devices() -> None:
 @user_errors
 def show_device(name: str = typer.Argument(..., help="A profile name (see `devices list`) or a YAML file.")) -> None:
     """One profile: its file, with the sources of its figures, and the values read at load time."""
-    from pathlib import Path
-
     from rich.syntax import Syntax
 
-    from edgedistill.config.device import device_files, load_device
+    from edgedistill.config.device import device_path, load_device
 
     profile = load_device(name)
-    path = Path(name) if Path(name).suffix in (".yaml", ".yml") else device_files()[name]
+    path = device_path(name)
     console = table_console()
     console.print(f"[bold]{profile.name}[/bold] — {profile.description}\n[dim]{path}[/dim]")
     console.print(Syntax(path.read_text(), "yaml", theme="ansi_dark", background_color="default"))

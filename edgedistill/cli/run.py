@@ -25,13 +25,21 @@ def _run_dir(name: str, out: Optional[Path], resume: bool) -> Path:
         if (out / MANIFEST).exists() and not resume:
             raise UserError(f"--out {out}: already holds a run; add --resume to continue it, or choose another folder")
         return out
-    base = Path("runs") / name
+    base = Path("runs") / folder_name(name)
     if resume:
         earlier = sorted(p for p in base.glob("*") if (p / MANIFEST).exists()) if base.is_dir() else []
         if not earlier:
             raise UserError(f"--resume: no earlier run of '{name}' under {base}/; pass --out DIR to name one")
         return earlier[-1]
     return base / time.strftime("%Y%m%d-%H%M%S")
+
+
+def folder_name(name: str) -> str:
+    """A pipeline's name as one safe path component: no separators, no '..', nothing hidden or empty."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return safe[:100] or "pipeline"
 
 
 def run_command(
@@ -75,7 +83,13 @@ def run_command(
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
-    _execute(spec, profile, run_dir, resume, ssh_config)
+    if rank:  # rank 0 holds the folder's lock for the whole job; the others only join its distill stage
+        _execute(spec, profile, run_dir, resume, ssh_config)
+        return
+    from edgedistill.pipeline.lock import run_lock
+
+    with run_lock(run_dir):
+        _execute(spec, profile, run_dir, resume, ssh_config)
 
 
 def check_ssh_config(target: str, profile, ssh_config: Optional[Path]) -> None:
@@ -88,13 +102,12 @@ def check_ssh_config(target: str, profile, ssh_config: Optional[Path]) -> None:
 
 
 def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Path] = None) -> None:
-    from rich.console import Console
-
     from edgedistill.distill.worker import run_as_rank, torchrun_rank
     from edgedistill.pipeline.engine import run_pipeline
     from edgedistill.stages import default_stages
+    from edgedistill.terminal import SafeConsole
 
-    console = Console(stderr=True)
+    console = SafeConsole(stderr=True)
 
     def pipeline():
         console.print(f"[bold]edgedistill[/bold] {spec.name} → {profile.name}   run folder: {run_dir}")

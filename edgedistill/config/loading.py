@@ -19,24 +19,84 @@ from edgedistill.errors import UserError, unknown_choice
 Model = TypeVar("Model", bound=BaseModel)
 
 
+MAX_YAML_BYTES = 1 << 20  # a pipeline or profile is a few kB
+MAX_YAML_NODES = 100_000  # after aliases are expanded: a few nested aliases can stand for billions
+MAX_YAML_DEPTH = 50
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file with the safe loader; return the data and its node tree (for line numbers)."""
+    """Parse a YAML file with the safe loader; return the data and its node tree (for line numbers).
+
+    Only a regular file of at most MAX_YAML_BYTES is read (not /dev/zero, not a FIFO that never ends), and its
+    node tree, aliases expanded, must stay within MAX_YAML_NODES and MAX_YAML_DEPTH before anything is built.
+    """
+    text = read_text_file(path, MAX_YAML_BYTES, "YAML")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_yaml_size(node, path)
         # SafeLoader never constructs Python objects: tags like !!python/object are rejected.
         data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than YAML can be read here; a pipeline is a few levels deep") from None
     return data, node
+
+
+def read_text_file(path: Path, max_bytes: int, what: str) -> str:
+    """A regular UTF-8 file of at most `max_bytes`; one line naming the file otherwise."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path}: not a regular file (a device, pipe or folder); expected a {what} file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise UserError(f"{path}: larger than {max_bytes >> 10} kB; a {what} file is much smaller")
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+
+
+def check_yaml_size(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a node tree whose alias-expanded size or depth is past the limits (a 'billion laughs' file),
+    or that refers to itself, counting each shared node once per use without expanding anything."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{path}:{node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise UserError(f"{path}:{node.start_mark.line + 1}: an alias refers to the node that holds it")
+        open_nodes.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_YAML_NODES:
+                raise UserError(f"{path}: expands to more than {MAX_YAML_NODES:,} values through its aliases; "
+                                "a pipeline has a few hundred")
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root, 0)
 
 
 def validate(model: type[Model], data: Any, path: Path, node: yaml.Node | None = None,
@@ -50,10 +110,19 @@ def validate(model: type[Model], data: Any, path: Path, node: yaml.Node | None =
         raise UserError(describe_error(model, exc, path, node)) from None
 
 
+MAX_PROBLEMS = 20  # shown one per line; a file with more is likely not a pipeline at all
+
+
 def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, node: yaml.Node | None) -> str:
-    """The first validation error as one line (the count of the others is appended)."""
+    """Every validation error, one line each (as ruff and mypy print them), so all can be fixed in one go."""
     errors = exc.errors(include_url=False)
-    err = errors[0]
+    lines = [_describe_one(model, err, path, node) for err in errors[:MAX_PROBLEMS]]
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"{path}: {len(errors) - MAX_PROBLEMS} more problems not shown")
+    return "\n".join(lines)
+
+
+def _describe_one(model: type[BaseModel], err: dict, path: Path, node: yaml.Node | None) -> str:
     loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -70,14 +139,14 @@ def describe_error(model: type[BaseModel], exc: ValidationError, path: Path, nod
     elif err["type"] == "value_error":
         message = _clean(err["msg"])  # our validators name the value themselves
     else:
-        message = f"{_clean(err['msg'])}, got {value!r}"
+        shown = repr(value)
+        message = f"{_clean(err['msg'])}, got {shown if len(shown) <= 200 else shown[:200] + '...'}"
     # A key with a newline or other control character is shown escaped: the error stays one line.
     field = ".".join(str(p) if str(p).isprintable() else repr(str(p))
                      for i, p in enumerate(loc) if not _is_union_tag(model, loc, i)) or "(top level)"
     line = _line_of(node, loc)
     where = f"{path}:{line}" if line else f"{path}"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {field}: {message}{more}"
+    return f"{where}: {field}: {message}"
 
 
 def _split_choices(expected: str) -> list[str]:

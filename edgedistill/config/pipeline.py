@@ -232,15 +232,23 @@ class Report(Strict):
 class PipelineBase(Strict):
     """What every kind of pipeline has: its name, seed, device and budgets, benchmark and report."""
 
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    seed: int = Field(default=0, ge=0)
+    name: str = Field(min_length=1, max_length=100, description="also the run folder's name, made one safe "
+                                                                  "path component (runs/<name>/...)")
+    description: str = Field(default="", max_length=10_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="numpy and torch take seeds below 2^32")
     device: str
     budgets: Budgets = Field(default_factory=Budgets, description="overrides the device profile's budgets")
     bench: Bench = Field(default_factory=Bench)
     report: Report = Field(default_factory=Report)
 
     _known_device = field_validator("device")(lambda value, info: check_device(value, info))
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError(f"{value!r} holds control characters; use letters, digits, '.', '_' or '-'")
+        return value
 
 
 class PipelineSpec(PipelineBase):

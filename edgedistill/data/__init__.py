@@ -37,6 +37,16 @@ def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fra
     """Train/val/test split that keeps each class's share, the same for the same seed."""
     from sklearn.model_selection import train_test_split
 
+    from edgedistill.errors import UserError
+
+    counts = np.bincount(y, minlength=len(class_names))
+    fewest = int(counts.argmin())
+    # Each class must reach train, validation and test, and each held-out part must hold every class once.
+    needed = max(3, int(np.ceil(len(class_names) / min(val_fraction, test_fraction) / len(y))))
+    if counts[fewest] < needed or min(val_fraction, test_fraction) * len(y) < len(class_names):
+        raise UserError(f"data: class {class_names[fewest]!r} has {counts[fewest]} samples of {len(y)} in all; a "
+                        f"stratified train/val/test split of {len(class_names)} classes needs at least {needed} of "
+                        f"each, and val_fraction and test_fraction x {len(y)} samples of at least {len(class_names)}")
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],

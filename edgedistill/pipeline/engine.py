@@ -19,6 +19,8 @@ from typing import Any, Callable
 import yaml
 from rich.console import Console
 
+from edgedistill.terminal import SafeConsole
+
 from edgedistill import __version__
 from edgedistill.config.device import Budgets, DeviceProfile
 from edgedistill.config.pipeline import PipelineSpec
@@ -104,7 +106,7 @@ def inputs_digest(stage: Stage, spec: PipelineSpec, device: DeviceProfile, manif
 def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage], run_dir: Path, *,
                  resume: bool = False, console: Console | None = None, ssh_config: Path | None = None) -> Manifest:
     """Run `stages` in `run_dir`. Raises UserError for bad input found mid-run, after the report stage."""
-    console = console or Console(stderr=True)
+    console = console or SafeConsole(stderr=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(run_dir) if resume and (run_dir / MANIFEST).exists() else Manifest(spec.name)
     atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -211,4 +213,4 @@ def load_run(run_dir: Path, console: Console | None = None) -> RunContext:
             raise UserError(f"{run_dir}: not a run folder (no {name})")
     spec = load_pipeline(run_dir / RESOLVED)
     device = load_device(str(run_dir / DEVICE)) if (run_dir / DEVICE).is_file() else load_device(spec.device)
-    return RunContext(run_dir, spec, device, Manifest.load(run_dir), console or Console(stderr=True))
+    return RunContext(run_dir, spec, device, Manifest.load(run_dir), console or SafeConsole(stderr=True))
