@@ -56,6 +56,11 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise
 
 
+def cache_root() -> Path:
+    """Where digest-keyed results shared by runs live: EDGEDISTILL_CACHE, else ~/.cache/edgedistill."""
+    return Path(os.environ.get("EDGEDISTILL_CACHE") or Path.home() / ".cache" / "edgedistill")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -19,11 +19,7 @@ import torch
 
 from edgedistill import __version__
 from edgedistill.distill.hooks import FeatureHooks
-from edgedistill.fileio import sha256_json
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("EDGEDISTILL_CACHE") or Path.home() / ".cache" / "edgedistill")
+from edgedistill.fileio import cache_root, sha256_json
 
 
 @dataclass

@@ -26,6 +26,7 @@ from edgedistill.config.device import Budgets, DeviceProfile
 from edgedistill.config.pipeline import PipelineSpec
 from edgedistill.errors import StageFailed, UserError
 from edgedistill.fileio import atomic_write_text, sha256_json
+from edgedistill.pipeline.inputs import files_digest
 from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, record_output
 
 RESOLVED = "pipeline.resolved.yaml"
@@ -97,6 +98,8 @@ def inputs_digest(stage: Stage, spec: PipelineSpec, device: DeviceProfile, manif
         "version": __version__,
         "seed": spec.seed,
         "config": {key: dumped.get(key) for key in stage.config_keys},
+        # What the named files hold, not just their paths: a data file replaced in place reruns the stage.
+        "files": files_digest([getattr(spec, key, None) for key in stage.config_keys]),
         "device": device.model_dump(mode="json") if "device" in stage.config_keys else None,
         "upstream": {up: {k: o.sha256 for k, o in manifest.stages[up].outputs.items()}
                      for up in stage.after if up in manifest.stages},

@@ -55,12 +55,33 @@ class Manifest:
 
     @classmethod
     def load(cls, run_dir: Path) -> "Manifest":
-        raw = json.loads((run_dir / MANIFEST).read_text())
-        stages = {}
-        for name, rec in raw.pop("stages", {}).items():
-            outputs = {k: OutputRecord(**v) for k, v in rec.pop("outputs", {}).items()}
-            stages[name] = StageRecord(outputs=outputs, **rec)
-        return cls(stages=stages, **raw)
+        """The manifest of `run_dir`; one line (UserError) when it is damaged rather than a traceback."""
+        from edgedistill.config.loading import read_text_file
+        from edgedistill.errors import UserError
+
+        path = run_dir / MANIFEST
+        text = read_text_file(path, 64 << 20, "manifest.json")
+        try:
+            raw = json.loads(text)
+            stages = {}
+            for name, rec in raw.pop("stages", {}).items():
+                outputs = {k: OutputRecord(**v) for k, v in rec.pop("outputs", {}).items()}
+                stages[name] = StageRecord(outputs=outputs, **rec)
+            manifest = cls(stages=stages, **raw)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raise UserError(f"{path}: damaged ({' '.join(str(exc).split())[:200]}); start a new run, or delete it "
+                            "to rerun every stage of this folder with --resume") from None
+        if not all(isinstance(o.path, str) and isinstance(o.sha256, str) and _inside(o.path)
+                   for r in stages.values() for o in r.outputs.values()):
+            raise UserError(f"{path}: damaged (an output without a sha256, or with a path outside the run folder); "
+                            "start a new run")
+        return manifest
+
+
+def _inside(relative: str) -> bool:
+    """A recorded output path stays in the run folder: relative, no '..'."""
+    path = Path(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts
 
 
 def record_output(run_dir: Path, path: Path) -> OutputRecord:
