@@ -22,9 +22,10 @@ def _load_npz(path: Path, what: str):
     return (x[:, None] if x.ndim == 3 else x), y
 
 
-def _checkpoint(checkpoint: Path, arch: Optional[Path]):
-    """(model, arch info, run folder or None) from a weights file + arch.json, or from a run folder."""
-    from edgedistill.models.io import ArchInfo, load_weights
+def _checkpoint(checkpoint: Path, arch: Optional[Path], allow_factory: bool = False):
+    """(model, arch info, run folder or None) from a weights file + arch.json, or from a run folder (whose
+    pipeline names the user factories its arch.json may use)."""
+    from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
 
     run_dir = checkpoint if checkpoint.is_dir() else None
     if run_dir and (run_dir / "distill" / "model" / "config.json").is_file():
@@ -36,7 +37,12 @@ def _checkpoint(checkpoint: Path, arch: Optional[Path]):
     for path, what in ((weights, "CHECKPOINT"), (arch, "--arch")):
         if not path.is_file():
             raise UserError(f"{path}: {what}: file not found (give a run folder, or weights with --arch arch.json)")
-    info = ArchInfo.load(arch)
+    factories: tuple[str, ...] | bool = allow_factory
+    if run_dir and not allow_factory and (run_dir / "pipeline.resolved.yaml").is_file():
+        from edgedistill.config.pipeline import load_pipeline
+
+        factories = pipeline_families(load_pipeline(run_dir / "pipeline.resolved.yaml"))
+    info = ArchInfo.load(arch, factories)
     model = info.build()
     load_weights(model, weights)
     return model, info, run_dir
@@ -51,6 +57,8 @@ def export_command(
     test_data: Optional[Path] = typer.Option(None, "--test-data", help=".npz with x and y, for parity."),
     method: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile (ONNX)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside the checkpoint)."),
+    allow_factory: bool = typer.Option(False, "--allow-factory", help="Let arch.json name a user factory "
+                                       "(package.module:function), which imports that module."),
 ) -> None:
     """Export a student checkpoint to ONNX or TFLite at a precision, and check its parity with PyTorch."""
     from edgedistill.distill.trainer import predict
@@ -62,7 +70,7 @@ def export_command(
     fmt = get_format(format)
     if precision not in PRECISIONS:
         raise UserError(f"--precision: {unknown_choice('precision', precision, PRECISIONS)}")
-    model, info, run_dir = _checkpoint(checkpoint, arch)
+    model, info, run_dir = _checkpoint(checkpoint, arch, allow_factory)
     calib_x, test = None, None
     if run_dir is not None:
         from edgedistill.config.pipeline import load_pipeline

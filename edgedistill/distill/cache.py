@@ -19,7 +19,7 @@ import torch
 
 from edgedistill import __version__
 from edgedistill.distill.hooks import FeatureHooks
-from edgedistill.fileio import cache_root, sha256_json
+from edgedistill.fileio import cache_root, sha256_file, sha256_json
 
 
 @dataclass
@@ -70,51 +70,94 @@ def compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs:
 
 def load_or_compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str],
                     root: Path | None = None) -> TeacherOutputs:
-    """The cached outputs for this teacher and data, computing and storing them on a miss."""
+    """The cached outputs for this teacher and data, computing and storing them on a miss (and rebuilding an
+    entry that no longer hashes as recorded; the status says so)."""
     key = cache_key(teacher, x, outputs, inputs)
-    cached = lookup(key, root)
+    cached, damage = lookup_checked(key, root)
     if cached is not None:
         return cached
     result = compute(teacher, x, outputs, inputs)
     store(key, result, root)
+    if damage:
+        result.status = f"rebuilt: {damage}"
     return result
 
 
 def lookup(key: str, root: Path | None = None) -> TeacherOutputs | None:
-    """A complete cache entry, memory-mapped; None when there is none."""
+    """A complete, intact cache entry, memory-mapped; None when there is none (a damaged one is removed)."""
+    return lookup_checked(key, root)[0]
+
+
+def lookup_checked(key: str, root: Path | None = None) -> tuple[TeacherOutputs | None, str | None]:
+    """(the entry, None), (None, None) when there is none, or (None, what was wrong) for a damaged entry,
+    which is removed so that it is rebuilt."""
     folder = (root or cache_root()) / "teacher" / key
-    if not (folder / "meta.json").is_file():
-        return None
-    meta = json.loads((folder / "meta.json").read_text())
-    load = lambda name: np.load(folder / name, mmap_mode="r")  # noqa: E731
-    return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
-                          {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key)
+    meta, damage = read_entry(folder)
+    if meta is None:
+        return None, damage
+    try:
+        load = lambda name: np.load(folder / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+        return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
+                              {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key), None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, f"the cached entry {folder} could not be read ({' '.join(str(exc).split())[:120]})"
 
 
 def store(key: str, result: TeacherOutputs, root: Path | None = None) -> None:
-    """Write `result` as the entry `key` (whole or not at all), and mark it a miss."""
+    """Write `result` as the entry `key` (whole or not at all), and mark it a miss. A cache that cannot be
+    written (a full disk) only costs speed: the run goes on, and the status says why nothing was stored."""
     arrays, meta = {"logits.npy": result.logits}, {"outputs": {}, "inputs": {}}
     for kind, named in (("outputs", result.outputs), ("inputs", result.inputs)):
         for i, (path, array) in enumerate(named.items()):
             meta[kind][path] = f"{kind}-{i}.npy"
             arrays[meta[kind][path]] = array
-    write_entry((root or cache_root()) / "teacher" / key, arrays, meta)
     result.status, result.key = "miss", key
+    try:
+        write_entry((root or cache_root()) / "teacher" / key, arrays, meta)
+    except OSError as exc:
+        result.status = f"miss, not stored ({exc.strerror or exc}: {exc.filename or cache_root()})"
 
 
 def write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """A cache entry: .npy files and meta.json, written in a temporary folder and renamed into place, so a
-    reader sees it whole or not at all (meta.json, written last, marks it complete)."""
+    """A cache entry: .npy files and meta.json with their sha256, written in a temporary folder and renamed
+    into place, so a reader sees it whole or not at all (meta.json, written last, marks it complete). A
+    failed write leaves nothing behind."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(tmp / name, array)
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        tmp.mkdir(parents=True)
+        meta = {**meta, "sha256": {}}
+        for name, array in arrays.items():
+            np.save(tmp / name, array)
+            meta["sha256"][name] = sha256_file(tmp / name)
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, folder)
     except OSError:  # another process stored the same entry first; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_entry(folder: Path) -> tuple[dict | None, str | None]:
+    """The meta.json of a complete entry whose every file still hashes as recorded: (meta, None);
+    (None, None) when there is no entry; (None, why) when it is damaged, after removing it."""
+    if not (folder / "meta.json").is_file():
+        return None, None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        digests = meta["sha256"]
+        bad = next((name for name, digest in digests.items()
+                    if "/" in name or sha256_file(folder / name) != digest), None)
+        why = None if bad is None else f"{bad} does not hash as recorded"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"its meta.json is unreadable or without digests ({type(exc).__name__})"
+    if why is None:
+        return meta, None
+    shutil.rmtree(folder, ignore_errors=True)
+    return None, f"the cached entry {folder.name} was damaged ({why}) and is rebuilt"
 
 
 def merge_shards(shards: list[TeacherOutputs], n: int) -> TeacherOutputs:

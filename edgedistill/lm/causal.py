@@ -89,12 +89,12 @@ def teacher_topk(teacher: nn.Module, blocks: torch.Tensor, k: int, *, root: Path
                  batch_size: int = 32) -> TopKLogits:
     """Top-k logits of the teacher on `blocks`, computed once and kept on disk (DistillKit's offline cache),
     keyed by the digests of the teacher's weights, the blocks and k."""
-    from edgedistill.distill.cache import cache_root, weights_digest, write_entry
+    from edgedistill.distill.cache import cache_root, read_entry, weights_digest, write_entry
 
     data = hashlib.sha256(blocks.numpy().tobytes()).hexdigest()
     key = sha256_json({"weights": weights_digest(teacher), "blocks": data, "shape": list(blocks.shape), "k": k})[:32]
     folder = (root or cache_root()) / "topk" / key
-    if (folder / "meta.json").is_file():
+    if read_entry(folder)[0] is not None:  # a damaged entry is removed and rebuilt below
         return TopKLogits(np.load(folder / "values.npy", mmap_mode="r"), np.load(folder / "indices.npy", mmap_mode="r"),
                           status="hit")
     teacher.eval()

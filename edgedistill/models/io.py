@@ -6,6 +6,7 @@ Loading never runs code from a file: safetensors, or `torch.load(weights_only=Tr
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,10 +34,62 @@ class ArchInfo:
         atomic_write_json(path, asdict(self))
 
     @classmethod
-    def load(cls, path: Path) -> "ArchInfo":
-        raw = json.loads(path.read_text())
+    def load(cls, path: Path, factories: Collection[str] | bool = ()) -> "ArchInfo":
+        """An arch.json, checked field by field. Its family must be a registered one, or a user factory in
+        `factories` (the ones the pipeline names), or any factory if `factories` is True (--allow-factory):
+        an arch.json is data, and naming `module:function` in it must not import code by itself."""
+        from edgedistill.config.loading import read_text_file
+        from edgedistill.models import family_names, is_factory
+
+        try:
+            raw = json.loads(read_text_file(path, 1 << 20, "arch.json"))
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
+        if not isinstance(raw, dict) or set(raw) != set(cls.__dataclass_fields__):
+            keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise UserError(f"{path}: expected the keys {', '.join(sorted(cls.__dataclass_fields__))}, got {keys}")
+        problems = [f"{key}: {why}" for key, why in _arch_problems(raw)]
+        if problems:
+            raise UserError("\n".join(f"{path}: {p}" for p in problems))
+        family = raw["family"]
+        if family not in family_names() and not (factories is True or family in (factories or ())):
+            what = "a user factory, imported only when the pipeline names it or with --allow-factory" \
+                if is_factory(family) else f"unknown (valid: {', '.join(family_names())})"
+            raise UserError(f"{path}: family: {family!r} is {what}")
         raw["input_hw"] = tuple(raw["input_hw"])
         return cls(**raw)
+
+
+def pipeline_families(spec) -> tuple[str, ...]:
+    """The families a pipeline names: the only user factories its run folder's arch.json files may name."""
+    return tuple(part.family for part in (spec.teacher, spec.student) if hasattr(part, "family"))
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _arch_problems(raw: dict) -> list[tuple[str, str]]:
+    """(field, what is wrong) for every bad value of an arch.json."""
+    problems = []
+    if not isinstance(raw["family"], str) or not raw["family"]:
+        problems.append(("family", f"{raw['family']!r}; expected a family name"))
+    for key in ("width", "depth"):
+        value = raw[key]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 4):
+            problems.append((key, f"{value!r}; expected a number in (0, 4]"))
+    if not _is_int(raw["in_channels"], 1, 64):
+        problems.append(("in_channels", f"{raw['in_channels']!r}; expected an integer 1..64"))
+    if not _is_int(raw["num_classes"], 1, 100_000):
+        problems.append(("num_classes", f"{raw['num_classes']!r}; expected an integer 1..100000"))
+    hw = raw["input_hw"]
+    if not (isinstance(hw, list) and len(hw) == 2 and all(_is_int(v, 1, 4096) for v in hw)):
+        problems.append(("input_hw", f"{hw!r}; expected [height, width], each 1..4096"))
+    names = raw["class_names"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+            and len(names) == raw["num_classes"]):
+        problems.append(("class_names", f"expected {raw['num_classes']!r} strings, one per class"))
+    return problems
 
 
 def save_weights(model, path: Path) -> None:

@@ -9,7 +9,7 @@ from edgedistill.data import load_dataset
 from edgedistill.distill.distiller import assistant_widths, distill_model, width_ratio
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.models import count_params
-from edgedistill.models.io import ArchInfo, load_weights, save_weights
+from edgedistill.models.io import ArchInfo, load_weights, pipeline_families, save_weights
 from edgedistill.pipeline.engine import StageResult
 
 
@@ -37,9 +37,9 @@ def _train(spec, ctx) -> StageResult:
 
     cfg = spec.distill
     data = load_dataset(spec.data, spec.seed)
-    teacher = ArchInfo.load(ctx.output("teacher", "arch")).build()
+    teacher = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec)).build()
     load_weights(teacher, ctx.output("teacher", "weights"))
-    student_arch = ArchInfo.load(ctx.output("student", "arch"))
+    student_arch = ArchInfo.load(ctx.output("student", "arch"), pipeline_families(spec))
     student = student_arch.build()
     load_weights(student, ctx.output("student", "weights"))
     out = ctx.stage_dir("distill")
@@ -70,7 +70,8 @@ def _train(spec, ctx) -> StageResult:
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
     terms = ["kd" if cfg.alpha > 0 else None, "ce" if cfg.alpha < 1 else None] + [
         name for name in ("features", "attention", "classifier") if getattr(cfg, name) is not None]
-    return StageResult(outputs={"weights": out / "best.safetensors"}, metrics={
+    warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
+    return StageResult(outputs={"weights": out / "best.safetensors"}, warnings=warnings, metrics={
         "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
         "epochs": cfg.epochs, "temperature": cfg.temperature, "alpha": cfg.alpha, "divergence": cfg.divergence,
         "terms": [t for t in terms if t], "mapping": run.mapping, "phases": run.phases, "teacher_cache": run.cache,

@@ -16,7 +16,7 @@ from edgedistill.errors import StageFailed
 from edgedistill.export.formats import artifact_name, get_format
 from edgedistill.export.parity import artifact_outputs, compare
 from edgedistill.fileio import sha256_json
-from edgedistill.models.io import ArchInfo, load_weights
+from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
 from edgedistill.pipeline.engine import StageResult
 from edgedistill.quantize.gate import run_gate
 
@@ -40,7 +40,7 @@ def run(spec, ctx) -> StageResult:
 
     cfg = spec.export
     data = load_dataset(spec.data, spec.seed)
-    arch = ArchInfo.load(ctx.output("student", "arch"))
+    arch = ArchInfo.load(ctx.output("student", "arch"), pipeline_families(spec))
     model = arch.build()
     load_weights(model, ctx.output("distill", "weights"))
     reference = predict(model, data.test.x)

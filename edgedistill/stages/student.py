@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from edgedistill.distill.trainer import seed_everything
 from edgedistill.models import count_params
-from edgedistill.models.io import ArchInfo, save_weights
+from edgedistill.models.io import ArchInfo, pipeline_families, save_weights
 from edgedistill.pipeline.engine import StageResult
 
 
 def run(spec, ctx) -> StageResult:
     cfg = spec.student
-    teacher = ArchInfo.load(ctx.output("teacher", "arch"))
+    teacher = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec))
     width, depth, selection = cfg.width, cfg.depth, None
     if cfg.size == "auto":
         selection = choose(spec, ctx)
