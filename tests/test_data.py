@@ -46,7 +46,7 @@ def test_npz_loads_three_dim_images(tmp_path):
     (dict(x=np.zeros((10, 4)), y=np.zeros(10, dtype=int)), "x has shape"),
     (dict(x=np.zeros((10, 4, 4))), "missing array 'y'"),
     (dict(x=np.zeros((10, 4, 4)), y=np.full(10, 0.5)), "class indices"),
-    (dict(x=np.full((10, 4, 4), np.nan), y=np.zeros(10, dtype=int)), "finite"),
+    (dict(x=np.full((10, 4, 4), np.nan), y=np.zeros(10, dtype=int)), "NaN or inf"),
 ])
 def test_npz_bad_arrays(tmp_path, arrays, match):
     path = _npz(tmp_path, **arrays)

@@ -112,3 +112,70 @@ def test_an_arch_json_cannot_import_code_unless_allowed(student_weights, tmp_pat
     proc = cli("export", student_weights, "--arch", tmp_path / "arch.json", "--allow-factory", cwd=tmp_path)
     assert marker.exists()  # asked for: the module is imported (and its factory runs)
     os.remove(marker)
+
+
+def test_a_checkpoint_with_nan_weights_says_so(tmp_path):
+    from edgedistill.errors import UserError
+    from edgedistill.models.io import load_weights
+
+    model = _teacher()
+    state = model.state_dict()
+    state["head.fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "teacher.pt")
+    with pytest.raises(UserError, match=r"teacher.pt: the weights of 'head.fc.weight' hold NaN or inf"):
+        load_weights(_teacher(), tmp_path / "teacher.pt")
+
+
+def test_a_pickled_model_is_refused_without_advice_to_unpickle(tmp_path):
+    from edgedistill.errors import UserError
+    from edgedistill.models.io import load_weights
+
+    torch.save(_teacher(), tmp_path / "whole-model.pt")  # a pickled nn.Module, not a state dict
+    with pytest.raises(UserError, match="never unpickles code") as info:
+        load_weights(_teacher(), tmp_path / "whole-model.pt")
+    assert "weights_only=False" not in str(info.value)
+
+
+@pytest.mark.parametrize("x, match", [(np.full((60, 8, 8), 1e39), "NaN or inf"),
+                                      (np.full((60, 8, 8), 3e7, np.float32), "values up to 3e"),
+                                      (np.full((60, 8, 8), 1 + 1j), "real numbers")])
+def test_data_out_of_range_is_named_as_such(x, match, tmp_path):
+    from edgedistill.config.pipeline import NpzData
+    from edgedistill.errors import UserError
+
+    np.savez(tmp_path / "d.npz", x=x, y=np.repeat(np.arange(3), 20))
+    with pytest.raises(UserError, match=match):
+        load_dataset(NpzData(kind="npz", path=tmp_path / "d.npz"), seed=0)
+
+
+def test_a_diverging_loss_names_the_cause(data):
+    """The guard says what went bad (weights, data, or the loss itself), not one generic hint for all."""
+    import os as _os
+
+    from rich.console import Console
+
+    from edgedistill.config.pipeline import Training
+    from edgedistill.distill.trainer import fit, why_non_finite
+    from edgedistill.errors import StageFailed
+
+    quiet = Console(file=open(_os.devnull, "w"))
+    ce = lambda x, logits, y, idx, epoch: torch.nn.functional.cross_entropy(logits, y)  # noqa: E731
+    broken = _teacher()
+    with torch.no_grad():
+        broken.head.fc.weight[0, 0] = float("nan")
+    with pytest.raises(StageFailed, match=r"weights of 'head.fc.weight' hold NaN or inf: lower the learning rate"):
+        fit(broken, data.train, data.val, ce, Training(epochs=1), seed=0, label="t", console=quiet)
+    with pytest.raises(StageFailed, match=r"inputs and weights were finite, so the loss overflowed"):
+        fit(_teacher(), data.train, data.val, lambda *a: ce(*a) * 1e39, Training(epochs=1), seed=0, label="t",
+            console=quiet)
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, 0, 0, 0] = float("inf")
+    assert "input batch holds NaN or inf" in why_non_finite(x, _teacher())
+
+
+def test_a_vanishing_temperature_is_refused_at_validation(tmp_path):
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(distill={"temperature": 1e-300}))
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "distill.temperature" in proc.stderr and "0.05" in proc.stderr

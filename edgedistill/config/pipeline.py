@@ -162,8 +162,9 @@ class Progressive(Strict):
 
 class Distill(Training):
     epochs: int = Field(default=30, ge=1, le=10_000)
-    temperature: float = Field(default=4.0, gt=0, le=100)
-    temperature_end: float | None = Field(default=None, gt=0, le=100, description="anneal linearly to this")
+    # Below 0.05 the softened logits overflow float32 (logits / T); the literature uses 1 to 20.
+    temperature: float = Field(default=4.0, ge=0.05, le=100)
+    temperature_end: float | None = Field(default=None, ge=0.05, le=100, description="anneal linearly to this")
     alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the soft (teacher) term; 1-alpha on labels")
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     jsd_beta: float = Field(default=0.5, gt=0, lt=1)

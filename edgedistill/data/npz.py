@@ -15,6 +15,7 @@ from edgedistill.errors import UserError
 MAX_CLASSES = 100_000  # more than ImageNet-21k; a label past it is a corrupt file, not a task
 MAX_SIDE = 4096  # pixels per image side
 MAX_CHANNELS = 64
+MAX_ABS_VALUE = 1e6  # 16-bit images reach 65,535; beyond this, activations overflow float32
 
 
 def load(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -44,13 +45,21 @@ def load(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
         valid = f"0..{limit - 1}, one per name in data.class_names" if spec.class_names else \
             f"below {MAX_CLASSES:,} (name the classes in data.class_names)"
         raise UserError(f"{path}: data.path: y holds the label {int(y.max())}; expected class indices {valid}")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise UserError(f"{path}: data.path: x must be finite numbers, got dtype {x.dtype}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise UserError(f"{path}: data.path: x must be real numbers, got dtype {x.dtype}")
+    with np.errstate(over="ignore"):  # values past float32's range become inf, refused just below
+        x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise UserError(f"{path}: data.path: x holds NaN or inf (or values beyond float32's range)")
+    largest = float(np.abs(x).max())
+    if largest > MAX_ABS_VALUE:
+        raise UserError(f"{path}: data.path: x holds values up to {largest:.3g}; scale it to about 0..1 (or mean 0, "
+                        f"std 1): values past {MAX_ABS_VALUE:g} overflow in training")
     num_classes = int(y.max()) + 1
     names = spec.class_names or [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise UserError(f"{path}: data.class_names: {len(names)} names for {num_classes} classes in y")
-    return x.astype(np.float32), y.astype(np.int64), list(names)
+    return x, y.astype(np.int64), list(names)
 
 
 def check_npz(path, names: tuple[str, ...], free_fraction: float = 0.5) -> None:

@@ -117,8 +117,9 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
                 x = x_train[idx] if augment is None else augment(x_train[idx], generator)
                 terms = loss_fn(x, forward(x), y_train[idx], idx, epoch)
                 terms = terms if isinstance(terms, dict) else {"loss": terms}
-                stop_on_non_finite(terms, label, epoch, step, "the last good epoch's state is kept. Lower the "
-                                   "learning rate or that term's weight")
+                if not all(torch.isfinite(v) for v in terms.values()):
+                    stop_on_non_finite(terms, label, epoch, step,
+                                       f"the last good epoch's state is kept; {why_non_finite(x, model)}")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -172,6 +173,17 @@ def stop_on_non_finite(terms: dict[str, torch.Tensor], label: str, epoch: int, s
         if not torch.isfinite(value):
             raise StageFailed(f"{label}: loss term '{name}' became {value.item()} at epoch {epoch + 1}, "
                               f"step {step + 1}; {hint}")
+
+
+def why_non_finite(x: torch.Tensor, model: torch.nn.Module) -> str:
+    """What made a loss NaN or inf, as far as can be told: the data, weights gone bad, or the loss itself."""
+    if not torch.isfinite(x).all():
+        return "the input batch holds NaN or inf: check the data"
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        return f"the weights of '{bad}' hold NaN or inf: lower the learning rate"
+    return ("inputs and weights were finite, so the loss overflowed: lower the learning rate or that term's "
+            "weight, or check the teacher")
 
 
 def distributed_rank_world() -> tuple[int, int]:

@@ -111,11 +111,22 @@ def read_state_dict(path: Path) -> dict:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file, reported in one line
-        raise UserError(f"{path}: not a loadable weights file: {' '.join(str(exc).split())[:300]}") from None
+        # PyTorch's own message advises turning weights_only off, which would run the pickle's code: never.
+        why = " ".join(str(exc).split())
+        if "weights_only" in why or "Unsupported global" in why or "WeightsUnpickler" in why:
+            why = ("it holds Python objects besides tensors (a pickled model or optimizer); edgedistill never "
+                   "unpickles code: save model.state_dict() with torch.save, or as .safetensors")
+        raise UserError(f"{path}: not a loadable weights file: {why[:300]}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UserError(f"{path}: entry {str(name)[:80]!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{path}: the weights of {str(name)[:80]!r} hold NaN or inf; the checkpoint is broken "
+                            "(was it saved after training diverged?)")
     return state
 
 
