@@ -179,3 +179,25 @@ def test_a_vanishing_temperature_is_refused_at_validation(tmp_path):
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(distill={"temperature": 1e-300}))
     proc = cli("validate", path, cwd=tmp_path)
     assert proc.returncode == 2 and "distill.temperature" in proc.stderr and "0.05" in proc.stderr
+
+
+def test_a_truncated_training_state_is_set_aside_not_fatal_forever(data, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from edgedistill.config.pipeline import Training
+    from edgedistill.distill.trainer import fit
+
+    ce = lambda x, logits, y, idx, epoch: torch.nn.functional.cross_entropy(logits, y)  # noqa: E731
+    state = tmp_path / "train-state-abc.pt"
+    fit(_teacher(), data.train, data.val, ce, Training(epochs=1), seed=0, label="t",
+        console=Console(file=io.StringIO()), state_path=state)
+    state.write_bytes(state.read_bytes()[:1000])  # a crash or a full disk cut it short
+    printed = io.StringIO()
+    result = fit(_teacher(), data.train, data.val, ce, Training(epochs=2), seed=0, label="t",
+                 console=Console(file=printed, width=200), state_path=state)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 2  # started over, and finished
+    assert "set aside as train-state-abc.pt.damaged" in printed.getvalue()
+    assert (tmp_path / "train-state-abc.pt.damaged").is_file()
+    assert torch.load(state, weights_only=True)["epoch"] == 2  # a fresh state replaced it

@@ -92,6 +92,18 @@ def test_compare_two_runs(evil_run, tmp_path):
     assert "| raspberry-pi-4 |" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
+def test_compare_runs_in_folders_named_like_tex(evil_run, tmp_path):
+    """Folder names become chart labels: '$', '^' and '_' are drawn as written (matplotlib would read '$x^$' as
+    TeX math, and an unbalanced '$' as an error)."""
+    import shutil
+
+    odd = tmp_path / "run $\\nocommand^{$ a_b"
+    shutil.copytree(evil_run, odd)
+    proc = cli("report", "--compare", evil_run, odd, "--out", tmp_path / "cmp")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert odd.name in "".join(parse(tmp_path / "cmp" / "compare.html").text)
+
+
 def test_report_command_errors(tmp_path):
     proc = cli("report", tmp_path)
     assert proc.returncode == 2 and "not a run folder (no pipeline.resolved.yaml)" in proc.stderr

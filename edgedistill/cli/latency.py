@@ -145,12 +145,15 @@ def select_command(
 
 
 def _shape(value: str) -> tuple[int, int, int]:
+    from edgedistill.data.npz import MAX_CHANNELS, MAX_SIDE
+
     try:
         shape = tuple(int(v) for v in value.split(","))
     except ValueError:
         shape = ()
-    if len(shape) != 3 or min(shape) < 1 or shape[1] < 8 or shape[2] < 8:
-        raise UserError(f"--input-shape {value!r}: expected C,H,W with C >= 1 and H, W >= 8, e.g. 3,224,224")
+    if len(shape) != 3 or not 1 <= shape[0] <= MAX_CHANNELS or not all(8 <= side <= MAX_SIDE for side in shape[1:]):
+        raise UserError(f"--input-shape {value!r}: expected C,H,W with C in 1..{MAX_CHANNELS} and H, W in "
+                        f"8..{MAX_SIDE}, e.g. 3,224,224")
     return shape
 
 

@@ -57,6 +57,8 @@ class ModelCost:
 
 def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
     """Per-layer MACs and activation bytes of one inference of `model` on one sample of `input_shape`."""
+    import copy
+
     import torch
 
     POOLS = (torch.nn.AdaptiveAvgPool2d, torch.nn.AvgPool2d, torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)
@@ -80,17 +82,17 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
 
         return count
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+    # Counted on a copy on the meta device: only shapes are computed, so a 4096x4096 input or a wide
+    # candidate allocates no activations, and the caller's model is left as it was.
+    shadow = copy.deepcopy(model).to("meta").eval()
+    handles = [m.register_forward_hook(hook(n)) for n, m in shadow.named_modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear) + POOLS)]
-    was_training = model.training
-    model.eval()
     try:
         with torch.no_grad(), _count_adds_mode()(layers):
-            model(torch.zeros(1, *input_shape))
+            shadow(torch.zeros(1, *input_shape, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     peak = max((layer.input_bytes + layer.output_bytes for layer in layers), default=0)
     return ModelCost(sum(p.numel() for p in model.parameters()), layers, peak)
 

@@ -91,7 +91,7 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)) * lr_scale(e))
     result = FitResult(best_state=_copy_state(model), best_epoch=0, best_val_accuracy=-1.0)
-    start_epoch = _resume(state_path, model, extra, optimizer, scheduler, result) if state_path else 0
+    start_epoch = _resume(state_path, model, extra, optimizer, scheduler, result, console) if state_path else 0
     x_train, y_train = torch.from_numpy(train.x), torch.from_numpy(train.y)
     generator = torch.Generator().manual_seed(seed)
 
@@ -255,10 +255,28 @@ def _save_state(path: Path, epoch: int, model, extra, optimizer, scheduler, resu
                     "history": result.history}, tmp)
 
 
-def _resume(path: Path, model, extra, optimizer, scheduler, result: FitResult) -> int:
-    if not path.is_file():
+def read_training_state(path: Path | None, console: Console) -> dict | None:
+    """The training state saved at `path`, or None. A damaged one (cut short by a crash or a full disk) is
+    moved aside to `<name>.damaged` and training starts over, instead of failing every later --resume."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise ValueError("not a training state")
+        return state
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the remedy is to start over
+        aside = path.with_name(f"{path.name}.damaged")
+        os.replace(path, aside)
+        console.print(f"  [yellow]warning:[/yellow] {path.name} could not be read ({type(exc).__name__}); set aside "
+                      f"as {aside.name}, training starts from epoch 1")
+        return None
+
+
+def _resume(path: Path, model, extra, optimizer, scheduler, result: FitResult, console: Console) -> int:
+    state = read_training_state(path, console)
+    if state is None:
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     if extra is not None:
         extra.load_state_dict(state["extra"])

@@ -93,11 +93,13 @@ def _save_encoder_state(path: Path, epoch: int, student, optimizer, schedule, hi
                     "schedule": schedule.state_dict(), "history": history, "torch_rng": torch.get_rng_state()}, tmp)
 
 
-def _resume_encoder(path: Path | None, student, optimizer, schedule) -> tuple[int, list[dict]]:
-    """The epoch to start from and the history so far: 0 and [] without a saved state."""
-    if path is None or not path.is_file():
+def _resume_encoder(path: Path | None, student, optimizer, schedule, console) -> tuple[int, list[dict]]:
+    """The epoch to start from and the history so far: 0 and [] without a (readable) saved state."""
+    from edgedistill.distill.trainer import read_training_state
+
+    state = read_training_state(path, console)
+    if state is None:
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
     student.load_state_dict(state["student"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -128,7 +130,7 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                         f"{student.config.num_attention_heads}, the teacher {teacher.config.num_attention_heads}; "
                         "set attention_weight to 0 for a narrower student")
     result, start = EncoderDistilled(), time.perf_counter()
-    start_epoch, result.history = _resume_encoder(state_path, student, optimizer, schedule)
+    start_epoch, result.history = _resume_encoder(state_path, student, optimizer, schedule, console or Console())
     result.resumed_from_epoch = start_epoch
     # With the embedding term alone the teacher's side is one vector per text: computed once, not per epoch.
     cached = None

@@ -26,6 +26,8 @@ def _figure(width=6.0, height=3.4):
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable
+    # Names from files and folders ('run$1', 'a_b^2') are drawn as written, never parsed as TeX math.
+    plt.rcParams["text.parse_math"] = False
     return plt.subplots(figsize=(width, height))
 
 
