@@ -34,7 +34,7 @@ def _keygen(path: Path) -> None:
 class Device:
     """An sshd on a high port with its own host key, and an ssh_config for the client side."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_config: str = ""):
         self.root = root
         self.port = _free_port()
         for name in ("host_key", "client_key", "other_key"):
@@ -45,7 +45,7 @@ class Device:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {root / 'sshd.pid'}\nLogLevel ERROR\n")
+            f"PidFile {root / 'sshd.pid'}\nLogLevel ERROR\n{extra_config}")
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 10

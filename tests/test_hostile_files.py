@@ -201,3 +201,45 @@ def test_a_truncated_training_state_is_set_aside_not_fatal_forever(data, tmp_pat
     assert "set aside as train-state-abc.pt.damaged" in printed.getvalue()
     assert (tmp_path / "train-state-abc.pt.damaged").is_file()
     assert torch.load(state, weights_only=True)["epoch"] == 2  # a fresh state replaced it
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A real fp32 student in ONNX with its metadata, and the same model with its weights as external data."""
+    import onnx
+
+    from edgedistill.export.converters import CONVERTERS
+
+    folder = tmp_path_factory.mktemp("quantize")
+    model = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
+    path = CONVERTERS["onnx"].export(model.eval(), (1, 1, 8, 8), folder / "m.onnx", opset=17,
+                                     metadata={"input_shape": [None, 1, 8, 8], "precision": "fp32"})
+    (folder / "ext").mkdir()
+    onnx.save_model(onnx.load(str(path)), str(folder / "ext" / "m.onnx"), save_as_external_data=True,
+                    location="m.onnx.data", size_threshold=0)
+    return path, folder / "ext" / "m.onnx"
+
+
+@pytest.mark.parametrize("x, match", [(np.zeros((5, 3, 32, 32), np.float32), r"expected \(N, 1, 8, 8\)"),
+                                      (np.full((5, 1, 8, 8), np.nan, np.float32), "NaN or inf"),
+                                      (np.array(["a", "b"]), "expected an .npz with array x")])
+def test_quantize_with_bad_calibration_data_is_one_line(exported, x, match, tmp_path):
+    np.savez(tmp_path / "calib.npz", x=x)
+    proc = cli("quantize", exported[0], "--precision", "int8", "--calibration-data", tmp_path / "calib.npz",
+               "--out", tmp_path / "q.onnx", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "--calibration-data" in proc.stderr and __import__("re").search(match, proc.stderr), proc.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_model_with_external_data_quantizes(exported, tmp_path):
+    import onnxruntime as ort
+
+    proc = cli("quantize", exported[1], "--precision", "int8-dynamic", "--out", tmp_path / "q.onnx", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 1, 8, 8), np.float32)})
+    assert out.shape == (1, 10)
+    (exported[1].parent / "m.onnx.data").rename(tmp_path / "gone.data")  # its weights file is missing
+    proc = cli("quantize", exported[1], "--precision", "int8-dynamic", "--out", tmp_path / "q2.onnx", cwd=tmp_path)
+    assert proc.returncode == 2 and "m.onnx.data" in proc.stderr and "Traceback" not in proc.stderr

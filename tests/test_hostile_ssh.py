@@ -157,3 +157,15 @@ def test_a_device_answering_nonsense_is_refused_with_one_line(device, models, tm
     fake.chmod(0o755)
     with pytest.raises(BenchFailed, match=r"accuracy is 7.5"):
         _bench(device.target(python=str(fake)), models[0]["onnx"], models[1])
+
+
+def test_a_server_with_a_forced_command_is_one_line(models, tmp_path):
+    """An sshd that answers every command with its own (ForceCommand): nothing is taken for a folder or a result."""
+    from tests.test_bench_ssh import Device
+
+    forced = Device(tmp_path, extra_config="ForceCommand echo 'welcome; no shell here'\n")
+    try:
+        with pytest.raises(BenchFailed, match=r"mktemp -d answered 'welcome; no shell here', not a folder path"):
+            _bench(forced.target(), models[0]["onnx"], models[1])
+    finally:
+        forced.stop()

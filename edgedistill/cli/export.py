@@ -10,16 +10,35 @@ import typer
 from edgedistill.errors import UserError
 
 
-def _load_npz(path: Path, what: str):
+def _load_npz(path: Path, what: str, input_shape=None):
+    """x (as (N, C, H, W) float32) and y (or None) of an .npz, checked: bounded before loading, finite, and
+    of the model's `input_shape` ([batch, C, H, W], from its metadata) when that is known."""
+    import zipfile
+
     import numpy as np
 
+    from edgedistill.data.npz import check_npz
+
+    if not path.is_file():
+        raise UserError(f"{path}: {what}: file not found")
     try:
+        check_npz(path, ("x",))
         with np.load(path, allow_pickle=False) as arrays:
             x = arrays["x"].astype(np.float32)
             y = arrays["y"] if "y" in arrays.files else None
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path}: {what}: expected an .npz with array x (and y for accuracy) ({exc})") from None
-    return (x[:, None] if x.ndim == 3 else x), y
+    x = x[:, None] if x.ndim == 3 else x
+    expected = list(input_shape[1:]) if input_shape and len(input_shape) == 4 else None
+    if x.ndim != 4 or len(x) == 0 or (expected and list(x.shape[1:]) != expected):
+        want = "×".join(map(str, expected)) if expected else "C×H×W"
+        raise UserError(f"{path}: {what}: x has shape {x.shape}; expected (N, {want.replace('×', ', ')}) samples, "
+                        f"N >= 1, to match the model's {want} input")
+    if not np.isfinite(x).all():
+        raise UserError(f"{path}: {what}: x holds NaN or inf")
+    if y is not None and (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer)):
+        raise UserError(f"{path}: {what}: y has shape {y.shape} and dtype {y.dtype}; expected {len(x)} integer labels")
+    return x, y
 
 
 def _checkpoint(checkpoint: Path, arch: Optional[Path], allow_factory: bool = False):
@@ -79,10 +98,11 @@ def export_command(
         spec = load_pipeline(run_dir / "pipeline.resolved.yaml")
         data = load_dataset(spec.data, spec.seed)
         calib_x, test = data.train.x[:spec.export.calibration.samples], (data.test.x, data.test.y)
+    shape = [None, info.in_channels, *info.input_hw]
     if calibration_data:
-        calib_x, _ = _load_npz(calibration_data, "--calibration-data")
+        calib_x, _ = _load_npz(calibration_data, "--calibration-data", shape)
     if test_data:
-        test = _load_npz(test_data, "--test-data")
+        test = _load_npz(test_data, "--test-data", shape)
     if precision == "int8" and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     out = out or (run_dir / "export" if run_dir else checkpoint.parent) / artifact_name(format, precision)
@@ -124,13 +144,18 @@ def quantize_command(
     conv = CONVERTERS[formats[model.suffix]]
     if method not in conv.calibration_methods:
         raise UserError(f"--calibration: {unknown_choice('calibration method', method, conv.calibration_methods)}")
-    calib_x = _load_npz(calibration_data, "--calibration-data")[0] if calibration_data else None
-    if precision == "int8" and calib_x is None:
-        raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     out = out or model.with_name(f"{model.stem}-{precision}{model.suffix}")
     try:
         metadata = read_any_metadata(model)
     except Exception as exc:  # noqa: BLE001 - a file that is not a model is the user's input
         raise UserError(f"{model}: not a readable {formats[model.suffix]} model ({' '.join(str(exc).split())[:200]})") from None
-    conv.variant(model, out, precision, calib_x, method, [], metadata)
+    calib_x = None
+    if calibration_data:
+        calib_x = _load_npz(calibration_data, "--calibration-data", metadata.get("input_shape"))[0]
+    if precision == "int8" and calib_x is None:
+        raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
+    try:
+        conv.variant(model, out, precision, calib_x, method, [], metadata)
+    except Exception as exc:  # noqa: BLE001 - the quantizer refusing the user's file or data, in one line
+        raise UserError(f"{model}: {precision} quantization failed: {' '.join(str(exc).split())[-300:]}") from None
     typer.echo(f"{precision}: {out} ({out.stat().st_size / 1024:.1f} KiB, from {model.stat().st_size / 1024:.1f} KiB)")

@@ -44,7 +44,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
         return out_path
     with tempfile.TemporaryDirectory() as work, atomic_output(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(self_contained(fp32_path, Path(work))), str(prepared), skip_symbolic_shape=True)
         if precision == "int8-dynamic":
             quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                              nodes_to_exclude=list(keep_float))
@@ -60,6 +60,20 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
         else:
             raise ValueError(f"unknown precision {precision!r} for ONNX quantization")
     return out_path
+
+
+def self_contained(path: Path, work: Path) -> Path:
+    """`path`, or a copy in `work` with its external-data weights inlined: the quantizers copy the model to
+    folders of their own, where the weights file beside it would not follow."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        return path
+    inlined = work / "inlined.onnx"
+    onnx.save(onnx.load(str(path)), str(inlined))  # loads the data from beside `path`, saves it inside
+    return inlined
 
 
 def calibration_reader(model_path: str, x: np.ndarray):
