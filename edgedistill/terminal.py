@@ -18,7 +18,13 @@ def terminal_safe(text: str, one_line: bool = False) -> str:
 
 
 class SafeConsole(Console):
-    """A rich Console that escapes control characters in every string it is asked to print."""
+    """A rich Console that escapes control characters in every string it is asked to print, and prints a line
+    whose markup a name broke (a pipeline called '[/]') as plain text rather than failing."""
 
     def render_str(self, text: str, **kwargs):
-        return super().render_str(terminal_safe(text), **kwargs)
+        from rich.errors import MarkupError
+
+        try:
+            return super().render_str(terminal_safe(text), **kwargs)
+        except MarkupError:
+            return super().render_str(terminal_safe(text), **{**kwargs, "markup": False})

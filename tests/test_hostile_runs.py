@@ -114,3 +114,23 @@ def test_manifest_load_refuses_paths_outside_the_run(tmp_path):
         "w": {"path": "/etc/passwd", "sha256": "0", "bytes": 1}}}}}))
     with pytest.raises(UserError, match="outside the run folder"):
         Manifest.load(tmp_path)
+
+
+def test_escape_codes_and_markup_from_files_never_reach_the_terminal_raw(tmp_path):
+    """A profile whose name and processor carry terminal escapes, a pipeline named like rich markup: the run
+    prints them escaped, finishes, and writes its report."""
+    import yaml
+
+    from edgedistill.config.device import device_files
+
+    profile = yaml.safe_load(device_files()["raspberry-pi-4"].read_text())
+    profile["name"] = "box\x1b]0;pwned\x07\x1b[2J"
+    profile["hardware"]["processor"] = "\x1b[8mhidden\u202e"
+    (tmp_path / "box.yaml").write_text(yaml.safe_dump(profile))
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(name="[/] [red]x", device=str(tmp_path / "box.yaml")))
+    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = proc.stdout + proc.stderr
+    assert "\x1b" not in printed and "\x07" not in printed and "\u202e" not in printed
+    assert "\\x1b]0;pwned" in printed and "[/] [red]x" in printed
+    assert (tmp_path / "run" / "report" / "report.html").is_file()
