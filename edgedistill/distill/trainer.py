@@ -66,6 +66,17 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
         schedule=None, augment: Augment | None = None) -> FitResult:
+    """`_fit` with PyTorch's oneDNN (mkldnn) kernels off. With them, training the ResNet family here corrupted
+    the heap at 1 thread (glibc aborts) and gave other weights on every run at 2; without them it is repeatable
+    and about as fast on these models (benchmarks/onednn_training.py measures both)."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console, state_path=state_path,
+                    extra=extra, schedule=schedule, augment=augment)
+
+
+def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
+         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
+         schedule=None, augment: Augment | None = None) -> FitResult:
     """Train `model` for cfg.epochs with cosine LR; keep the weights with the best validation accuracy.
 
     `extra` holds trainable modules that train with the model but are not part of it (adapters).
