@@ -1,11 +1,11 @@
 """Training with and without PyTorch's oneDNN (mkldnn) kernels: does it finish, is it repeatable, how fast.
 
-Each cell trains the quickstart's teacher shape (ResNet-style, width 0.25, depth 0.5) on the digits training
-split for 2 epochs, in a fresh process, several times: exit status (a heap corruption aborts the process),
-the sha256 of the final weights (the same seed must give the same weights), and the training time. Also the
-quickstart teacher (ResNet x1.0) for the time. Why it exists: with oneDNN on, this host's training of the
-ResNet family aborted with glibc heap errors at 1 thread and gave different weights on every run at 2,
-so `distill.trainer.fit` turns oneDNN off.
+Each cell trains a ResNet-style model on the digits training split for 2 epochs, in a fresh process, several
+times: exit status (a heap corruption aborts the process), the sha256 of the final weights (the same seed
+must give the same weights), and the training time. Models: the tests' tiny teacher (width 0.25: 4-channel
+convolutions), width 0.5 (8 channels and up), and the quickstart's teacher (width 1.0). Why it exists: with
+oneDNN on, training the width-0.25 model aborted with glibc heap errors at 1 thread and gave different weights
+on every run at 2, so `distill.trainer.fit` turns oneDNN off for models with convolutions under 8 channels.
 Writes benchmarks/results/onednn_training.json and the table in benchmarks/README.md.
 Usage: python benchmarks/onednn_training.py [--repeats 3]
 """
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cells = []
-    for width, depth in ((0.25, 0.5), (1.0, 1.0)):
+    for width, depth in ((0.25, 0.5), (0.5, 0.5), (1.0, 1.0)):
         for threads in (1, 2):
             for onednn in ("on", "off"):
                 runs = [one(threads, onednn, width, depth) for _ in range(args.repeats)]

@@ -1,24 +1,33 @@
-"""Reliability table: faults injected and survived, bad inputs tried and handled, data lost.
+"""Reliability: faults injected and survived, bad inputs handled, security checks held, and what was lost.
 
-Runs the fault-injection, bad-input and security tests (real processes killed with SIGKILL, a real tmpfs
-filled up, a real sshd dropped mid-benchmark, truncated and corrupted artifacts, over 40 bad inputs through
-the CLI, a fuzz over pipeline YAML, secrets planted in the environment of a run over SSH) and counts what passed from pytest's JUnit XML. A fault "survived" when its test passed: the run
-resumed or reported, and every finished stage's artifacts kept their sha256; an input "handled" when it
-gave exit 2 and one line, and left the user's files byte-identical. Data lost counts the fault and
-bad-input cases that failed.
+Two parts. (1) The fault-injection, bad-input and security tests (real processes killed with SIGKILL, a real
+tmpfs filled up, a real sshd dropped mid-benchmark and one with a forced command, truncated and overwritten
+artifacts and cache entries, option-smuggling SSH targets, hostile profiles, YAML and npz bombs, over 40 bad
+inputs through the CLI, a fuzz over pipeline YAML), counted from pytest's JUnit XML. (2) "Nothing lost",
+measured: one uninterrupted run of a pipeline, then for each stage a run killed with SIGKILL while that stage
+runs (the whole process group, mid-epoch for the training stages) and resumed with --resume, and a run whose
+exported model is truncated after it finished, then resumed. Every finished artifact (weights, arch files,
+every export, the benchmark's test data) is compared by sha256 with the uninterrupted run's, and so are the
+results that do not depend on timing (accuracies, parity, sizes); an artifact missing is "lost", one that
+differs is "changed". (Training is repeatable here since oneDNN is off in training: benchmarks/onednn_training.py.)
 Writes benchmarks/results/reliability.json and the table in benchmarks/README.md.
-Usage: python benchmarks/reliability.py
+Usage: python benchmarks/reliability.py [--skip-tests]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import yaml
 
 from _readme import update_section
 
@@ -31,17 +40,50 @@ GROUPS = {
                "tests/test_cli.py::test_kill_during_distill_then_resume",
                "tests/test_cli.py::test_unwritable_run_dir_is_a_clear_error",
                "tests/test_cli.py::test_failed_bench_still_reports",
-               "tests/test_distributed.py::test_a_failing_rank_fails_the_run_naming_it_and_resume_recovers"],
-    "bad inputs": ["tests/test_bad_inputs.py"],
-    "security": ["tests/test_config.py::test_yaml_python_tags_are_rejected",
+               "tests/test_distributed.py::test_a_failing_rank_fails_the_run_naming_it_and_resume_recovers",
+               "tests/test_hostile_runs.py::test_a_second_run_in_the_same_folder_is_refused_naming_the_first",
+               "tests/test_hostile_runs.py::test_resume_reruns_a_stage_whose_file_was_replaced_at_the_same_path",
+               "tests/test_hostile_files.py::test_a_truncated_cache_entry_is_rebuilt_not_fatal",
+               "tests/test_hostile_files.py::test_a_cache_that_cannot_be_written_costs_speed_not_the_run",
+               "tests/test_hostile_files.py::test_a_truncated_training_state_is_set_aside_not_fatal_forever"],
+    "bad inputs": ["tests/test_bad_inputs.py", "tests/test_hostile_files.py::test_a_malformed_arch_json_is_one_line",
+                   "tests/test_hostile_files.py::test_quantize_with_bad_calibration_data_is_one_line",
+                   "tests/test_hostile_files.py::test_data_out_of_range_is_named_as_such",
+                   "tests/test_hostile_files.py::test_a_checkpoint_with_nan_weights_says_so",
+                   "tests/test_hostile_files.py::test_a_diverging_loss_names_the_cause",
+                   "tests/test_hostile_files.py::test_a_vanishing_temperature_is_refused_at_validation",
+                   "tests/test_hostile_runs.py::test_a_damaged_manifest_is_one_line_on_resume_and_report",
+                   "tests/test_hostile_runs.py::test_a_name_with_a_nul_byte_is_one_line",
+                   "tests/test_data.py", "tests/test_config.py"],
+    "security": ["tests/test_hostile_ssh.py",
+                 "tests/test_hostile_files.py::test_an_arch_json_cannot_import_code_unless_allowed",
+                 "tests/test_hostile_files.py::test_an_overwritten_cache_entry_is_detected_discarded_and_rebuilt",
+                 "tests/test_hostile_files.py::test_a_pickled_model_is_refused_without_advice_to_unpickle",
+                 "tests/test_hostile_runs.py::test_a_pipeline_name_becomes_one_folder_under_runs",
+                 "tests/test_hostile_runs.py::test_manifest_load_refuses_paths_outside_the_run",
+                 "tests/test_hostile_runs.py::test_escape_codes_and_markup_from_files_never_reach_the_terminal_raw",
                  "tests/test_teacher_checkpoint.py::test_pickle_with_code_is_refused",
                  "tests/test_data.py::test_npz_with_pickled_objects_is_refused",
                  "tests/test_bench_ssh.py::test_unknown_host_key_is_refused_unless_trusted",
                  "tests/test_bench_ssh.py::test_file_names_with_spaces_and_semicolons",
                  "tests/test_bench_ssh.py::test_no_secrets_in_logs_or_reports",
                  "tests/test_report_html.py::test_user_strings_are_escaped",
+                 "tests/test_report_html.py::test_compare_runs_in_folders_named_like_tex",
                  "tests/test_models.py::test_user_factory_is_imported_only_where_the_pipeline_names_it"],
 }
+
+# The fault pipeline: stages long enough to be caught running, both formats and two precisions exported.
+PIPELINE = {
+    "name": "reliability", "seed": 0, "device": "raspberry-pi-4", "budgets": {"max_accuracy_drop": 0.5},
+    "data": {"kind": "digits"},
+    "teacher": {"kind": "train", "family": "resnet", "width": 0.25, "depth": 0.5, "epochs": 15, "batch_size": 128},
+    "student": {"family": "mobilenetv2", "width": 0.125, "depth": 0.5},
+    "distill": {"epochs": 15, "batch_size": 128, "lr": 0.01},
+    "export": {"formats": ["onnx", "tflite"], "precisions": ["fp32", "int8"]},
+    "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 2000, "min_time_s": 2.0},
+}
+KILLED_IN = ("teacher", "distill", "export", "bench")
+TIMED = {"bench", "report"}  # stages whose outputs hold timings: compared through their results instead
 
 
 def run_group(tests: list[str], xml: Path) -> list[dict]:
@@ -55,30 +97,139 @@ def run_group(tests: list[str], xml: Path) -> list[dict]:
     return cases
 
 
+def _edgedistill(*args: str, cwd: Path) -> subprocess.Popen:
+    # A session of its own, so that a kill takes the runner and converters with it.
+    return subprocess.Popen([sys.executable, "-m", "edgedistill", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fingerprint(run_dir: Path) -> dict:
+    """sha256 of every finished artifact but the timed ones, and the results that do not depend on timing."""
+    manifest = _manifest(run_dir) or {"stages": {}}
+    files = {f"{stage}/{key}": out["sha256"] for stage, rec in manifest["stages"].items() if stage not in TIMED
+             for key, out in rec.get("outputs", {}).items()}
+    bench = manifest["stages"].get("bench", {}).get("outputs", {})
+    if "test_data" in bench:
+        files["bench/test_data"] = bench["test_data"]["sha256"]
+    results = json.loads((run_dir / "report" / "results.json").read_text())
+    facts = {"teacher_accuracy": (results.get("teacher") or {}).get("accuracy"),
+             "student_accuracy": (results.get("student") or {}).get("accuracy")}
+    for art in results.get("artifacts", []):
+        name = f"{art['format']}-{art['precision']}"
+        facts.update({f"{name}.accuracy": art.get("accuracy"), f"{name}.bytes": art.get("bytes"),
+                      f"{name}.parity": art.get("parity"), f"{name}.status": art.get("status")})
+    return {"files": files, "results": facts}
+
+
+def compare(reference: dict, after: dict) -> dict:
+    lost = sorted(set(reference["files"]) - set(after["files"]))
+    changed = sorted(k for k in reference["files"] if k in after["files"] and after["files"][k] != reference["files"][k])
+    results = sorted(k for k in reference["results"] if after["results"].get(k) != reference["results"][k])
+    return {"lost": lost, "changed": changed, "results_changed": results}
+
+
+def killed_then_resumed(stage: str, path: Path, run_dir: Path) -> dict:
+    """Kill the run (SIGKILL, process group) while `stage` runs, mid-epoch for training stages; then resume."""
+    proc = _edgedistill("run", str(path), "--out", str(run_dir), cwd=path.parent)
+    deadline, killed = time.time() + 600, False
+    while time.time() < deadline and proc.poll() is None:
+        rec = (_manifest(run_dir) or {"stages": {}})["stages"].get(stage, {})
+        # Training stages: wait for a saved epoch, so that resuming from the training state is what is tested.
+        ready = rec.get("status") == "running" and (stage not in ("teacher", "distill")
+                                                    or list((run_dir / stage).glob("train-state-*.pt")))
+        if ready:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait()
+    resumed = subprocess.run([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir), "--resume"],
+                             cwd=path.parent, capture_output=True, text=True, timeout=1200)
+    return {"fault": f"SIGKILL in {stage}", "killed": killed, "resume_exit": resumed.returncode}
+
+
+def truncated_then_resumed(path: Path, run_dir: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir)],
+                          cwd=path.parent, capture_output=True, text=True, timeout=1200)
+    target = run_dir / "export" / "student-fp32.onnx"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    resumed = subprocess.run([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir), "--resume"],
+                             cwd=path.parent, capture_output=True, text=True, timeout=1200)
+    return {"fault": "exported model truncated after the run", "killed": done.returncode == 0,
+            "resume_exit": resumed.returncode}
+
+
+def measure_lost(workdir: Path) -> tuple[list[dict], int, int]:
+    """The resumed runs compared with an uninterrupted one; how many artifacts and results each comparison covers."""
+    path = workdir / "p.yaml"
+    path.write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
+    reference_run = workdir / "reference"
+    proc = subprocess.run([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(reference_run)],
+                          cwd=workdir, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise SystemExit(f"the uninterrupted run failed:\n{proc.stderr[-2000:]}")
+    reference = fingerprint(reference_run)
+    cases = []
+    for stage in KILLED_IN:
+        case = killed_then_resumed(stage, path, workdir / f"kill-{stage}")
+        cases.append({**case, **compare(reference, fingerprint(workdir / f"kill-{stage}"))})
+        print(json.dumps(cases[-1]), flush=True)
+    case = truncated_then_resumed(path, workdir / "truncated")
+    cases.append({**case, **compare(reference, fingerprint(workdir / "truncated"))})
+    print(json.dumps(cases[-1]), flush=True)
+    return cases, len(reference["files"]), len(reference["results"])
+
+
 def main() -> None:
-    summary = {"benchmark": "reliability", "date": time.strftime("%Y-%m-%d"), "groups": {}}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-tests", action="store_true", help="only the lost-or-changed measurement")
+    args = parser.parse_args()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    summary = {"benchmark": "reliability", "date": time.strftime("%Y-%m-%d"),
+               "groups": previous.get("groups", {}) if args.skip_tests else {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, tests in GROUPS.items():
-            cases = run_group(tests, Path(tmp) / f"{name}.xml")
-            summary["groups"][name] = {"cases": cases, "tried": len(cases),
-                                       "passed": sum(c["outcome"] == "passed" for c in cases)}
-    summary["data_lost"] = sum(summary["groups"][g]["tried"] - summary["groups"][g]["passed"]
-                               for g in ("faults", "bad inputs"))
+        if not args.skip_tests:
+            for name, tests in GROUPS.items():
+                cases = run_group(tests, Path(tmp) / f"{name}.xml")
+                summary["groups"][name] = {"cases": cases, "tried": len(cases),
+                                           "passed": sum(c["outcome"] == "passed" for c in cases)}
+        faults, files, facts = measure_lost(Path(tmp))
+    summary["resumed_runs"] = faults
+    summary["compared"] = {"artifacts": files, "results": facts}
+    summary["lost"] = sum(len(c["lost"]) for c in faults)
+    summary["changed"] = sum(len(c["changed"]) + len(c["results_changed"]) for c in faults)
+    summary["load_average_1m"] = round(os.getloadavg()[0], 2)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     g = summary["groups"]
-    rows = [f"{summary['date']}; each row counts pytest cases (the fuzz test is one case of 150 generated pipelines).",
-            "", "| what | tried | survived / handled |", "|---|---|---|",
-            f"| faults injected (SIGKILL in each stage, truncated artifact, full disk mid-run, read-only and "
-            f"unwritable run folder, failed benchmark, SSH device dropping off, failing distributed rank) | "
+    resumed_ok = sum(c["killed"] and c["resume_exit"] == 0 for c in faults)
+    rows = [f"{summary['date']}; test rows count pytest cases (the fuzz test is one case of 150 generated pipelines).",
+            "", "| what | tried | survived / handled / held |", "|---|---|---|",
+            f"| faults injected (SIGKILL in each stage, truncated artifact and cache entry, full disk mid-run, read-only "
+            f"and unwritable run folder, failed benchmark, SSH device dropping off, failing distributed rank, two runs "
+            f"in one folder, inputs replaced before --resume, damaged training state) | "
             f"{g['faults']['tried']} | {g['faults']['passed']} |",
-            f"| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, fuzz) | "
-            f"{g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
-            f"| security (YAML tags, pickles in checkpoints and npz, unknown SSH host keys, hostile file names, "
-            f"no secrets in logs or reports, HTML escaping, user factories imported only where named) | {g['security']['tried']} | {g['security']['passed']} |",
-            f"| **data lost** | | **{summary['data_lost']}** |"]
+            f"| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, malformed "
+            f"arch.json and manifests, data out of range, fuzz) | {g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
+            f"| security (option-smuggling SSH targets, profile ssh_config and shadowing, flooding and stalling devices, "
+            f"unbelievable device answers, YAML and npz bombs, pickles, arch.json factories, overwritten cache entries, "
+            f"run names that are paths, terminal escapes, HTML escaping, no secrets in logs) | "
+            f"{g['security']['tried']} | {g['security']['passed']} |",
+            f"| runs killed (SIGKILL, whole process group) in {', '.join(KILLED_IN)}, or with an exported model "
+            f"truncated, then `--resume` | {len(faults)} | {resumed_ok} |",
+            f"| **artifacts lost or changed** after those resumes, against an uninterrupted run ({files} artifacts and "
+            f"{facts} results compared by value, per resumed run) | | **{summary['lost']} lost, {summary['changed']} "
+            f"changed** |"]
     update_section("reliability", "## Reliability\n\n`python benchmarks/reliability.py`", rows)
-    print(json.dumps({k: (v["tried"], v["passed"]) for k, v in g.items()}), "data lost:", summary["data_lost"])
+    print(json.dumps({k: (v["tried"], v["passed"]) for k, v in g.items()}), "lost:", summary["lost"],
+          "changed:", summary["changed"])
 
 
 if __name__ == "__main__":

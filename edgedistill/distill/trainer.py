@@ -66,12 +66,25 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
         schedule=None, augment: Augment | None = None) -> FitResult:
-    """`_fit` with PyTorch's oneDNN (mkldnn) kernels off. With them, training the ResNet family here corrupted
-    the heap at 1 thread (glibc aborts) and gave other weights on every run at 2; without them it is repeatable
-    and about as fast on these models (benchmarks/onednn_training.py measures both)."""
-    with torch.backends.mkldnn.flags(enabled=False):
+    """`_fit`, with PyTorch's oneDNN (mkldnn) kernels off for models with thin convolutions (see `onednn_safe`)."""
+    with torch.backends.mkldnn.flags(enabled=onednn_safe(model, extra)):
         return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console, state_path=state_path,
                     extra=extra, schedule=schedule, augment=augment)
+
+
+THIN_CONV_CHANNELS = 8
+
+
+def onednn_safe(*modules: torch.nn.Module | None) -> bool:
+    """False when a module has a convolution with fewer than THIN_CONV_CHANNELS output channels.
+
+    Training such a model (a ResNet-style net at width 0.25: 4-channel convolutions) with oneDNN's kernels
+    corrupted the heap here at 1 thread (glibc aborts) and gave other weights on every run at 2; at width 0.5
+    (8 channels and up) it was repeatable, and oneDNN trained the full-width teacher about twice as fast.
+    benchmarks/onednn_training.py measures all of it.
+    """
+    return not any(isinstance(m, torch.nn.Conv2d) and m.out_channels < THIN_CONV_CHANNELS
+                   for module in modules if module is not None for m in module.modules())
 
 
 def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
