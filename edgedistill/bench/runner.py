@@ -103,7 +103,7 @@ def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int
         info.update(input_dtype=inputs[0].type[7:-1], seq_len=seq_len)
         return (lambda x: session.run(None, feeds)[0]), info, list(next(iter(feeds.values())).shape)
     inp = inputs[0]
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # a named (dynamic) axis runs at 1
+    shape = [d if isinstance(d, int) else None for d in inp.shape]  # None: a named (dynamic) axis
     dtype = ONNX_DTYPES[inp.type]
     info["input_dtype"] = dtype
     return (lambda x: session.run(None, {inp.name: x.astype(dtype, copy=False)})[0]), info, shape
@@ -225,6 +225,17 @@ def percentile_stats(samples_ms: list[float]) -> dict:
             "min": float(arr.min()), "max": float(arr.max()), "count": int(arr.size)}
 
 
+def match_input(x: np.ndarray, input_shape: list, data: str) -> np.ndarray:
+    """x as the model takes it: (N, H, W) gets its channel axis, as `edgedistill run` reads such arrays; any
+    other mismatch is a one-line error instead of the runtime's."""
+    if x.ndim == 3 and len(input_shape) == 4:
+        x = x[:, None]
+    if x.ndim != len(input_shape) or any(d is not None and d != n for d, n in zip(input_shape[1:], x.shape[1:])):
+        want = ", ".join("any" if d is None else str(d) for d in input_shape[1:])
+        raise RunnerError(2, f"--data {data!r}: x has shape {tuple(x.shape)}; the model takes (N, {want})")
+    return x
+
+
 def benchmark(args) -> dict:
     if args.cores:
         try:
@@ -250,9 +261,11 @@ def benchmark(args) -> dict:
     infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers, args.seq_len)
     if x is not None and "seq_len" in versions:
         raise RunnerError(2, f"--data {args.data!r}: {args.model} takes tokens; accuracy on --data is for image models")
+    if x is not None:
+        x = match_input(x, input_shape, args.data)
     init_ms = (time.perf_counter() - t0) * 1e3
     if x is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
-        x = np.zeros([len(input_shape) and 1] + input_shape[1:], dtype=np.float32)
+        x = np.zeros([len(input_shape) and 1] + [d or 1 for d in input_shape[1:]], dtype=np.float32)  # dynamic: 1
     samples = [x[i:i + 1] for i in range(len(x))]
     try:
         t0 = time.perf_counter()

@@ -39,6 +39,8 @@ def bench_command(
     for path, what in ((model, "MODEL"), (data, "--data")):
         if path is not None and not path.is_file():
             raise UserError(f"{path}: {what}: file not found")
+    if data is not None:
+        _check_data(data)
     profile = load_device(device)
     try:
         check_ssh_address(target)
@@ -61,3 +63,15 @@ def bench_command(
     typer.echo(f"{model.name} on {result['target']} ({dev.get('cpu_model', dev.get('machine'))}, {n} threads): "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
+
+
+def _check_data(data: Path) -> None:
+    """The --data file is what `run` takes (x (N, H, W) or (N, C, H, W), integer y), bounded before it ships."""
+    import zipfile
+
+    from edgedistill.data.npz import check_npz
+
+    try:
+        check_npz(data, ("x", "y"))
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{data}: --data: not a readable .npz with arrays x and y, without pickles ({exc})") from None

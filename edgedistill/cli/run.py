@@ -148,28 +148,46 @@ def _summary(run_dir: Path, console) -> None:
 
 
 def validate_command(files: list[Path] = typer.Argument(..., help="Pipeline or device YAML files.")) -> None:
-    """Check pipeline and device files, and the data a pipeline names, without training anything."""
+    """Check pipeline and device files, the data a pipeline names and its user factories (read, not run),
+    without training anything."""
+    problems = []
+    for path in files:  # every file is checked; the problems of all of them are shown
+        try:
+            validate_one(path)
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def validate_one(path: Path) -> None:
+    """One pipeline or device file; UserError with its problems."""
     from edgedistill.config.device import DeviceProfile
     from edgedistill.config.loading import load_model, read_yaml
     from edgedistill.config.pipeline import load_pipeline
     from edgedistill.data import load_dataset
     from edgedistill.lm.text import load_texts
+    from edgedistill.models import check_factory, is_factory
 
-    for path in files:
-        data, _ = read_yaml(path)
-        # A device profile has hardware; everything else is read as a pipeline.
-        if isinstance(data, dict) and "hardware" in data:
-            load_model(DeviceProfile, path)
-            typer.echo(f"ok: {path}")
-            continue
-        spec = load_pipeline(path)
-        # The data is opened too: a bad .npz is found here, not minutes into a run.
-        if spec.data.kind == "text":
-            texts = load_texts(spec.data, spec.seed)
-            typer.echo(f"ok: {path} (text: {len(texts.train):,} training sentences from {texts.documents[0]} "
-                       f"documents, {len(texts.test)} held out from {texts.documents[1]} others)")
-            continue
-        dataset = load_dataset(spec.data, spec.seed)
-        shape = "×".join(str(d) for d in dataset.input_shape)
-        typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
-                   f"train/val/test samples of {shape}, {dataset.num_classes} classes)")
+    data, _ = read_yaml(path)
+    # A device profile has hardware; everything else is read as a pipeline.
+    if isinstance(data, dict) and "hardware" in data:
+        load_model(DeviceProfile, path)
+        typer.echo(f"ok: {path}")
+        return
+    spec = load_pipeline(path)
+    for part in ("teacher", "student"):
+        family = getattr(getattr(spec, part), "family", None)
+        problem = check_factory(family) if family and is_factory(family) else None
+        if problem:
+            raise UserError(f"{path}: {part}.family: {family!r}: {problem}")
+    # The data is opened too: a bad .npz is found here, not minutes into a run.
+    if spec.data.kind == "text":
+        texts = load_texts(spec.data, spec.seed)
+        typer.echo(f"ok: {path} (text: {len(texts.train):,} training sentences from {texts.documents[0]} "
+                   f"documents, {len(texts.test)} held out from {texts.documents[1]} others)")
+        return
+    dataset = load_dataset(spec.data, spec.seed)
+    shape = "×".join(str(d) for d in dataset.input_shape)
+    typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
+               f"train/val/test samples of {shape}, {dataset.num_classes} classes)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from edgedistill.config.device import Budgets, Strict, check_ssh_address, device_path
 from edgedistill.config.loading import read_yaml, validate
@@ -90,6 +90,18 @@ class Student(Architecture):
         default="fixed", description="auto: width and depth chosen by the device's budgets (edgedistill select)")
     max_param_ratio: float = Field(default=0.5, gt=0, le=1,
                                    description="auto: candidates have at most this share of the teacher's parameters")
+    chosen_by: Literal["auto"] | None = Field(
+        default=None, description="set in a run's pipeline.resolved.yaml: this fixed width and depth were chosen by "
+                                  "size: auto (the candidates and the choice are in the student stage and the report)")
+
+    @model_serializer(mode="wrap")
+    def _auto_has_no_width_or_depth(self, handler):
+        # Written out, an auto student must read back as one: the defaults of width and depth are not choices.
+        dumped = handler(self)
+        if self.size == "auto" and isinstance(dumped, dict):
+            for key in ("width", "depth", "chosen_by"):
+                dumped.pop(key, None)
+        return dumped
 
     @model_validator(mode="after")
     def _auto_chooses_width_and_depth(self) -> "Student":

@@ -5,8 +5,13 @@ The registry holds import paths, not modules, so that validating a pipeline neve
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from edgedistill.errors import UserError, unknown_choice
@@ -26,12 +31,60 @@ def register_family(name: str, target: str) -> None:
 FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
+# What `build_model` passes to a family's builder.
+FACTORY_ARGUMENTS = ("width", "depth", "in_channels", "num_classes", "input_hw")
+
+
 def family_names() -> list[str]:
     return sorted(_FAMILIES)
 
 
 def is_factory(name: str) -> bool:
     return bool(FACTORY.match(name))
+
+
+def factory_source(family: str) -> Path | None:
+    """The file that defines a user factory `package.module:function`, found in the working folder or on
+    sys.path without importing anything."""
+    if not is_factory(family):
+        return None
+    parts = family.partition(":")[0].split(".")
+    for entry in [os.getcwd(), *sys.path]:
+        base = Path(entry or ".", *parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+def check_factory(family: str) -> str | None:
+    """What is wrong with a user factory, read from its source without running it; None when it looks right
+    (or is a compiled module, which cannot be read)."""
+    module, _, attr = family.partition(":")
+    source = factory_source(family)
+    if source is None:
+        found = importlib.util.find_spec(module.split(".")[0]) is not None
+        return None if found else (f"cannot find module {module!r} in the working folder ({os.getcwd()}) or on "
+                                   "the Python path")
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        return f"{source}: cannot be read as Python ({exc})"
+    defined = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                if isinstance(t, ast.Name)}
+    imported = {(a.asname or a.name).split(".")[0] for node in tree.body
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+    if attr not in defined and attr not in assigned | imported:
+        return f"{source} defines no {attr!r}" + (f" (it defines {', '.join(sorted(defined))})" if defined else "")
+    node = defined.get(attr)
+    if isinstance(node, ast.FunctionDef) and not node.args.kwarg:
+        names = {a.arg for a in node.args.args + node.args.kwonlyargs}
+        missing = sorted(set(FACTORY_ARGUMENTS) - names)
+        if missing:
+            return (f"{source}: {attr}() takes no {', '.join(missing)}; a factory is called with "
+                    f"{', '.join(FACTORY_ARGUMENTS)} (or takes **kwargs)")
+    return None
 
 
 def get_family(name: str) -> Callable[..., Any]:
@@ -44,6 +97,8 @@ def get_family(name: str) -> Callable[..., Any]:
     else:
         raise UserError(unknown_choice("model family", name, _FAMILIES) + "; or a factory as package.module:function")
     module, _, attr = target.partition(":")
+    if name not in _FAMILIES and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m edgedistill` does: the user's module beside them
     try:
         builder = getattr(importlib.import_module(module), attr)
     except ImportError as exc:

@@ -112,7 +112,7 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
     console = console or SafeConsole(stderr=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(run_dir) if resume and (run_dir / MANIFEST).exists() else Manifest(spec.name)
-    atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    write_resolved(run_dir, spec, manifest)
     # The device profile as used, so a report rebuilt later shows the budgets this run was judged by.
     atomic_write_text(run_dir / DEVICE, yaml.safe_dump(device.model_dump(mode="json"), sort_keys=False))
     ctx = RunContext(run_dir, spec, device, manifest, console, ssh_config=ssh_config)
@@ -138,10 +138,23 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
             raise storage
         first_failure = first_failure or failure
         manifest.save(run_dir)
+        write_resolved(run_dir, spec, manifest)
     manifest.save(run_dir)
     if isinstance(first_failure, (UserError, KeyboardInterrupt)):
         raise first_failure
     return manifest
+
+
+def write_resolved(run_dir: Path, spec: PipelineSpec, manifest: Manifest) -> None:
+    """pipeline.resolved.yaml: the pipeline with every default filled in, and what the run decided. A student of
+    size auto is written as the fixed width and depth the student stage chose (chosen_by: auto), so that the
+    run folder reads back as the model it holds."""
+    dumped = spec.model_dump(mode="json")
+    student = manifest.stages.get("student")
+    if getattr(getattr(spec, "student", None), "size", None) == "auto" and student and student.status == "completed":
+        dumped["student"].update(size="fixed", width=student.metrics["width"], depth=student.metrics["depth"],
+                                 chosen_by="auto")
+    atomic_write_text(run_dir / RESOLVED, yaml.safe_dump(dumped, sort_keys=False))
 
 
 def _run_stage(stage: Stage, ctx: RunContext, digest: str) -> BaseException | None:

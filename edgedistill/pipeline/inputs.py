@@ -8,8 +8,6 @@ mtime and inode in the cache folder and recomputed only when one of those change
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +31,11 @@ def named_paths(section: Any, field: str = "") -> list[Path]:
     if isinstance(section, str) and field == "path" and Path(section).is_dir():
         return [Path(section)]
     if isinstance(section, str) and field == "family":
+        from edgedistill.models import factory_source
+
         source = factory_source(section)
         return [source] if source else []
     return []
-
-
-def factory_source(family: str) -> Path | None:
-    """The file that defines a user factory `package.module:function`, found on sys.path without importing it."""
-    from edgedistill.models import is_factory
-
-    if not is_factory(family):
-        return None
-    parts = family.partition(":")[0].split(".")
-    for entry in [os.getcwd(), *sys.path]:
-        base = Path(entry or ".", *parts)
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if candidate.is_file():
-                return candidate.resolve()
-    return None
 
 
 def files_digest(sections: list[Any]) -> dict[str, str]:
