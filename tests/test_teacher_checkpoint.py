@@ -74,3 +74,19 @@ def test_mismatched_weights_name_the_keys(tmp_path):
     save_weights(other, path)
     with pytest.raises(UserError, match=r"wide\.safetensors: weights do not match the architecture \(shape of "):
         load_weights(_model(), path)
+
+
+@pytest.mark.parametrize("key", ["model", "model_state_dict", "state_dict"])
+def test_a_training_checkpoint_with_the_weights_under_a_common_key_loads(tmp_path, key):
+    model = build_model("resnet", width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
+    optimizer = torch.optim.Adam(model.parameters())
+    torch.save({key: model.state_dict(), "epoch": 7, "optimizer": optimizer.state_dict()}, tmp_path / "ckpt.pt")
+    loaded = build_model("resnet", width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
+    load_weights(loaded, tmp_path / "ckpt.pt")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_without_weights_says_what_it_holds(tmp_path):
+    torch.save({"epoch": 7, "notes": "x"}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match=r"found no weights under state_dict, .* \(its keys: epoch, notes\)"):
+        read_state_dict(tmp_path / "ckpt.pt")

@@ -102,14 +102,20 @@ def save_weights(model, path: Path) -> None:
 
 def read_state_dict(path: Path) -> dict:
     """A state dict from .safetensors, or from .pt/.pth with weights_only=True (no pickled code runs)."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: Path) -> tuple[dict, str | None]:
+    """(state dict, the checkpoint key it was under or None), checked: tensors only, all finite."""
     import torch
 
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file, reported in one line
         # PyTorch's own message advises turning weights_only off, which would run the pickle's code: never.
         why = " ".join(str(exc).split())
@@ -117,22 +123,43 @@ def read_state_dict(path: Path) -> dict:
             why = ("it holds Python objects besides tensors (a pickled model or optimizer); edgedistill never "
                    "unpickles code: save model.state_dict() with torch.save, or as .safetensors")
         raise UserError(f"{path}: not a loadable weights file: {why[:300]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    state, key = nested_state_dict(state)
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
-            raise UserError(f"{path}: entry {str(name)[:80]!r} is a {type(tensor).__name__}, not a tensor")
+            keys = ", ".join(str(k)[:40] for k in list(state)[:8])
+            raise UserError(f"{path}: entry {str(name)[:80]!r} is a {type(tensor).__name__}, not a tensor; found no "
+                            f"weights under {', '.join(STATE_KEYS)} either (its keys: {keys}): save "
+                            "model.state_dict(), or a dict holding it under one of those keys")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"{path}: the weights of {str(name)[:80]!r} hold NaN or inf; the checkpoint is broken "
                             "(was it saved after training diverged?)")
-    return state
+    return state, key
 
 
-def load_weights(model, path: Path) -> None:
-    """Load weights strictly; a mismatch names the file and the first missing or unexpected keys."""
-    state = read_state_dict(path)
+# Where training scripts put the weights in a checkpoint that also holds the epoch, the optimizer...
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights", "params")
+
+
+def nested_state_dict(checkpoint) -> tuple[object, str | None]:
+    """(weights, key) of a checkpoint saved as {'model': state_dict, 'epoch': ..., 'optimizer': ...}: the first of
+    STATE_KEYS that holds a dict of tensors; (the checkpoint, None) when its own values are the tensors."""
+    import torch
+
+    if not isinstance(checkpoint, dict) or any(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint, None
+    for key in STATE_KEYS:
+        inner = checkpoint.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner, key
+    return checkpoint, None
+
+
+def load_weights(model, path: Path) -> str | None:
+    """Load weights strictly; a mismatch names the file and the first missing or unexpected keys. Returns the
+    key of a training checkpoint the weights were found under (see STATE_KEYS), or None."""
+    state, key = read_checkpoint(path)
     # A DDP checkpoint prefixes every key with 'module.'; the weights are the same.
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
@@ -151,3 +178,4 @@ def load_weights(model, path: Path) -> None:
         raise UserError(f"{path}: weights do not match the architecture ({'; '.join(parts)}); "
                         "check teacher.family, width and depth")
     model.load_state_dict(state)
+    return key

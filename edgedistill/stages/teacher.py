@@ -23,8 +23,10 @@ def run(spec, ctx) -> StageResult:
                      "source": cfg.kind}
     out = ctx.stage_dir("teacher")
     if cfg.kind == "checkpoint":
-        load_weights(model, cfg.path)
-        metrics["checkpoint"] = str(cfg.path)
+        key = load_weights(model, cfg.path)
+        metrics["checkpoint"] = str(cfg.path) + (f" (weights under {key!r})" if key else "")
+        if key:
+            ctx.console.print(f"  teacher weights read from the checkpoint's {key!r} entry")
     else:
         result = fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                      seed=spec.seed, label="teacher", console=ctx.console,
