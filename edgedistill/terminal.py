@@ -21,6 +21,11 @@ class SafeConsole(Console):
     """A rich Console that escapes control characters in every string it is asked to print, and prints a line
     whose markup a name broke (a pipeline called '[/]') as plain text rather than failing."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_terminal and "width" not in kwargs:
+            self.soft_wrap = True  # a log file or a pipe: one line per message, never cut at 80 columns
+
     def render_str(self, text: str, **kwargs):
         from rich.errors import MarkupError
 

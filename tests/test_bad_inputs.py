@@ -231,3 +231,20 @@ def test_every_problem_of_a_pipeline_is_shown_one_line_each(tmp_path):
     assert all(line.startswith(f"error: {path}:") for line in lines)
     for field in ("seed", "teacher.epochs", "teacher.famly", "distill.temprature"):
         assert any(f": {field}: " in line for line in lines), field
+
+
+def test_a_folder_as_data_path_is_called_a_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(data={"kind": "npz", "path": "images"}))
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "is a folder; expected a file" in proc.stderr
+
+
+def test_piped_run_output_is_not_cut_at_80_columns():
+    import io
+
+    from edgedistill.terminal import SafeConsole
+
+    out = io.StringIO()
+    SafeConsole(file=out).print("x" * 150 + " end")
+    assert out.getvalue() == "x" * 150 + " end\n"

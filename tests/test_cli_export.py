@@ -25,6 +25,7 @@ def test_export_a_run_folder_with_parity(run_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and "onnx int8:" in proc.stdout
     assert "top-1 agreement" in proc.stdout and "accuracy" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.onnx"]  # no fp32 file left that was not asked for
 
 
 def test_quantize_an_exported_file_keeps_metadata(run_dir, tmp_path):

@@ -108,11 +108,16 @@ def export_command(
     out = out or (run_dir / "export" if run_dir else checkpoint.parent) / artifact_name(format, precision)
     conv = CONVERTERS[format]
     fp32 = out if precision == "fp32" else out.with_name(artifact_name(format, "fp32"))
+    scratch_fp32 = precision != "fp32" and not fp32.exists()  # made only to quantize from: removed after
     metadata = {"pipeline": "edgedistill export", "input_shape": [None, info.in_channels, *info.input_hw],
                 "input_dtype": "float32", "precision": "fp32", "class_names": info.class_names,
                 "model": f"{info.family} x{info.width} depth x{info.depth}"}
     conv.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
-    conv.variant(fp32, out, precision, calib_x, method, [], metadata)
+    try:
+        conv.variant(fp32, out, precision, calib_x, method, [], metadata)
+    finally:
+        if scratch_fp32:
+            fp32.unlink(missing_ok=True)
     typer.echo(f"{format} {precision}: {out} ({out.stat().st_size / 1024:.1f} KiB)")
     if test is not None:
         x, y = test

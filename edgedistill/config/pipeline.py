@@ -17,6 +17,8 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     """Resolve a path against the pipeline file's folder; it must exist."""
     base = (info.context or {}).get("base_dir")
     path = value if value.is_absolute() or base is None else Path(base) / value
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; expected a file")
     if not path.is_file():
         raise ValueError(f"file not found: {str(path)!r}")
     return path.resolve()
