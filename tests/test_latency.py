@@ -163,6 +163,17 @@ def test_everything_fits_picks_the_largest():
     assert sel.chosen.params == max(c.params for c in sel.candidates) and sel.chosen is sel.candidates[0]
 
 
+def test_the_objective_picks_among_those_that_fit():
+    sizes = sorted(c.size_mb for c in _select(Budgets()).candidates)
+    budgets = Budgets(max_model_mb=(sizes[3] + sizes[4]) / 2)  # four candidates fit
+    fitting = [c for c in _select(budgets).candidates if c.fits]
+    smallest, fastest = _select(budgets, objective="smallest"), _select(budgets, objective="fastest")
+    assert smallest.chosen.params == min(c.params for c in fitting) and smallest.chosen.fits
+    assert fastest.chosen.p90_ms == min(c.p90_ms for c in fitting) and fastest.chosen.fits
+    assert _select(budgets).chosen.params == max(c.params for c in fitting)
+    assert smallest.tie_break.startswith("smallest: fewest parameters")
+
+
 def test_size_budget_excludes_the_big_ones():
     sizes = sorted(c.size_mb for c in _select(Budgets()).candidates)
     sel = _select(Budgets(max_model_mb=(sizes[2] + sizes[3]) / 2))

@@ -113,13 +113,15 @@ def select_command(
                                               "e.g. 3,224,224."),
     max_params: Optional[int] = typer.Option(None, "--max-params", min=1, help="Largest candidate to consider; "
                                              "default: student.max_param_ratio of the teacher's parameters."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="largest, smallest or fastest of those that "
+                                            "fit; default: the pipeline's student.objective (largest)."),
     as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON."),
 ) -> None:
     """Rank the student candidates on a device: size, predicted latency, RAM, what fits, and the choice."""
     from edgedistill.config.device import device_path, load_device
     from edgedistill.config.pipeline import load_pipeline
     from edgedistill.export.formats import FORMATS, PRECISIONS
-    from edgedistill.latency.select import nothing_fits, select_for_pipeline
+    from edgedistill.latency.select import OBJECTIVES, nothing_fits, select_for_pipeline
     from edgedistill.models import family_names
     from edgedistill.resources import default_pipeline
 
@@ -129,13 +131,15 @@ def select_command(
         _choices("--precision", precision, PRECISIONS)
     if family is not None:
         _choices("--family", family, family_names())
+    if objective is not None:
+        _choices("--objective", objective, OBJECTIVES)
     shape = _shape(input_shape) if input_shape is not None else None
     spec = load_pipeline(pipeline or default_pipeline())
     profile = load_device(device)
     budgets = profile.budgets.model_copy(update=spec.budgets.model_dump(exclude_none=True))
     selection, calibration = select_for_pipeline(spec, profile, device_path(device), budgets, family=family, fmt=fmt,
                                                  precision=precision, input_shape=shape,
-                                                 max_params=max_params)
+                                                 max_params=max_params, objective=objective)
     if as_json:
         typer.echo(json.dumps(selection.to_dict(), indent=2))
     else:

@@ -92,6 +92,9 @@ class Student(Architecture):
         default="fixed", description="auto: width and depth chosen by the device's budgets (edgedistill select)")
     max_param_ratio: float = Field(default=0.5, gt=0, le=1,
                                    description="auto: candidates have at most this share of the teacher's parameters")
+    objective: Literal["largest", "smallest", "fastest"] = Field(
+        default="largest", description="auto: among the candidates that fit every budget, the one with the most "
+                                       "parameters (keeps the most accuracy), the fewest, or the lowest predicted p90")
     chosen_by: Literal["auto"] | None = Field(
         default=None, description="set in a run's pipeline.resolved.yaml: this fixed width and depth were chosen by "
                                   "size: auto (the candidates and the choice are in the student stage and the report)")

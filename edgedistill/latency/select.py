@@ -1,9 +1,10 @@
-"""Student selection: the largest candidate of a family that fits every budget of the device.
+"""Student selection: the candidate of a family that fits every budget of the device, by an objective.
 
 Candidates are the family's width and depth multipliers (the input resolution is the data's: the
 bundled data is 8x8 and cannot be scaled down further). Each is costed, predicted on the device at its
-deployment format and precision, and checked against the budgets. The choice is the candidate with the
-most parameters that fits; ties go to the lower predicted latency, then to the smaller width.
+deployment format and precision, and checked against the budgets. Among those that fit, the objective
+picks: `largest` (most parameters: the most capacity the budgets allow, so the most accuracy kept),
+`smallest` (fewest parameters) or `fastest` (lowest predicted p90); OBJECTIVES holds the order of each.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from edgedistill.latency.predictor import LatencyPredictor
 
 WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 DEPTHS = (0.5, 1.0, 2.0)
-TIE_BREAK = "most parameters; on a tie, lower predicted p90 latency, then smaller width"
+# Objective -> (what the rank says, the sort key among fitting candidates).
+OBJECTIVES = {
+    "largest": ("most parameters; on a tie, lower predicted p90 latency, then smaller width",
+                lambda c: (-c.params, c.p90_ms, c.width, c.depth)),
+    "smallest": ("fewest parameters; on a tie, lower predicted p90 latency, then smaller width",
+                 lambda c: (c.params, c.p90_ms, c.width, c.depth)),
+    "fastest": ("lowest predicted p90 latency; on a tie, more parameters, then smaller width",
+                lambda c: (c.p90_ms, -c.params, c.width, c.depth)),
+}
+TIE_BREAK = OBJECTIVES["largest"][0]
 
 
 def storage_bytes_per_value(precision: str) -> int:
@@ -85,14 +95,15 @@ def evaluate(family: str, width: float, depth: float, *, in_channels: int, num_c
                      predicted.ram_mb, breaks)
 
 
-def rank(candidates: list[Candidate]) -> list[Candidate]:
-    """Fitting candidates first, each group by the tie-break order (TIE_BREAK)."""
-    return sorted(candidates, key=lambda c: (not c.fits, -c.params, c.p90_ms, c.width, c.depth))
+def rank(candidates: list[Candidate], objective: str = "largest") -> list[Candidate]:
+    """Fitting candidates first, each group in the objective's order (OBJECTIVES)."""
+    order = OBJECTIVES[objective][1]
+    return sorted(candidates, key=lambda c: (not c.fits, *order(c)))
 
 
 def select(family: str, *, device, predictor: LatencyPredictor, budgets, in_channels: int, num_classes: int,
            input_hw: tuple[int, int], fmt: str, precision: str, max_params: int | None = None,
-           max_params_why: str = "", widths=WIDTHS, depths=DEPTHS) -> Selection:
+           max_params_why: str = "", widths=WIDTHS, depths=DEPTHS, objective: str = "largest") -> Selection:
     """Every candidate ranked, and the chosen one (None when nothing fits). Candidates above `max_params`
     are left out of the space, `max_params_why` saying why."""
     candidates = [evaluate(family, w, d, in_channels=in_channels, num_classes=num_classes, input_hw=input_hw,
@@ -104,10 +115,10 @@ def select(family: str, *, device, predictor: LatencyPredictor, budgets, in_chan
         if len(kept) < len(candidates):
             excluded = f"{len(candidates) - len(kept)} candidates above {max_params:,} parameters left out: {max_params_why}"
         candidates = kept
-    ranked = rank(candidates)
+    ranked = rank(candidates, objective)
     chosen = ranked[0] if ranked and ranked[0].fits else None
     return Selection(device.name, fmt, precision, predictor.source(fmt, precision), ranked, chosen,
-                     excluded=excluded)
+                     tie_break=f"{objective}: {OBJECTIVES[objective][0]}", excluded=excluded)
 
 
 def nothing_fits(selection: Selection) -> UserError:
@@ -129,7 +140,7 @@ def deployment(spec, device) -> tuple[str, str]:
 
 def select_for_pipeline(spec, device, profile_path, budgets, *, family: str | None = None, fmt: str | None = None,
                         precision: str | None = None, input_shape: tuple[int, int, int] | None = None,
-                        max_params: int | None = None) -> tuple[Selection, object]:
+                        max_params: int | None = None, objective: str | None = None) -> tuple[Selection, object]:
     """Selection for a pipeline's data and teacher on `device`; also returns the calibration used (or None)."""
     from edgedistill.data import load_dataset
     from edgedistill.latency.calibration import predictor_for
@@ -146,7 +157,8 @@ def select_for_pipeline(spec, device, profile_path, budgets, *, family: str | No
                        fmt=fmt or default_fmt, precision=precision or default_precision,
                        max_params=max_params or int(teacher_params * spec.student.max_param_ratio),
                        max_params_why="--max-params" if max_params else f"student.max_param_ratio "
-                                      f"{spec.student.max_param_ratio:g} of the teacher's {teacher_params:,}", **shape)
+                                      f"{spec.student.max_param_ratio:g} of the teacher's {teacher_params:,}",
+                       objective=objective or spec.student.objective, **shape)
     return selection, calibration
 
 

@@ -34,7 +34,8 @@ def run(spec, ctx) -> StageResult:
 
 
 def choose(spec, ctx) -> dict:
-    """The largest candidate that fits the device's budgets (edgedistill select), as a dict for the report."""
+    """The candidate that fits the device's budgets and best meets student.objective (edgedistill select), as
+    a dict for the report."""
     from edgedistill.config.device import device_path
     from edgedistill.latency.select import nothing_fits, predictor_note, select_for_pipeline
 
