@@ -55,6 +55,28 @@ def test_distill_keeps_best_checkpoint_and_history(tiny_run):
     assert (run_dir / "distill" / "best.safetensors").exists()
 
 
+def test_a_scratch_baseline_measures_what_distilling_gained(tiny_run):
+    run_dir, manifest = tiny_run
+    m = manifest.stages["distill"].metrics
+    base = m["baseline"]  # auto: the tiny run is short enough to afford it
+    assert base["kind"] == "scratch" and 0 <= base["accuracy"] <= 1 and base["epochs"] == m["epochs"]
+    assert base["gain"] == pytest.approx(m["accuracy"] - base["accuracy"])
+    results = json.loads((run_dir / "report" / "results.json").read_text())
+    assert results["distillation"]["baseline"]["accuracy"] == base["accuracy"]
+    sentence = "Distillation gained" if base["gain"] > 0 else "Distillation did not help here"
+    for name in ("report.md", "report.html"):
+        assert sentence in (run_dir / "report" / name).read_text()
+
+
+def test_the_baseline_sentence_says_when_distillation_did_not_help():
+    from edgedistill.report.text import baseline_sentence
+
+    lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}}, 0.973)
+    assert lost.startswith("Distillation did not help here (-1.10 points)") and "98.40%" in lost and "97.30%" in lost
+    assert baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}}, 0.92).startswith("Distillation gained +2.00")
+    assert baseline_sentence({"baseline": None}, 0.9) is None
+
+
 def test_export_onnx_with_metadata_and_parity(tiny_run):
     from edgedistill.export.onnx import read_metadata
 

@@ -89,6 +89,19 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start)
 
 
+def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int, console: Console,
+                      state_path: Path | None = None) -> Distilled:
+    """The scratch baseline: `student` trained on the true labels alone with distillation's epochs, batch,
+    optimizer, learning rate and augmentation, so that the gain of distilling is measured, not assumed."""
+    import torch.nn.functional as F
+
+    start = time.perf_counter()
+    result = fit(student, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
+                 seed=seed, label="baseline (labels only)", console=console, state_path=state_path,
+                 augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
+    return Distilled(result, "not used", {}, [], time.perf_counter() - start)
+
+
 def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) -> TeacherOutputs:
     """The teacher-output cache. Under torch.distributed a miss is built in parallel: each rank runs the
     teacher on its shard (examples rank, rank+W, ...), the shards are gathered and merged on every rank,

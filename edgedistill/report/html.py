@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
-from edgedistill.report.text import ms, pct, selection_summary
+from edgedistill.report.text import baseline_sentence, ms, pct, selection_summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -121,6 +121,9 @@ def _distillation(r: dict) -> str:
                 if d.get("divergence") else "")
     best = f"best epoch {e(d['best_epoch'])} of {e(d['epochs'])}" if d.get("best_epoch") else f"{e(d['epochs'])} epochs"
     text = f"<p>Terms {e(', '.join(d['terms']))}{logit_kd}; {best}; teacher outputs: {e(d['teacher_cache'])}.</p>"
+    sentence = baseline_sentence(d, (r.get("student") or {}).get("accuracy"))
+    if sentence:
+        text += f"<p><strong>{e(sentence)}</strong></p>"
     mapping = d.get("mapping") or {}
     pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
              for term in ("features", "attention") for p in mapping.get(term, [])]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.text import pct, selection_summary
+from edgedistill.report.text import baseline_sentence, pct, selection_summary
 
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
@@ -57,7 +57,8 @@ def render_markdown(results: dict) -> str:
                      f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
     lines += _selection(results.get("selection"))
-    lines += _distillation(results.get("distillation"), results["training"].get("distill"))
+    lines += _distillation(results.get("distillation"), results["training"].get("distill"),
+                           (results.get("student") or {}).get("accuracy"))
     lines += _gate(results["artifacts"])
     lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
     for name, s in results["stages"].items():
@@ -90,7 +91,7 @@ def _selection(sel: dict | None) -> list[str]:
     return lines + ["", f"Tie-break: {sel['tie_break']}.", ""]
 
 
-def _distillation(d: dict | None, history: list | None) -> list[str]:
+def _distillation(d: dict | None, history: list | None, student_accuracy=None) -> list[str]:
     if not d or not history:
         return []
     best = max(history, key=lambda h: h.get("val_accuracy", 0))
@@ -98,6 +99,9 @@ def _distillation(d: dict | None, history: list | None) -> list[str]:
     lines = ["## Distillation", "",
              f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs, best validation accuracy "
              f"{pct(best.get('val_accuracy'))} at epoch {best['epoch']}; teacher outputs: {d['teacher_cache']}.", ""]
+    sentence = baseline_sentence(d, student_accuracy)
+    if sentence:
+        lines += [sentence, ""]
     if len(d.get("phases") or []) > 1:
         lines += ["| phase | epochs | alpha | LR scale | examples |", "|---|---|---|---|---|"]
         lines += [f"| {p['name']} | {p['epochs'][0]}–{p['epochs'][1]} | {p['alpha']} | {p['lr_scale']} | "

@@ -56,7 +56,8 @@ def build_results(ctx) -> dict:
         "training": {"teacher": (t_metrics or {}).get("history"), "distill": (d_metrics or {}).get("history")},
         "distillation": None if d_metrics is None else {
             key: d_metrics.get(key) for key in ("terms", "divergence", "temperature", "alpha", "epochs", "best_epoch",
-                                                "mapping", "phases", "teacher_cache", "width_ratio", "progressive")},
+                                                "mapping", "phases", "teacher_cache", "width_ratio", "progressive",
+                                                "baseline")},
         "artifacts": artifacts,
         "budgets": budgets,
         "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None),

@@ -20,3 +20,16 @@ def selection_summary(sel: dict) -> str:
     if sel.get("measured_p90_ms") is not None:
         text += f", measured {sel['measured_p90_ms']:.3g} ms ({sel['prediction_error']:+.0%} off)"
     return text + "."
+
+
+def baseline_sentence(d: dict, student_accuracy) -> str | None:
+    """One plain sentence on what distilling gained over training the same student from labels alone."""
+    base = d.get("baseline")
+    if not base or student_accuracy is None:
+        return None
+    gain = base["gain"] * 100
+    same = f"the same student trained from labels alone, with the same epochs and optimizer, reached {pct(base['accuracy'])}"
+    if gain > 0:
+        return f"Distillation gained {gain:+.2f} points: {same}, against {pct(student_accuracy)} distilled."
+    return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {pct(student_accuracy)} distilled. "
+            "Try a higher temperature or alpha, more epochs, or a better teacher; or deploy the scratch student.")

@@ -68,6 +68,7 @@ def _train(spec, ctx) -> StageResult:
     resumed = run.result.resumed_from_epoch
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
+    baseline = scratch_baseline(spec, ctx, student_arch, data, test_acc, out / f"baseline-train-state-{state}")
     terms = ["kd" if cfg.alpha > 0 else None, "ce" if cfg.alpha < 1 else None] + [
         name for name in ("features", "attention", "classifier") if getattr(cfg, name) is not None]
     warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
@@ -78,4 +79,28 @@ def _train(spec, ctx) -> StageResult:
         "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
-        "resumed_from_epoch": resumed, "history": run.result.history, "processes": distributed_rank_world()[1]})
+        "resumed_from_epoch": resumed, "history": run.result.history, "processes": distributed_rank_world()[1],
+        "baseline": baseline})
+
+
+def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, state_path) -> dict | None:
+    """The same student from the same initial weights, trained from labels alone (distill.baseline), and the
+    gain of distilling over it; None when not asked for (or under torchrun, where each rank has a shard)."""
+    from edgedistill.config.pipeline import BASELINE_AUTO_EXAMPLES
+    from edgedistill.distill.distiller import train_from_labels
+    from edgedistill.distill.trainer import distributed_rank_world
+
+    cfg = spec.distill
+    wanted = cfg.baseline == "scratch" or (cfg.baseline == "auto"
+                                           and len(data.train) * cfg.epochs <= BASELINE_AUTO_EXAMPLES)
+    if not wanted or distributed_rank_world()[1] > 1:
+        return None
+    student = student_arch.build()
+    load_weights(student, ctx.output("student", "weights"))
+    run = train_from_labels(student, data, cfg, seed=spec.seed, console=ctx.console, state_path=state_path)
+    scratch = accuracy(predict(student, data.test.x), data.test.y)
+    gain = distilled_accuracy - scratch
+    ctx.console.print(f"  baseline: the same student from labels alone {scratch:.2%}; distillation "
+                      f"{'gained' if gain > 0 else 'did not help:'} {gain * 100:+.2f} points")
+    return {"kind": "scratch", "accuracy": scratch, "val_accuracy": run.result.best_val_accuracy,
+            "best_epoch": run.result.best_epoch, "epochs": cfg.epochs, "gain": gain, "seconds": round(run.seconds, 3)}
