@@ -35,14 +35,14 @@ from rich.console import Console
 torch.set_num_threads(int(sys.argv[1]))
 from edgedistill.config.pipeline import DigitsData, Training
 from edgedistill.data import load_dataset
-from edgedistill.distill.trainer import _fit, seed_everything
+from edgedistill.distill.trainer import _fit, onednn, seed_everything
 from edgedistill.models import build_model
 data = load_dataset(DigitsData(kind="digits"), seed=0)
 seed_everything(0)
 model = build_model("resnet", width=float(sys.argv[3]), depth=float(sys.argv[4]), in_channels=1, num_classes=10,
                     input_hw=(8, 8))
 start = time.perf_counter()
-with torch.backends.mkldnn.flags(enabled=sys.argv[2] == "on"):
+with onednn(sys.argv[2] == "on"):
     _fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y),
          Training(epochs=2, batch_size=64), seed=0, label="t", console=Console(file=io.StringIO()))
 seconds = time.perf_counter() - start

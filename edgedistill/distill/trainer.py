@@ -67,12 +67,23 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
         schedule=None, augment: Augment | None = None) -> FitResult:
     """`_fit`, with PyTorch's oneDNN (mkldnn) kernels off for models with thin convolutions (see `onednn_safe`)."""
-    with torch.backends.mkldnn.flags(enabled=onednn_safe(model, extra)):
+    with onednn(onednn_safe(model, extra)):
         return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console, state_path=state_path,
                     extra=extra, schedule=schedule, augment=augment)
 
 
 THIN_CONV_CHANNELS = 8
+
+
+@contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    """oneDNN kernels on or off inside the block (the attribute itself: `mkldnn.flags()` also sets TF32 and warns)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def onednn_safe(*modules: torch.nn.Module | None) -> bool:
