@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from html.parser import HTMLParser
 
 import pytest
@@ -102,6 +103,25 @@ def test_compare_runs_in_folders_named_like_tex(evil_run, tmp_path):
     proc = cli("report", "--compare", evil_run, odd, "--out", tmp_path / "cmp")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert odd.name in "".join(parse(tmp_path / "cmp" / "compare.html").text)
+
+
+def test_the_report_reads_cleanly(evil_run):
+    """What a reader saw wrong (checked by eye in headless Chromium, then pinned here): point labels piled into
+    one smear, TeX in tick labels, an empty header row, a caption promising shading that was not drawn,
+    Markdown and HTML showing different columns."""
+    from edgedistill.report.text import MODEL_COLUMNS
+
+    html = (evil_run / "report" / "report.html").read_text()
+    markdown = (evil_run / "report" / "report.md").read_text()
+    shown = "".join(parse(evil_run / "report" / "report.html").text)  # text drawn, not SVG comments
+    assert "mathdefault" not in shown and "<th></th>" not in html
+    assert "shading marks the distillation phases" not in html  # the tiny run has one phase: nothing shaded
+    assert "| " + " | ".join(MODEL_COLUMNS) + " |" in markdown
+    assert all(f"<th>{escape(c)}</th>" in html for c in MODEL_COLUMNS)
+    results = json.loads((evil_run / "report" / "results.json").read_text())
+    chart = html[html.index("<section id=\"figures\">"):html.index("</figure>")]
+    for art in results["artifacts"]:  # each artifact named once, in the legend, not once per point label
+        assert chart.count(f"{art['format']} {art['precision']}<") == 1
 
 
 def test_report_command_errors(tmp_path):

@@ -171,4 +171,4 @@ def predictor_note(selection, calibration) -> str:
                 f"{key} within ±20 % on {q['within_20']:.0%} of {q['models']} micro-models")
     why = "no calibration file" if calibration is None else f"the calibration has no {key}"
     return (f"datasheet figures ({why}): peak throughput and bandwidth with no overheads, a lower bound on latency; "
-            "RAM counts the model only. Run `edgedistill calibrate`")
+            "RAM counts the model only. Calibrate the device (edgedistill calibrate) for measured coefficients.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgedistill.report.html import CSS, e, figure_block, html_table
 from edgedistill.report.text import pct
 
@@ -45,7 +47,8 @@ def render_compare_html(rows: list[dict], runs: list[tuple[str, dict]]) -> str:
          f"{e(r['summary'])}</span>", e(r["artifact"]), e(None if r["bytes"] is None else f"{r['bytes'] / 1024:.1f} KiB"),
          e(pct(r["accuracy"])), e(None if r["p90_ms"] is None else f"{r['p90_ms']:.3f}")] for r in rows])
     # One chart over every run's artifacts, labelled by run.
-    merged = {"artifacts": [{**a, "format": a["format"], "precision": f"{a['precision']} [{label}]"}
+    # Labelled by the run folder's name (its full path is in the table above), not by the whole path.
+    merged = {"artifacts": [{**a, "format": a["format"], "precision": f"{a['precision']} [{Path(label).name}]"}
                             for label, r in runs for a in r["artifacts"]],
               "budgets": {}, "teacher": None}
     chart = figure_block(figures.accuracy_latency(merged), "Every run's artifacts: accuracy against p90 latency.",

@@ -6,6 +6,7 @@ import io
 import re
 
 COLORS = {"onnx": "#1f77b4", "tflite": "#ff7f0e"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _svg(fig) -> str:
@@ -19,16 +20,20 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(width=6.0, height=3.4):
+def _figure(width=8.5, height=4.2):
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display, no GUI toolkit
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable
-    # Names from files and folders ('run$1', 'a_b^2') are drawn as written, never parsed as TeX math.
-    plt.rcParams["text.parse_math"] = False
     return plt.subplots(figsize=(width, height))
+
+
+def _plain(text: str) -> str:
+    """A name from a file or folder ('run$1', 'a_$b^2$') drawn as written: matplotlib reads text between two
+    '$' as TeX math, and an escaped '$' is a dollar sign. (Its own log-scale tick labels need math on.)"""
+    return str(text).replace("$", r"\$")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -48,22 +53,26 @@ def accuracy_latency(results: dict) -> str | None:
     fig, ax = _figure()
     points = [(a["latency_ms"]["p90"], a["accuracy"] * 100) for a in arts]
     front = pareto_front(points)
+    # Nearby points would pile their labels into one smear: each artifact gets a marker (its precision) and a
+    # colour (its format), and the legend names them.
+    precisions = sorted({a["precision"] for a in arts})
     for i, (a, (lat, acc)) in enumerate(zip(arts, points)):
-        ax.scatter(lat, acc, s=60, color=COLORS.get(a["format"], "grey"), edgecolor="black" if i in front else "none",
-                   linewidth=1.5, zorder=3)
-        ax.annotate(f"{a['format']} {a['precision']}", (lat, acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.scatter(lat, acc, s=70, color=COLORS.get(a["format"], "grey"), marker=MARKERS[precisions.index(
+            a["precision"]) % len(MARKERS)], edgecolor="black" if i in front else "none", linewidth=1.5, zorder=3,
+            label=_plain(f"{a['format']} {a['precision']}"))
     if len(front) > 1:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=0.8, label="Pareto front")
     budgets, teacher = results["budgets"], results.get("teacher")
     if budgets.get("max_latency_p90_ms") is not None:
         ax.axvline(budgets["max_latency_p90_ms"], color="red", linestyle=":", label="p90 budget")
-    if budgets.get("max_accuracy_drop") is not None and teacher:
-        ax.axhline((teacher["accuracy"] - budgets["max_accuracy_drop"]) * 100, color="purple", linestyle=":",
-                   label="accuracy floor")
+    floor = (teacher["accuracy"] - budgets["max_accuracy_drop"]) * 100 \
+        if budgets.get("max_accuracy_drop") is not None and teacher else None
+    if floor is not None and floor > 0:  # a floor at or below 0 % bounds nothing and would squash the axis
+        ax.axhline(floor, color="purple", linestyle=":", label="accuracy floor")
     ax.set_xscale("log")
     ax.set_xlabel("p90 latency (ms, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     return _svg(fig)
 
@@ -73,7 +82,7 @@ def size_bars(results: dict) -> str | None:
     if not arts:
         return None
     fig, ax = _figure(height=0.5 + 0.4 * len(arts))
-    labels = [f"{a['format']} {a['precision']}" for a in arts]
+    labels = [_plain(f"{a['format']} {a['precision']}") for a in arts]
     sizes = [a["bytes"] / 2**20 for a in arts]
     ax.barh(labels, sizes, color=[COLORS.get(a["format"], "grey") for a in arts])
     limit = results["budgets"].get("max_model_mb")
@@ -100,6 +109,9 @@ def training_curves(results: dict) -> str | None:
         for p in phases:
             ax.axvspan(p["epochs"][0] - 0.5, p["epochs"][1] + 0.5, color=shades.get(p["name"], "#eeeeee"), alpha=0.6,
                        label=f"phase: {p['name']}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.legend(fontsize=8, loc="lower right")
@@ -119,7 +131,7 @@ def latency_distributions(samples: dict[str, list[float]]) -> str | None:
     newer = tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10)
     horizontal = {"orientation": "horizontal"} if newer else {"vert": False}
     ax.boxplot(list(samples.values()), showfliers=True, flierprops={"markersize": 2}, **horizontal)
-    ax.set_yticks(range(1, len(samples) + 1), list(samples))
+    ax.set_yticks(range(1, len(samples) + 1), [_plain(name) for name in samples])
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (ms, log scale)")
     ax.invert_yaxis()

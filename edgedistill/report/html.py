@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
-from edgedistill.report.text import baseline_sentence, ms, pct, selection_summary
+from edgedistill.report.text import MODEL_COLUMNS, baseline_sentence, diff, ms, pct, selection_summary, weights_size
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -18,7 +18,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px so
 th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6px;margin:1em 0}
 .fits{background:#e6f4ea;border:1px solid #34a853}.nofit{background:#fce8e6;border:1px solid #ea4335}
 .unknown{background:#fef7e0;border:1px solid #fbbc04}.pass{color:#188038}.fail{color:#c5221f;font-weight:bold}
-.muted{color:#777}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}svg{max-width:100%;height:auto}
+.muted{color:#777}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}svg{width:100%;max-width:960px;height:auto}
 code{background:#f5f5f5;padding:0 .2em}
 """
 
@@ -69,11 +69,11 @@ def _models(r: dict) -> str:
     rows = []
     t, s = r.get("teacher"), r.get("student")
     if t:
-        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", "—", e(pct(t["accuracy"])),
-                     "—", "—", "—", "—", "—", "ok"])
+        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", e(weights_size(t["params"])),
+                     e(pct(t["accuracy"])), "—", "—", "—", "—", "—", "—", "ok"])
     if s:
-        rows.append(["student " + e(s["arch"]), "PyTorch", "fp32", f"{s['params']:,} ({s['param_ratio']:.1%})", "—",
-                     e(pct(s["accuracy"])), "—", "—", "—", "—", "—", "ok"])
+        rows.append(["student " + e(s["arch"]), "PyTorch", "fp32", f"{s['params']:,} ({s['param_ratio']:.1%})",
+                     e(weights_size(s["params"])), e(pct(s["accuracy"])), "—", "—", "—", "—", "—", "—", "ok"])
     for a in r["artifacts"]:
         lat = a.get("latency_ms") or {}
         precision = a["precision"] if a["precision"] == a["requested_precision"] else \
@@ -82,14 +82,13 @@ def _models(r: dict) -> str:
         parity = a.get("parity") or {}
         status = e(a["status"]) + (f"<br><span class=muted>{e(a['error'])}</span>" if a.get("error") else "")
         rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(pct(a.get("accuracy"))),
-                     e(pct(parity.get("top1_agreement"))), e(ms(lat.get("p50"))), e(ms(lat.get("p90"))),
-                     e(ms(lat.get("p99"))), e(a.get("target")), status])
+                     e(pct(parity.get("top1_agreement"))), e(diff(parity.get("max_abs_diff"))), e(ms(lat.get("p50"))),
+                     e(ms(lat.get("p90"))), e(ms(lat.get("p99"))), e(a.get("target")), status])
     metric = r.get("metric", "accuracy")
     note = "" if metric == "accuracy" else (f"<p>Accuracy here is the {e(metric)} on held-out text (the teacher "
                                             "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")
     return _section("models", "Teacher, student and artifacts", note + html_table(
-        ["model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "p50 ms", "p90 ms",
-         "p99 ms", "target", "status"], rows))
+        list(MODEL_COLUMNS), rows))
 
 
 def figure_block(svg: str | None, caption: str, missing: str) -> str:
@@ -105,8 +104,9 @@ def _figures(r: dict) -> str:
                 "dotted lines are the latency budget and the accuracy floor (teacher minus the allowed drop).",
                 "No accuracy-latency chart: no artifact was benchmarked."),
         figure_block(figures.size_bars(r), "Artifact sizes against the size budget.", "No size chart: no artifact exported."),
-        figure_block(figures.training_curves(r), "Validation accuracy per epoch; shading marks the distillation phases.",
-                "No training curves: no training ran."),
+        figure_block(figures.training_curves(r), "Validation accuracy per epoch" + (
+            "; shading marks the distillation phases." if len((r.get("distillation") or {}).get("phases") or []) > 1
+            else "."), "No training curves: no training ran."),
         figure_block(figures.latency_distributions(samples), "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
                 "No latency distributions: no benchmark samples."),
     ])
@@ -187,4 +187,5 @@ def _environment(r: dict) -> str:
             ["measured on", e(", ".join(f"{k}: {v}" for k, v in (env.get("device_info") or {}).items()) or None)],
             ["seed", e(env["seed"])], ["config digest", f"<code>{e(env['config_digest'])}</code>"],
             ["generated", e(r["generated_at"])]]
-    return _section("environment", "Environment", html_table(["", ""], rows))
+    table = "<table><tbody>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</tbody></table>"
+    return _section("environment", "Environment", table)  # a key-value table: no (empty) header row

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.text import baseline_sentence, pct, selection_summary
+from edgedistill.report.text import MODEL_COLUMNS, baseline_sentence, diff, ms, pct, selection_summary, weights_size
 
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
@@ -36,25 +36,25 @@ def render_markdown(results: dict) -> str:
             lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
                          f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} |")
         lines.append("")
-    lines += ["## Models", "", "| model | format | precision | params | size | accuracy | parity max abs diff | "
-              "p50 ms | p90 ms | p99 ms | target | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Models", "", "| " + " | ".join(MODEL_COLUMNS) + " |", "|" + "---|" * len(MODEL_COLUMNS)]
     teacher, student = results["teacher"], results["student"]
     if teacher:
-        lines.append(f"| teacher {teacher['arch']} | PyTorch | fp32 | {teacher['params']:,} | "
-                     f"{teacher['params'] * 4 / 1024:.1f} KiB (weights) | {pct(teacher['accuracy'])} | — | — | — | — | — | ok |")
+        lines.append(f"| teacher {_escape(teacher['arch'])} | PyTorch | fp32 | {teacher['params']:,} | "
+                     f"{weights_size(teacher['params'])} | {pct(teacher['accuracy'])} | — | — | — | — | — | — | ok |")
     if student:
-        lines.append(f"| student {student['arch']} | PyTorch | fp32 | {student['params']:,} "
-                     f"({student['param_ratio']:.1%}) | {student['params'] * 4 / 1024:.1f} KiB (weights) | "
-                     f"{pct(student['accuracy'])} | — | — | — | — | — | ok |")
+        lines.append(f"| student {_escape(student['arch'])} | PyTorch | fp32 | {student['params']:,} "
+                     f"({student['param_ratio']:.1%}) | {weights_size(student['params'])} | "
+                     f"{pct(student['accuracy'])} | — | — | — | — | — | — | ok |")
     for a in results["artifacts"]:
         lat = a["latency_ms"] or {}
-        parity = (a["parity"] or {}).get("max_abs_diff")
+        parity = a["parity"] or {}
         size = f"{a['bytes'] / 1024:.1f} KiB" if a["bytes"] is not None else "—"
         precision = a["precision"] if a["precision"] == a["requested_precision"] else \
             f"{a['precision']} (asked {a['requested_precision']})"
         lines.append(f"| student | {a['format']} | {precision} | — | {size} | {pct(a['accuracy'])} | "
-                     f"{_fmt(parity, '.1e')} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
-                     f"{_fmt(lat.get('p99'), '.3f')} | {_escape(a['target'] or '—')} | {_escape(a['status'])} |")
+                     f"{pct(parity.get('top1_agreement'))} | {diff(parity.get('max_abs_diff'))} | "
+                     f"{ms(lat.get('p50'))} | {ms(lat.get('p90'))} | {ms(lat.get('p99'))} | "
+                     f"{_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
     lines += _selection(results.get("selection"))
     lines += _distillation(results.get("distillation"), results["training"].get("distill"),

@@ -12,6 +12,21 @@ def ms(value) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def diff(value) -> str:
+    """A parity difference: 6.0e-08."""
+    return "—" if value is None else f"{value:.1e}"
+
+
+def weights_size(params: int) -> str:
+    """A PyTorch model's fp32 weights, for comparison with the exported files."""
+    return f"{params * 4 / 1024:.1f} KiB (weights)"
+
+
+# The models table of both reports: the same facts in the same order.
+MODEL_COLUMNS = ("model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "max |Δ| vs PyTorch",
+                 "p50 ms", "p90 ms", "p99 ms", "target", "status")
+
+
 def selection_summary(sel: dict) -> str:
     """One sentence: which candidate was chosen on which device, predicted against measured latency."""
     chosen = sel["chosen"]
