@@ -98,3 +98,14 @@ def test_markdown_lists_gate_attempts_and_fallbacks():
     assert "| onnx | fp16 (asked int8) |" in md
     assert "## Quantization gate" in md and "| onnx int8 | 1 | int8 | minmax |" in md
     assert "fall back to fp16" in md and "**fail**" in md
+
+
+def test_a_quantized_file_larger_or_slower_than_fp32_is_explained():
+    from edgedistill.report.text import quantization_notes
+
+    fp32 = _artifact(bytes=20_000)
+    int8 = _artifact(precision="int8", requested_precision="int8", bytes=36_000,
+                     latency_ms={"p50": 0.5, "p90": 1.0, "p99": 2, "mean": 1, "std": 0})
+    (note,) = quantization_notes([fp32, int8])
+    assert note.startswith("onnx int8 is larger than onnx fp32 here")
+    assert quantization_notes([fp32, _artifact(precision="int8", requested_precision="int8", bytes=6_000)]) == []

@@ -8,7 +8,8 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
-from edgedistill.report.text import MODEL_COLUMNS, baseline_sentence, diff, ms, pct, selection_summary, weights_size
+from edgedistill.report.text import (MODEL_COLUMNS, baseline_sentence, diff, ms, pct, quantization_notes,
+                                     selection_summary, weights_size)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -87,8 +88,8 @@ def _models(r: dict) -> str:
     metric = r.get("metric", "accuracy")
     note = "" if metric == "accuracy" else (f"<p>Accuracy here is the {e(metric)} on held-out text (the teacher "
                                             "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")
-    return _section("models", "Teacher, student and artifacts", note + html_table(
-        list(MODEL_COLUMNS), rows))
+    notes = "".join(f"<p class=muted>{e(n)}</p>" for n in quantization_notes(r["artifacts"]))
+    return _section("models", "Teacher, student and artifacts", note + html_table(list(MODEL_COLUMNS), rows) + notes)
 
 
 def figure_block(svg: str | None, caption: str, missing: str) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgedistill.report.text import MODEL_COLUMNS, baseline_sentence, diff, ms, pct, selection_summary, weights_size
+from edgedistill.report.text import (MODEL_COLUMNS, baseline_sentence, diff, ms, pct, quantization_notes,
+                                     selection_summary, weights_size)
 
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
@@ -56,6 +57,7 @@ def render_markdown(results: dict) -> str:
                      f"{ms(lat.get('p50'))} | {ms(lat.get('p90'))} | {ms(lat.get('p99'))} | "
                      f"{_escape(a['target'] or '—')} | {_escape(a['status'])} |")
     lines.append("")
+    lines += [f"{note}\n" for note in quantization_notes(results["artifacts"])]
     lines += _selection(results.get("selection"))
     lines += _distillation(results.get("distillation"), results["training"].get("distill"),
                            (results.get("student") or {}).get("accuracy"))

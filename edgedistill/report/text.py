@@ -48,3 +48,21 @@ def baseline_sentence(d: dict, student_accuracy) -> str | None:
         return f"Distillation gained {gain:+.2f} points: {same}, against {pct(student_accuracy)} distilled."
     return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {pct(student_accuracy)} distilled. "
             "Try a higher temperature or alpha, more epochs, or a better teacher; or deploy the scratch student.")
+
+
+def quantization_notes(artifacts: list[dict]) -> list[str]:
+    """Plain sentences for what surprises readers: a quantized file larger (or slower) than its fp32 one."""
+    fp32 = {a["format"]: a for a in artifacts if a.get("precision") == "fp32" and a.get("bytes")}
+    notes = []
+    for a in artifacts:
+        base = fp32.get(a["format"])
+        if base is None or a is base or not a.get("bytes") or not a.get("precision", "").startswith("int8"):
+            continue
+        larger = a["bytes"] > base["bytes"]
+        slower = (a.get("latency_ms") or {}).get("p90", 0) > (base.get("latency_ms") or {}).get("p90", float("inf"))
+        if larger or slower:
+            what = " and ".join(w for w, yes in (("larger", larger), ("slower", slower)) if yes)
+            notes.append(f"{a['format']} {a['precision']} is {what} than {a['format']} fp32 here: on a model this small, "
+                         "the quantize and dequantize steps and the per-channel scales outweigh the weight bytes saved; "
+                         "int8 pays off on larger models (benchmarks/README.md, Quantization).")
+    return notes
