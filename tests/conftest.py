@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from tests import sshd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,3 +61,31 @@ def cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
     full_env.pop("EDGEDISTILL_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "edgedistill", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+# The SSH tests' device: a real sshd on 127.0.0.1 (tests/sshd.py), one per test module that asks for it.
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    dev = sshd.Device(tmp_path_factory.mktemp("sshd"))
+    yield dev
+    dev.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_models(tmp_path_factory):
+    """A real exported student (ONNX and, with the tflite extra, TFLite) and real digits as test data."""
+    from sklearn.datasets import load_digits
+
+    from edgedistill.export.converters import CONVERTERS
+    from edgedistill.models import build_model
+
+    folder = tmp_path_factory.mktemp("ssh-models")
+    net = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8)).eval()
+    out = {"onnx": CONVERTERS["onnx"].export(net, (1, 1, 8, 8), folder / "m.onnx", opset=17, metadata={})}
+    try:
+        out["tflite"] = CONVERTERS["tflite"].export(net, (1, 1, 8, 8), folder / "m.tflite", opset=17, metadata={})
+    except Exception:  # noqa: BLE001 - without the tflite extra only ONNX is benched
+        pass
+    digits = load_digits()
+    np.savez(folder / "test.npz", x=(digits.images[:40, None] / 16).astype(np.float32), y=digits.target[:40])
+    return out, folder / "test.npz"

@@ -2,175 +2,79 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgedistill.bench.local import BenchFailed
-from edgedistill.bench.ssh import SshTarget, run_ssh
+from edgedistill.bench.ssh import SshTarget
+from tests.sshd import NEEDS_SSHD, bench, free_port
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and os.geteuid() == 0 and shutil.which("ssh")),
-                                reason="needs openssh-server and root (.ci/run installs it)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-
-
-class Device:
-    """An sshd on a high port with its own host key, and an ssh_config for the client side."""
-
-    def __init__(self, root: Path, extra_config: str = ""):
-        self.root = root
-        self.port = _free_port()
-        for name in ("host_key", "client_key", "other_key"):
-            _keygen(root / name)
-        shutil.copy(root / "client_key.pub", root / "authorized_keys")
-        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
-        (root / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
-            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {root / 'sshd.pid'}\nLogLevel ERROR\n{extra_config}")
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
-            time.sleep(0.05)
-        host_pub = (root / "host_key.pub").read_text().split()
-        (root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
-        (root / "empty_known_hosts").write_text("")
-        self.config = self.ssh_config("client_key", "known_hosts")
-
-    def ssh_config(self, key: str, known_hosts: str) -> Path:
-        path = self.root / f"ssh_config-{key}-{known_hosts}"
-        path.write_text(f"Host *\n  IdentityFile {self.root / key}\n  IdentitiesOnly yes\n"
-                        f"  UserKnownHostsFile {self.root / known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-                        "  LogLevel ERROR\n")
-        return path
-
-    @property
-    def address(self) -> str:
-        return f"ssh://root@127.0.0.1:{self.port}"
-
-    def target(self, **kw) -> SshTarget:
-        options = {"ssh_config": self.config, "python": sys.executable, "connect_timeout_s": 5, **kw}
-        return SshTarget.parse(self.address, **options)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def device(tmp_path_factory):
-    dev = Device(tmp_path_factory.mktemp("sshd"))
-    yield dev
-    dev.stop()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A real exported student (ONNX and, with the tflite extra, TFLite) and real digits as test data."""
-    from sklearn.datasets import load_digits
-
-    from edgedistill.export.converters import CONVERTERS
-    from edgedistill.models import build_model
-
-    folder = tmp_path_factory.mktemp("ssh-models")
-    net = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8)).eval()
-    out = {"onnx": CONVERTERS["onnx"].export(net, (1, 1, 8, 8), folder / "m.onnx", opset=17, metadata={})}
-    try:
-        out["tflite"] = CONVERTERS["tflite"].export(net, (1, 1, 8, 8), folder / "m.tflite", opset=17, metadata={})
-    except Exception:  # noqa: BLE001 - without the tflite extra only ONNX is benched
-        pass
-    digits = load_digits()
-    np.savez(folder / "test.npz", x=(digits.images[:40, None] / 16).astype(np.float32), y=digits.target[:40])
-    return out, folder / "test.npz"
-
-
-def _bench(target, model, data, timeout_s=120, runs=10):
-    return run_ssh(target, model, data, threads=1, cores=None, warmup_runs=2, warmup_s=0, runs=runs,
-                   min_time_s=0.0, timeout_s=timeout_s)
+pytestmark = NEEDS_SSHD
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_bench_over_ssh(device, models, fmt):
-    paths, data = models
+def test_bench_over_ssh(device, ssh_models, fmt):
+    paths, data = ssh_models
     if fmt not in paths:
         pytest.skip("tflite extra not installed")
-    result = _bench(device.target(), paths[fmt], data)
+    result = bench(device.target(), paths[fmt], data)
     assert result["status"] == "ok" and result["target"] == device.address
     assert result["latency_ms"]["count"] >= 10 and result["samples"] == 40 and 0 <= result["accuracy"] <= 1
     assert result["device"]["hostname"] and result["device"]["cpu_count"] >= 1
 
 
-def test_remote_temp_dir_is_removed(device, models):
+def test_remote_temp_dir_is_removed(device, ssh_models):
     before = set(Path("/tmp").glob("tmp.*"))
-    _bench(device.target(), models[0]["onnx"], models[1])
+    bench(device.target(), ssh_models[0]["onnx"], ssh_models[1])
     assert set(Path("/tmp").glob("tmp.*")) - before == set()
 
 
-def test_file_names_with_spaces_and_semicolons(device, models, tmp_path):
+def test_file_names_with_spaces_and_semicolons(device, ssh_models, tmp_path):
     # Were the name run by a shell, `touch` would create the marker in the remote session's home.
     marker = Path.home() / f"PWNED-{device.port}"
     evil = tmp_path / f"my model; touch {marker.name}.onnx"
-    shutil.copy(models[0]["onnx"], evil)
+    shutil.copy(ssh_models[0]["onnx"], evil)
     data = tmp_path / "test data; ls.npz"
-    shutil.copy(models[1], data)
-    result = _bench(device.target(), evil, data)
+    shutil.copy(ssh_models[1], data)
+    result = bench(device.target(), evil, data)
     assert result["status"] == "ok" and result["model"] == evil.name
     assert not marker.exists()
 
 
-def test_refused_port(models):
-    target = SshTarget.parse(f"ssh://root@127.0.0.1:{_free_port()}", python=sys.executable, connect_timeout_s=5)
+def test_refused_port(ssh_models):
+    target = SshTarget.parse(f"ssh://root@127.0.0.1:{free_port()}", python=sys.executable, connect_timeout_s=5)
     with pytest.raises(BenchFailed, match=r"ssh://root@127.0.0.1:\d+: connection refused"):
-        _bench(target, models[0]["onnx"], models[1])
+        bench(target, ssh_models[0]["onnx"], ssh_models[1])
 
 
-def test_wrong_key(device, models):
+def test_wrong_key(device, ssh_models):
     target = device.target(ssh_config=device.ssh_config("other_key", "known_hosts"))
     with pytest.raises(BenchFailed, match="authentication failed"):
-        _bench(target, models[0]["onnx"], models[1])
+        bench(target, ssh_models[0]["onnx"], ssh_models[1])
 
 
-def test_unknown_host_key_is_refused_unless_trusted(device, models):
+def test_unknown_host_key_is_refused_unless_trusted(device, ssh_models):
     config = device.ssh_config("client_key", "empty_known_hosts")
     with pytest.raises(BenchFailed, match="unknown or changed host key.*--trust-new-host"):
-        _bench(device.target(ssh_config=config), models[0]["onnx"], models[1])
+        bench(device.target(ssh_config=config), ssh_models[0]["onnx"], ssh_models[1])
     assert (device.root / "empty_known_hosts").read_text() == ""  # nothing was accepted silently
-    result = _bench(device.target(ssh_config=config, trust_new_host=True), models[0]["onnx"], models[1])
+    result = bench(device.target(ssh_config=config, trust_new_host=True), ssh_models[0]["onnx"], ssh_models[1])
     assert result["status"] == "ok"
     assert "127.0.0.1" in (device.root / "empty_known_hosts").read_text()  # recorded, only when asked
 
 
-def test_slow_device_times_out(device, models):
+def test_slow_device_times_out(device, ssh_models):
     with pytest.raises(BenchFailed, match=r"timed out after 2 s"):
         # A million timed runs take far longer than the 2 s allowed.
-        _bench(device.target(), models[0]["onnx"], models[1], timeout_s=2, runs=1_000_000)
+        bench(device.target(), ssh_models[0]["onnx"], ssh_models[1], timeout_s=2, runs=1_000_000)
 
 
-def test_runtime_missing_on_the_device(device, models):
+def test_runtime_missing_on_the_device(device, ssh_models):
     with pytest.raises(BenchFailed, match="runner exited 3: numpy is not installed on this device"):
-        _bench(device.target(python="/usr/bin/python3"), models[0]["onnx"], models[1])
+        bench(device.target(python="/usr/bin/python3"), ssh_models[0]["onnx"], ssh_models[1])
 
 
 def test_pipeline_benches_over_ssh_and_reports_device_info(device, tmp_path):

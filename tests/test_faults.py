@@ -82,7 +82,7 @@ def test_sigkill_in_each_stage_then_resume(tmp_path, stage):
 @pytest.mark.slow
 def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_path):
     from edgedistill.config.device import device_files
-    from tests.test_bench_ssh import Device
+    from tests.sshd import Device
 
     (tmp_path / "sshd").mkdir()
     device = Device(tmp_path / "sshd")

@@ -18,17 +18,19 @@ from edgedistill.bench.ssh import SshTarget
 from edgedistill.config.device import device_files
 from edgedistill.errors import UserError
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
-from tests.test_bench_ssh import _bench, _free_port, device, models, pytestmark  # noqa: F401 - fixtures
+from tests.sshd import NEEDS_SSHD, Device, bench
+
+pytestmark = NEEDS_SSHD
 
 INJECTIONS = ["ssh://-oProxyCommand=touch${IFS}pwned@x", "ssh://-V@x", "ssh://root@-oProxyCommand=x",
               "ssh://u@h;touch pwned", "ssh://u@h$(touch pwned)", "ssh://u@h:99999", "ssh://u@h\n-V"]
 
 
 @pytest.mark.parametrize("address", INJECTIONS)
-def test_option_smuggling_targets_are_refused_everywhere(address, tmp_path, models):
+def test_option_smuggling_targets_are_refused_everywhere(address, tmp_path, ssh_models):
     with pytest.raises(UserError):
         SshTarget.parse(address)
-    proc = cli("bench", models[0]["onnx"], "--target", address, cwd=tmp_path)
+    proc = cli("bench", ssh_models[0]["onnx"], "--target", address, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
     assert "Traceback" not in proc.stderr
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(bench={"target": address}))
@@ -49,7 +51,7 @@ def test_destination_comes_after_the_end_of_options():
     assert SshTarget.parse("ssh://[::1]:22").command("x")[-2] == "::1"
 
 
-def test_profile_ssh_config_is_used_only_when_named_on_the_command_line(device, models, tmp_path):
+def test_profile_ssh_config_is_used_only_when_named_on_the_command_line(device, ssh_models, tmp_path):
     """A profile's ssh_config holding a ProxyCommand runs nothing unless the user passes it with --ssh-config."""
     marker = tmp_path / "proxy-ran"
     evil = tmp_path / "evil_config"
@@ -58,14 +60,14 @@ def test_profile_ssh_config_is_used_only_when_named_on_the_command_line(device, 
     profile.update(name="evil-box", connection={"transport": "ssh", "address": device.address,
                                                 "python": sys.executable, "ssh_config": str(evil)})
     (tmp_path / "evil-box.yaml").write_text(yaml.safe_dump(profile))
-    proc = cli("bench", models[0]["onnx"], "--device", tmp_path / "evil-box.yaml", cwd=tmp_path)
+    proc = cli("bench", ssh_models[0]["onnx"], "--device", tmp_path / "evil-box.yaml", cwd=tmp_path)
     assert proc.returncode == 2 and "--ssh-config" in proc.stderr and "can run commands" in proc.stderr
     path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(device=str(tmp_path / "evil-box.yaml")))
     proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path)
     assert proc.returncode == 2 and "--ssh-config" in proc.stderr
     assert not (tmp_path / "run" / "teacher").exists()  # refused before any work
     assert not marker.exists()
-    proc = cli("bench", models[0]["onnx"], "--device", tmp_path / "evil-box.yaml", "--ssh-config", device.config,
+    proc = cli("bench", ssh_models[0]["onnx"], "--device", tmp_path / "evil-box.yaml", "--ssh-config", device.config,
                "--runs", "3", "--min-time-s", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not marker.exists()
@@ -85,18 +87,18 @@ def test_a_devices_folder_cannot_shadow_a_bundled_profile(tmp_path):
     assert proc.returncode == 0  # other names are untouched
 
 
-def test_a_device_that_floods_stdout_is_stopped(device, models, tmp_path):
+def test_a_device_that_floods_stdout_is_stopped(device, ssh_models, tmp_path):
     """`yes` in the place of the device's python prints forever: the host stops reading at the cap."""
     flood = tmp_path / "flood"
     flood.write_text("#!/bin/sh\nexec yes flood\n")
     flood.chmod(0o755)
     start = time.time()
     with pytest.raises(BenchFailed, match="printed more than 4 MB"):
-        _bench(device.target(python=str(flood)), models[0]["onnx"], models[1], timeout_s=120)
+        bench(device.target(python=str(flood)), ssh_models[0]["onnx"], ssh_models[1], timeout_s=120)
     assert time.time() - start < 60
 
 
-def test_a_server_that_stalls_after_its_banner_is_given_up_quickly(monkeypatch, models):
+def test_a_server_that_stalls_after_its_banner_is_given_up_quickly(monkeypatch, ssh_models):
     from edgedistill.bench import ssh
 
     server = socket.socket()
@@ -121,7 +123,7 @@ def test_a_server_that_stalls_after_its_banner_is_given_up_quickly(monkeypatch, 
     start = time.time()
     try:
         with pytest.raises(BenchFailed, match="timed out"):
-            _bench(target, models[0]["onnx"], models[1], timeout_s=600)
+            bench(target, ssh_models[0]["onnx"], ssh_models[1], timeout_s=600)
     finally:
         server.close()
     assert time.time() - start < 30  # the run's 600 s timeout did not apply to the setup step
@@ -148,7 +150,7 @@ def test_unbelievable_runner_answers_are_refused(change):
         check_result(_answer(**change))
 
 
-def test_a_device_answering_nonsense_is_refused_with_one_line(device, models, tmp_path):
+def test_a_device_answering_nonsense_is_refused_with_one_line(device, ssh_models, tmp_path):
     """A 'python' on the device that prints a well-formed result with accuracy 7.5: BenchFailed (the bench
     stage turns it into a failed cell)."""
     fake = tmp_path / "fake-python"
@@ -156,16 +158,14 @@ def test_a_device_answering_nonsense_is_refused_with_one_line(device, models, tm
     fake.write_text(f"#!/bin/sh\necho '{answer}'\n")
     fake.chmod(0o755)
     with pytest.raises(BenchFailed, match=r"accuracy is 7.5"):
-        _bench(device.target(python=str(fake)), models[0]["onnx"], models[1])
+        bench(device.target(python=str(fake)), ssh_models[0]["onnx"], ssh_models[1])
 
 
-def test_a_server_with_a_forced_command_is_one_line(models, tmp_path):
+def test_a_server_with_a_forced_command_is_one_line(ssh_models, tmp_path):
     """An sshd that answers every command with its own (ForceCommand): nothing is taken for a folder or a result."""
-    from tests.test_bench_ssh import Device
-
     forced = Device(tmp_path, extra_config="ForceCommand echo 'welcome; no shell here'\n")
     try:
         with pytest.raises(BenchFailed, match=r"mktemp -d answered 'welcome; no shell here', not a folder path"):
-            _bench(forced.target(), models[0]["onnx"], models[1])
+            bench(forced.target(), ssh_models[0]["onnx"], ssh_models[1])
     finally:
         forced.stop()
