@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _readme import update_section
 import torch.nn.functional as F
+from _readme import update_section
 from rich.console import Console
 
 from edgedistill.config.pipeline import DigitsData, Distill, TrainedTeacher

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _readme import update_section
 
 from edgedistill.bench import runner

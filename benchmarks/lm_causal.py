@@ -24,8 +24,18 @@ from pathlib import Path
 import torch
 from _readme import update_section
 
-from edgedistill.lm.causal import (CausalTrainConfig, generation_agreement, layer_dropped_gpt2, next_token_agreement,
-                                   perplexity, teacher_topk, tiny_gpt2, token_blocks, train_causal, train_tokenizer)
+from edgedistill.lm.causal import (
+    CausalTrainConfig,
+    generation_agreement,
+    layer_dropped_gpt2,
+    next_token_agreement,
+    perplexity,
+    teacher_topk,
+    tiny_gpt2,
+    token_blocks,
+    train_causal,
+    train_tokenizer,
+)
 from edgedistill.lm.text import bundled_documents, split_by_document, stdlib_documents
 
 HERE = Path(__file__).resolve().parent

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from _readme import update_section
 
+from edgedistill.bench.local import run_local
 from edgedistill.config.pipeline import load_pipeline
 from edgedistill.cost import macs_by_kind
 from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
-from edgedistill.bench.local import run_local
 from edgedistill.export.converters import CONVERTERS
 from edgedistill.export.formats import FORMATS, PRECISIONS, artifact_name
 from edgedistill.export.parity import artifact_outputs, compare

@@ -28,7 +28,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
-
 from _readme import update_section
 
 HERE = Path(__file__).resolve().parent
@@ -78,7 +77,7 @@ PIPELINE = {
     "data": {"kind": "digits"},
     "teacher": {"kind": "train", "family": "resnet", "width": 0.25, "depth": 0.5, "epochs": 15, "batch_size": 128},
     "student": {"family": "mobilenetv2", "width": 0.125, "depth": 0.5},
-    "distill": {"epochs": 15, "batch_size": 128, "lr": 0.01},
+    "distill": {"epochs": 15, "batch_size": 128, "lr": 0.01, "baseline": "off"},
     "export": {"formats": ["onnx", "tflite"], "precisions": ["fp32", "int8"]},
     "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 2000, "min_time_s": 2.0},
 }

@@ -25,7 +25,7 @@ def tiny_pipeline_dict(**overrides) -> dict:
         "data": {"kind": "digits"},
         "teacher": {"kind": "train", "family": "resnet", "width": 0.25, "depth": 0.5, "epochs": 2, "batch_size": 128},
         "student": {"family": "mobilenetv2", "width": 0.125, "depth": 0.5},
-        "distill": {"epochs": 2, "batch_size": 128, "lr": 0.01},
+        "distill": {"epochs": 2, "batch_size": 128, "lr": 0.01, "baseline": "off"},  # tests of it turn it on
         "export": {"formats": ["onnx"]},
         "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 10, "min_time_s": 0},
     }

@@ -20,7 +20,6 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.errors import UserError
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
 
-
 PASSWORD = "hunter2-Sup3rSecret"
 
 

@@ -80,12 +80,11 @@ def test_runtime_missing_on_the_device(device, ssh_models):
 def test_pipeline_benches_over_ssh_and_reports_device_info(device, tmp_path):
     import json
 
-    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
-
     # A device profile whose connection is the sshd above: `target: auto` picks it up.
     import yaml
 
     from edgedistill.config.device import device_files
+    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
 
     profile = yaml.safe_load(device_files()["raspberry-pi-4"].read_text())
     profile["name"] = "ssh-box"

@@ -175,9 +175,9 @@ def test_a_failing_conversion_does_not_stop_the_others(tmp_path, monkeypatch):
 
     from rich.console import Console
 
+    from edgedistill import models
     from edgedistill.config.device import load_device
     from edgedistill.config.pipeline import load_pipeline
-    from edgedistill import models
     from edgedistill.pipeline.engine import run_pipeline
     from edgedistill.stages import default_stages
     from tests.conftest import tiny_pipeline_dict, write_pipeline

@@ -11,8 +11,16 @@ from torch import nn
 from edgedistill.config.device import Budgets, device_files, load_device
 from edgedistill.cost import model_cost
 from edgedistill.errors import UserError
-from edgedistill.latency.calibration import (Calibration, calibration_path, fit, load_calibration, measure_all,
-                                             micro_models, quality, write_calibration)
+from edgedistill.latency.calibration import (
+    Calibration,
+    calibration_path,
+    fit,
+    load_calibration,
+    measure_all,
+    micro_models,
+    quality,
+    write_calibration,
+)
 from edgedistill.latency.predictor import DATASHEET, OVERHEADS, TERMS, Fit, LatencyPredictor, terms
 from edgedistill.latency.select import Candidate, nothing_fits, rank, select
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline

@@ -11,9 +11,19 @@ import torch
 pytest.importorskip("transformers")
 
 from edgedistill.distill.losses import divergence  # noqa: E402
-from edgedistill.lm.causal import (CausalTrainConfig, layer_dropped_gpt2, next_token_agreement,  # noqa: E402
-                                   perplexity, rouge_l, teacher_topk, tiny_gpt2, token_blocks, topk_kd_loss,
-                                   train_causal, train_tokenizer)
+from edgedistill.lm.causal import (  # noqa: E402
+    CausalTrainConfig,
+    layer_dropped_gpt2,
+    next_token_agreement,
+    perplexity,
+    rouge_l,
+    teacher_topk,
+    tiny_gpt2,
+    token_blocks,
+    topk_kd_loss,
+    train_causal,
+    train_tokenizer,
+)
 
 
 def test_rouge_l_by_hand():

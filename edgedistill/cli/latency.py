@@ -35,8 +35,13 @@ def calibrate_command(
     from edgedistill.cli.run import check_ssh_config
     from edgedistill.config.device import check_ssh_address, device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
-    from edgedistill.latency.calibration import (MICRO_MODELS, calibrate, calibration_path, refuse_overwrite,
-                                                 write_calibration)
+    from edgedistill.latency.calibration import (
+        MICRO_MODELS,
+        calibrate,
+        calibration_path,
+        refuse_overwrite,
+        write_calibration,
+    )
 
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
     profile_path = device_path(device)

@@ -19,8 +19,6 @@ from typing import Any, Callable
 import yaml
 from rich.console import Console
 
-from edgedistill.terminal import SafeConsole
-
 from edgedistill import __version__
 from edgedistill.config.device import Budgets, DeviceProfile
 from edgedistill.config.pipeline import PipelineSpec
@@ -28,6 +26,7 @@ from edgedistill.errors import StageFailed, UserError
 from edgedistill.fileio import atomic_write_text, sha256_json
 from edgedistill.pipeline.inputs import files_digest
 from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, record_output
+from edgedistill.terminal import SafeConsole
 
 RESOLVED = "pipeline.resolved.yaml"
 DEVICE = "device.resolved.yaml"

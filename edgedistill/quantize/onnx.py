@@ -31,8 +31,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
                   method: str = "minmax", keep_float: list[str] = ()) -> Path:
     """Write the `precision` variant of `fp32_path` to `out_path` ('fp16', 'int8-dynamic' or 'int8')."""
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if precision == "fp16":

@@ -8,8 +8,16 @@ from __future__ import annotations
 from html import escape
 
 from edgedistill.report import figures
-from edgedistill.report.text import (MODEL_COLUMNS, baseline_sentence, diff, ms, pct, quantization_notes,
-                                     selection_summary, weights_size)
+from edgedistill.report.text import (
+    MODEL_COLUMNS,
+    baseline_sentence,
+    diff,
+    ms,
+    pct,
+    quantization_notes,
+    selection_summary,
+    weights_size,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

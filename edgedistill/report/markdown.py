@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from edgedistill.report.text import (MODEL_COLUMNS, baseline_sentence, diff, ms, pct, quantization_notes,
-                                     selection_summary, weights_size)
+from edgedistill.report.text import (
+    MODEL_COLUMNS,
+    baseline_sentence,
+    diff,
+    ms,
+    pct,
+    quantization_notes,
+    selection_summary,
+    weights_size,
+)
 
 
 def _fmt(value, spec: str = "", none: str = "—") -> str:
