@@ -102,7 +102,8 @@ def compare_methods(teacher, data, student_spec: str, seeds: int, epochs: int) -
         accs = [r["accuracy"] for r in runs]
         out[name] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                      "runs": accs, "median_seconds": statistics.median(r["seconds"] for r in runs)}
-        print(f"{len(data.train):5d} train {name:28s} {out[name]['mean']:.4f} ± {out[name]['std']:.4f}", file=sys.stderr)
+        print(f"{len(data.train):5d} train {name:28s} {out[name]['mean']:.4f} ± {out[name]['std']:.4f}",
+              file=sys.stderr)
     return out
 
 
@@ -178,7 +179,8 @@ def _update_readme(s: dict) -> None:
     rows = [f"Teacher ResNet {width}×{depth}, {s['teacher_params']:,} params, trained {s['teacher_epochs']} epochs "
             f"with random shifts of up to {s['teacher_shift']} px, test accuracy {s['teacher_accuracy']:.2%}. "
             f"Student {s['student']} ({s['student_params']:,} params, "
-            f"{s['student_params'] / s['teacher_params']:.2%} of the teacher), {s['epochs']} epochs, seeds 0–{s['seeds'] - 1}, "
+            f"{s['student_params'] / s['teacher_params']:.2%} of the teacher), {s['epochs']} epochs, "
+            f"seeds 0–{s['seeds'] - 1}, "
             f"test split of 360 digits; {s['date']}.", "",
             f"Distilled on the whole training split ({s['train_examples']:,} digits):", "",
             *_method_rows(s["methods"]), "",

@@ -68,7 +68,8 @@ def main() -> None:
             ours.append(runner_p50(model, data, args.runs, 300))
             bare.append(bare_p50(model, x, args.runs, 300))
         ratios = [o / b for o, b in zip(ours, bare)]
-        rows.append({"model": model.name, "runner_p50_ms": statistics.median(ours), "bare_p50_ms": statistics.median(bare),
+        rows.append({"model": model.name, "runner_p50_ms": statistics.median(ours),
+                     "bare_p50_ms": statistics.median(bare),
                      "ratio": statistics.median(ratios), "runner_cv": cv(ours), "bare_cv": cv(bare)})
         print(f"{model.name:24s} runner {rows[-1]['runner_p50_ms']:.4f} ms  bare {rows[-1]['bare_p50_ms']:.4f} ms  "
               f"ratio {rows[-1]['ratio']:.3f}")

@@ -35,8 +35,9 @@ RESULTS = HERE / "results" / "latency_predictor.json"
 # (family, width, depth, input channels, resolution): 24 variants, none a calibration micro-model.
 HELD_OUT = [
     ("resnet", 0.25, 0.5, 1, 8), ("resnet", 0.5, 1.0, 1, 8), ("resnet", 1.0, 1.0, 1, 8), ("resnet", 1.5, 0.5, 3, 8),
-    ("resnet", 0.25, 2.0, 3, 16), ("resnet", 0.5, 0.5, 3, 16), ("resnet", 0.75, 1.0, 1, 16), ("resnet", 1.0, 2.0, 3, 16),
-    ("resnet", 0.25, 1.0, 3, 32), ("resnet", 0.5, 2.0, 1, 32), ("resnet", 0.125, 1.0, 3, 32), ("resnet", 1.0, 0.5, 3, 32),
+    ("resnet", 0.25, 2.0, 3, 16), ("resnet", 0.5, 0.5, 3, 16), ("resnet", 0.75, 1.0, 1, 16),
+    ("resnet", 1.0, 2.0, 3, 16), ("resnet", 0.25, 1.0, 3, 32), ("resnet", 0.5, 2.0, 1, 32),
+    ("resnet", 0.125, 1.0, 3, 32), ("resnet", 1.0, 0.5, 3, 32),
     ("mobilenetv2", 0.25, 0.5, 1, 8), ("mobilenetv2", 0.5, 1.0, 1, 8), ("mobilenetv2", 1.0, 1.0, 1, 8),
     ("mobilenetv2", 2.0, 0.5, 3, 8), ("mobilenetv2", 0.25, 2.0, 3, 16), ("mobilenetv2", 0.75, 1.0, 3, 16),
     ("mobilenetv2", 1.5, 1.0, 1, 16), ("mobilenetv2", 0.5, 0.5, 3, 16), ("mobilenetv2", 0.125, 1.0, 3, 32),
@@ -77,7 +78,8 @@ def main() -> None:
         formats, precisions = args.formats.split(","), args.precisions.split(",")
         everything = calibration_set + held_out
         with Progress() as progress:
-            task = progress.add_task("measure", total=len(everything) * len(formats) * len(precisions) * (1 + args.rounds))
+            steps = len(everything) * len(formats) * len(precisions) * (1 + args.rounds)
+            task = progress.add_task("measure", total=steps)
             records = measure_all(everything, formats=formats, precisions=precisions, bench=bench, rounds=args.rounds,
                                   on_step=lambda label: progress.advance(task))
         for r in records:
@@ -117,7 +119,8 @@ def main() -> None:
 
 
 def _update_readme(s: dict) -> None:
-    rows = [f"Host {s['processor']}, {s['threads']} thread(s); every artifact timed in {s['rounds']} interleaved rounds, "
+    rows = [f"Host {s['processor']}, {s['threads']} thread(s); every artifact timed in {s['rounds']} interleaved "
+            "rounds, "
             f"the quietest round's p50 kept; {s['calibration_models']} calibration micro-models, "
             f"{s['held_out_models']} held-out family models (ResNet / MobileNetV2 style, 8–32 px, 1 or 3 channels); "
             f"{s['date']}.", "",
@@ -128,7 +131,8 @@ def _update_readme(s: dict) -> None:
         rows.append(f"| {key} | {h['within_10']:.0%} | {h['within_20']:.0%} | {h['median_abs_error']:.1%} | "
                     f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f} | {k['in_sample']['within_20']:.0%} |")
     o = s["overall_held_out"]
-    rows.append(f"| **all** | **{o['within_10']:.0%}** | **{o['within_20']:.0%}** | **{o['median_abs_error']:.1%}** | | |")
+    rows.append(f"| **all** | **{o['within_10']:.0%}** | **{o['within_20']:.0%}** | "
+                f"**{o['median_abs_error']:.1%}** | | |")
     update_section("latency_predictor", "## Latency predictor\n\n`python benchmarks/latency_predictor.py` — "
                    "calibrate on this host, then predict held-out models.", rows)
 

@@ -47,7 +47,8 @@ def compare_speed(teacher: Path, student: Path) -> dict:
                                  timeout_s=600, seq_len=seq_len)
 
     timings = interleaved([job(path, n) for _, path, n in jobs], ROUNDS,
-                          lambda i, r: print(f"  timing {jobs[i][0]} at {jobs[i][2]} tokens, round {r + 1} of {ROUNDS}"))
+                          lambda i, r: print(f"  timing {jobs[i][0]} at {jobs[i][2]} tokens, "
+                                             f"round {r + 1} of {ROUNDS}"))
     out: dict = {}
     for (name, _, n), runs in zip(jobs, timings):
         out.setdefault(str(n), {})[name] = summary(runs)
@@ -109,23 +110,27 @@ def _ffn(s: dict) -> str:
 
 def _update_readme(s: dict) -> None:
     rows = [f"`edgedistill run pipelines/{s['pipeline']}` ({s['run_seconds'] / 60:.0f} min on this 2-core host). "
-            f"Teacher all-MiniLM-L6-v2 ({s['teacher_params']:,} params, {s['teacher_layers']} layers); the student keeps "
-            f"layers {s['kept']}{_ffn(s)} ({s['student_params']:,} params), initialized from them. Distilled {s['epochs']} "
+            f"Teacher all-MiniLM-L6-v2 ({s['teacher_params']:,} params, {s['teacher_layers']} layers); the student "
+            f"keeps layers {s['kept']}{_ffn(s)} ({s['student_params']:,} params), initialized from them. Distilled "
+            f"{s['epochs']} "
             f"epochs on {s['train_texts']:,} sentences from {s['documents']['train']} documents (stdlib docstrings and "
             f"pydoc topics; embedding cosine loss, {s['distill_seconds'] / 60:.1f} min); measured on "
             f"{s['test_texts']} sentences from {s['documents']['test']} other pydoc documents; {s['date']}.", "",
             "| student | mean cosine to teacher | top-10 neighbour overlap |", "|---|---|---|",
             f"| the same student, not distilled | {s['undistilled']['mean_cosine']:.4f} | "
             f"{s['undistilled']['neighbour_overlap']:.1%} |",
-            f"| distilled (PyTorch) | {s['distilled']['mean_cosine']:.4f} | {s['distilled']['neighbour_overlap']:.1%} |"]
+            f"| distilled (PyTorch) | {s['distilled']['mean_cosine']:.4f} | "
+            f"{s['distilled']['neighbour_overlap']:.1%} |"]
     for name, a in s["artifacts"].items():
         rows.append(f"| distilled, {name} ({a['mb']:.1f} MB) | {a['mean_cosine']:.4f} | {a['neighbour_overlap']:.1%} |")
     rows += ["", f"Pipeline verdict on raspberry-pi-5's budgets (measured on this host): {s['verdict']}.", "",
-             f"ONNX Runtime, dynamic int8, batch 1, {s['threads']} thread{'s' if s['threads'] > 1 else ''}; p50 of the quietest of {s['rounds']} "
+             f"ONNX Runtime, dynamic int8, batch 1, {s['threads']} thread{'s' if s['threads'] > 1 else ''}; "
+             f"p50 of the quietest of {s['rounds']} "
              "rounds, teacher and student timed in turn within each round:", "",
              "| tokens | teacher p50 ms | student p50 ms | speed-up |", "|---|---|---|---|"]
     for n, row in s["latency"].items():
-        rows.append(f"| {n} | {row['teacher']['p50_ms']:.2f} | {row['student']['p50_ms']:.2f} | {row['speedup']:.2f}× |")
+        rows.append(f"| {n} | {row['teacher']['p50_ms']:.2f} | {row['student']['p50_ms']:.2f} | "
+                    f"{row['speedup']:.2f}× |")
     update_section("lm_distill", "## Language-model distillation\n\n`python benchmarks/lm_distill.py` (needs the "
                    "`lm`, `onnx` and `tflite` extras)", rows)
 

@@ -70,7 +70,8 @@ def main() -> None:
                 runs = [one(threads, onednn, width, depth) for _ in range(args.repeats)]
                 ok = [r for r in runs if r["exit_code"] == 0]
                 cells.append({"model": f"resnet x{width} depth x{depth}", "threads": threads, "onednn": onednn,
-                              "runs": runs, "finished": len(ok), "distinct_weights": len({r["weights_sha256"] for r in ok}),
+                              "runs": runs, "finished": len(ok),
+                              "distinct_weights": len({r["weights_sha256"] for r in ok}),
                               "median_s": statistics.median(r["seconds"] for r in ok) if ok else None})
                 print(json.dumps({k: v for k, v in cells[-1].items() if k != "runs"}), flush=True)
     load = os.getloadavg()
@@ -80,9 +81,10 @@ def main() -> None:
                "cells": cells}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [f"{summary['date']}, {args.repeats} fresh processes per cell, 2 epochs on the digits training split (seed 0), "
-            f"2-core host (1-minute load average after the run: {load[0]:.2f}).", "",
-            "| model | threads | oneDNN | finished | distinct weights | median training s |", "|---|---|---|---|---|---|"]
+    rows = [f"{summary['date']}, {args.repeats} fresh processes per cell, 2 epochs on the digits training split "
+            f"(seed 0), 2-core host (1-minute load average after the run: {load[0]:.2f}).", "",
+            "| model | threads | oneDNN | finished | distinct weights | median training s |",
+            "|---|---|---|---|---|---|"]
     for c in cells:
         median = "—" if c["median_s"] is None else f"{c['median_s']:.2f}"
         rows.append(f"| {c['model']} | {c['threads']} | {c['onednn']} | {c['finished']}/{len(c['runs'])} | "

@@ -101,7 +101,8 @@ def main() -> None:
 def _update_readme(s: dict) -> None:
     lines = [f"One thread, pinned to one core; at least {s['runs']} timed runs after warm-up, batch 1; "
              f"{s['date']}. Ratio: p50 of this artifact over the fp32 artifact of the same format and model.", "",
-             "| model | MACs | format | precision | graph ops | size KiB | accuracy | drop vs PyTorch | top-1 agreement | "
+             "| model | MACs | format | precision | graph ops | size KiB | accuracy | drop vs PyTorch | "
+             "top-1 agreement | "
              "p50 ms | p90 ms | vs fp32 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["model"], r["format"]): r["p50_ms"] for r in s["rows"] if r["precision"] == "fp32"}
     for r in s["rows"]:

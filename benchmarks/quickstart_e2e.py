@@ -51,7 +51,8 @@ def main() -> None:
     stages = list(runs[0]["stages_s"])
     summary = {
         "benchmark": "quickstart_e2e", "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
-        "host": {"cpu": _cpu(), "cores": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version()},
+        "host": {"cpu": _cpu(), "cores": len(__import__("os").sched_getaffinity(0)),
+                 "python": platform.python_version()},
         "median_wall_s": statistics.median(r["wall_s"] for r in runs),
         "median_stage_s": {s: statistics.median(r["stages_s"][s] for r in runs) for s in stages},
         "runs": runs,
@@ -64,7 +65,8 @@ def main() -> None:
 
 def _cpu() -> str:
     try:
-        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor()
 

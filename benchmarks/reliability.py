@@ -129,7 +129,8 @@ def fingerprint(run_dir: Path) -> dict:
 
 def compare(reference: dict, after: dict) -> dict:
     lost = sorted(set(reference["files"]) - set(after["files"]))
-    changed = sorted(k for k in reference["files"] if k in after["files"] and after["files"][k] != reference["files"][k])
+    changed = sorted(k for k in reference["files"]
+                     if k in after["files"] and after["files"][k] != reference["files"][k])
     results = sorted(k for k in reference["results"] if after["results"].get(k) != reference["results"][k])
     return {"lost": lost, "changed": changed, "results_changed": results}
 
@@ -211,15 +212,16 @@ def main() -> None:
     resumed_ok = sum(c["killed"] and c["resume_exit"] == 0 for c in faults)
     rows = [f"{summary['date']}; test rows count pytest cases (the fuzz test is one case of 150 generated pipelines).",
             "", "| what | tried | survived / handled / held |", "|---|---|---|",
-            f"| faults injected (SIGKILL in each stage, truncated artifact and cache entry, full disk mid-run, read-only "
-            f"and unwritable run folder, failed benchmark, SSH device dropping off, failing distributed rank, two runs "
-            f"in one folder, inputs replaced before --resume, damaged training state) | "
+            "| faults injected (SIGKILL in each stage, truncated artifact and cache entry, full disk mid-run, "
+            "read-only and unwritable run folder, failed benchmark, SSH device dropping off, failing distributed "
+            "rank, two runs in one folder, inputs replaced before --resume, damaged training state) | "
             f"{g['faults']['tried']} | {g['faults']['passed']} |",
-            f"| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, malformed "
-            f"arch.json and manifests, data out of range, fuzz) | {g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
-            f"| security (option-smuggling SSH targets, profile ssh_config and shadowing, flooding and stalling devices, "
-            f"unbelievable device answers, YAML and npz bombs, pickles, arch.json factories, overwritten cache entries, "
-            f"run names that are paths, terminal escapes, HTML escaping, no secrets in logs) | "
+            "| bad inputs (pipelines, device profiles, CLI arguments, files that are not what they claim, malformed "
+            "arch.json and manifests, data out of range, fuzz) | "
+            f"{g['bad inputs']['tried']} | {g['bad inputs']['passed']} |",
+            "| security (option-smuggling SSH targets, profile ssh_config and shadowing, flooding and stalling "
+            "devices, unbelievable device answers, YAML and npz bombs, pickles, arch.json factories, overwritten "
+            "cache entries, run names that are paths, terminal escapes, HTML escaping, no secrets in logs) | "
             f"{g['security']['tried']} | {g['security']['passed']} |",
             f"| runs killed (SIGKILL, whole process group) in {', '.join(KILLED_IN)}, or with an exported model "
             f"truncated, then `--resume` | {len(faults)} | {resumed_ok} |",

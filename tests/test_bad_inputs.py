@@ -148,17 +148,20 @@ CASES = {
     "onnx with a bool input": (lambda t: ["bench", _bool_input_onnx(t), "--device", "host"],
                                "input 'mask' has dtype bool"),
     "tflite with a bool input": (lambda t: ["bench", _bool_input_tflite(t), "--device", "host"], "has dtype bool"),
-    "npz with mismatched shapes": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(t / "p.yaml", tiny_pipeline_dict(data={
-        "kind": "npz", "path": _npz(t, x=np.zeros((10, 8, 8), np.float32), y=np.zeros(7, np.int64))}))],
+    "npz with mismatched shapes": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(
+        t / "p.yaml", tiny_pipeline_dict(data={
+            "kind": "npz", "path": _npz(t, x=np.zeros((10, 8, 8), np.float32), y=np.zeros(7, np.int64))}))],
         "data.npz"),
     "validate npz with mismatched shapes": (lambda t: _pipeline(t, data={
         "kind": "npz", "path": _npz(t, x=np.zeros((10, 8, 8), np.float32), y=np.zeros(7, np.int64))}),
         "y has shape (7,); expected (10,)"),
-    "npz holding pickled objects": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(t / "p.yaml", tiny_pipeline_dict(data={
-        "kind": "npz", "path": _npz(t, x=np.array([RunsCode()], dtype=object), y=np.zeros(1, np.int64))}))],
+    "npz holding pickled objects": (lambda t: ["run", "--out", str(t / "run"), write_pipeline(
+        t / "p.yaml", tiny_pipeline_dict(data={
+            "kind": "npz", "path": _npz(t, x=np.array([RunsCode()], dtype=object), y=np.zeros(1, np.int64))}))],
         "data.npz"),
     "bench data npz mismatched": (lambda t: ["bench", _file(t, "fake.onnx", b"x"), "--data",
-                                             _npz(t, x=np.zeros((3, 1, 8, 8), np.float32), y=np.zeros(2))], "x has 3 rows and y 2"),
+                                             _npz(t, x=np.zeros((3, 1, 8, 8), np.float32), y=np.zeros(2))],
+                                  "x has 3 rows and y 2"),
 }
 
 

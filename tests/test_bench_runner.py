@@ -39,7 +39,8 @@ def test_runner_imports_only_stdlib_numpy_and_runtimes():
     tree = ast.parse(RUNNER.read_text())
     modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
     allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "__future__"}
     assert modules <= allowed, modules - allowed
 

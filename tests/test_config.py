@@ -38,7 +38,7 @@ def test_required_devices_present_and_sourced():
         text = device_files()[name].read_text()
         # Every hardware figure carries its source or derivation in a comment.
         for field in ("peak_gflops_fp32", "peak_gops_int8", "memory_bandwidth_gbps"):
-            line = next(l for l in text.splitlines() if l.strip().startswith(field))
+            line = next(line for line in text.splitlines() if line.strip().startswith(field))
             assert "#" in line, f"{name}: {field} has no source comment"
 
 
@@ -130,7 +130,8 @@ def test_cli_device_override_unknown(tiny_pipeline, tmp_path):
     proc = cli("run", tiny_pipeline, "--device", "jetsn-nano", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: --device: unknown device 'jetsn-nano'; did you mean 'jetson-nano'? "
-                                   "(valid: host, jetson-nano, jetson-orin-nano, mobile-cpu, raspberry-pi-4, raspberry-pi-5)")
+                                   "(valid: host, jetson-nano, jetson-orin-nano, mobile-cpu, raspberry-pi-4, "
+                                   "raspberry-pi-5)")
 
 
 def test_bad_device_profile(tmp_path):

@@ -40,8 +40,8 @@ def test_model_cost_by_hand():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False),
                           nn.Flatten(), nn.Linear(256, 10))
     cost = model_cost(model, (1, 8, 8))
-    assert [(l.kind, l.macs, l.params) for l in cost.layers] == [("conv", 2304, 40), ("depthwise", 2304, 36),
-                                                                  ("linear", 2560, 2570)]
+    assert [(layer.kind, layer.macs, layer.params) for layer in cost.layers] == [
+        ("conv", 2304, 40), ("depthwise", 2304, 36), ("linear", 2560, 2570)]
     assert cost.params == 2646 and cost.macs == 7168 and cost.flops == 14336
     assert cost.weight_bytes("fp32") == 4 * 2646 and cost.weight_bytes("int8") == 2646
     # Peak activations: the depthwise layer reads and writes 4x8x8 floats.

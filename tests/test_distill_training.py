@@ -90,7 +90,8 @@ def test_adapters_train_but_are_not_part_of_the_student(data):
     student = net("mobilenetv2", 0.125)
     keys = set(student.state_dict())
     run = distill_model(student, net(width=0.5), data,
-                        _cfg(features={"mapping": "auto"}, classifier={"weight": 1.0}), seed=0, label="t", console=QUIET)
+                        _cfg(features={"mapping": "auto"}, classifier={"weight": 1.0}), seed=0, label="t",
+                        console=QUIET)
     assert set(student.state_dict()) == keys
     assert run.mapping["adapter_params"] > 0 and run.mapping["classifier"]["teacher_shape"] == [32, 2, 2]
     assert {"kd", "ce", "features", "classifier"} <= set(run.result.history[0]["terms"])

@@ -37,8 +37,8 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
     assert abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy  # same recipe, different batch split: within noise
     files = sorted(p.name for p in (tmp_path / "n2" / "distill").iterdir())
     # One weights file and one training state: rank 0's; no per-rank copies.
-    assert [f for f in files if f.endswith((".safetensors", ".pt"))] == ["best.safetensors",
-                                                                        next(f for f in files if f.startswith("train-state"))]
+    state = next(f for f in files if f.startswith("train-state"))
+    assert [f for f in files if f.endswith((".safetensors", ".pt"))] == ["best.safetensors", state]
     assert (tmp_path / "n2" / "report" / "report.md").is_file()
 
 
@@ -90,7 +90,7 @@ def test_two_torchrun_nodes_with_separate_run_folders(tmp_path):
         nodes.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     outs = [node.communicate(timeout=600) for node in nodes]
-    for node, (out, err) in zip(nodes, outs):
+    for node, (_out, err) in zip(nodes, outs):
         assert node.returncode == 0, err[-3000:]
     stages = json.loads((tmp_path / "node0" / "manifest.json").read_text())["stages"]
     assert all(rec["status"] == "completed" for rec in stages.values())

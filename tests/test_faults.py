@@ -123,7 +123,8 @@ def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_
     assert art["status"] == "failed" and art["error"]
     assert results["failures"] and (tmp_path / "run" / "report" / "report.html").is_file()
     manifest = _manifest(tmp_path / "run")["stages"]
-    assert manifest["distill"]["status"] == "completed" and (tmp_path / "run" / "distill" / "best.safetensors").is_file()
+    assert manifest["distill"]["status"] == "completed"
+    assert (tmp_path / "run" / "distill" / "best.safetensors").is_file()
 
 
 def _private_mount_namespace() -> list[str] | None:

@@ -32,7 +32,7 @@ def test_pool_layers_and_activation_bytes_by_hand():
     # conv 1->2 3x3 on 4x4: 2*16*9 = 288 MACs; reads 16 floats, writes 32. Global pool reads 32, writes 2.
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.AdaptiveAvgPool2d(1))
     cost = model_cost(model, (1, 4, 4))
-    assert [(l.kind, l.macs) for l in cost.layers] == [("conv", 288), ("pool", 0)]
+    assert [(layer.kind, layer.macs) for layer in cost.layers] == [("conv", 288), ("pool", 0)]
     assert cost.activation_bytes("fp32") == (16 + 32 + 32 + 2) * 4
     assert cost.activation_bytes("int8") == 16 + 32 + 32 + 2
 
@@ -211,10 +211,12 @@ def test_select_cli_differs_by_device_and_exits_2_when_nothing_fits(tmp_path):
         chosen[device] = json.loads(r.stdout)["chosen"]["label"]
     assert chosen["host"] != chosen["raspberry-pi-4"]
     tight = tmp_path / "tight.yaml"
-    tight.write_text(device_files()["host"].read_text().replace("max_latency_p90_ms: 10", "max_latency_p90_ms: 0.00001"))
+    tight.write_text(device_files()["host"].read_text().replace("max_latency_p90_ms: 10",
+                                                                 "max_latency_p90_ms: 0.00001"))
     r = cli("select", "--device", tight, "--input-shape", "3,64,64")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error: no student fits host: even the smallest candidate") and "max_latency_p90_ms" in r.stderr
+    assert r.stderr.startswith("error: no student fits host: even the smallest candidate")
+    assert "max_latency_p90_ms" in r.stderr
     bad = cli("select", "--device", "host", "--input-shape", "3,x,2")
     assert bad.returncode == 2 and "--input-shape '3,x,2'" in bad.stderr
 
@@ -254,7 +256,8 @@ def test_residual_additions_are_counted():
             return x + self.conv(x)
 
     cost = model_cost(Block(), (4, 2, 2))
-    assert [(l.kind, l.input_bytes, l.output_bytes) for l in cost.layers] == [("conv", 64, 64), ("add", 128, 64)]
+    assert [(layer.kind, layer.input_bytes, layer.output_bytes) for layer in cost.layers] == [
+        ("conv", 64, 64), ("add", 128, 64)]
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ transformers = pytest.importorskip("transformers")
 
 def tiny_bert(layers: int = 4, hidden: int = 32, vocab: int = 120):
     """A randomly initialized BERT of the MiniLM layout, small enough for unit tests."""
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+    config = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                     num_attention_heads=4,
                                      intermediate_size=2 * hidden, max_position_embeddings=128,
                                      attn_implementation="eager")
     torch.manual_seed(0)

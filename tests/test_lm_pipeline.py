@@ -61,7 +61,8 @@ def test_encoder_pipeline_end_to_end_then_resume(tmp_path, teacher_dir):
     assert all(rec["status"] == "completed" for rec in stages.values())
     student = stages["student"]["metrics"]
     assert student["kept_layers"] == [1, 3] and student["hidden"] == 16 and student["intermediate"] == 24
-    assert (run / "student" / "init" / "config.json").is_file() and (run / "distill" / "model" / "model.safetensors").is_file()
+    assert (run / "student" / "init" / "config.json").is_file()
+    assert (run / "distill" / "model" / "model.safetensors").is_file()
     assert not list((run / "distill").glob("train-state-*"))  # saved per epoch, removed once the model is
     teacher = json.loads((run / "teacher" / "teacher.json").read_text())
     assert "model.safetensors" in teacher["files"]  # the teacher stays in its folder, named by digests
@@ -70,7 +71,7 @@ def test_encoder_pipeline_end_to_end_then_resume(tmp_path, teacher_dir):
     assert results["metric"] == "mean cosine to the teacher" and results["teacher"]["accuracy"] == 1.0
     arts = {(a["format"], a["precision"]): a for a in results["artifacts"]}
     assert len(arts) == (4 if TFLITE else 2)
-    for (fmt, precision), a in arts.items():
+    for (_fmt, precision), a in arts.items():
         assert a["status"] == "ok", a
         assert 0 < a["accuracy"] <= 1 and a["latency_ms"]["p50"] > 0
         if precision == "fp32":

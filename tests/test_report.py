@@ -11,7 +11,8 @@ BUDGETS = {"max_model_mb": 1.0, "max_ram_mb": 100.0, "max_latency_p90_ms": 5.0, 
 
 
 def _artifact(**kw):
-    art = {"format": "onnx", "precision": "fp32", "requested_precision": "fp32", "path": "export/student.onnx", "bytes": 2**19, "accuracy": 0.97,
+    art = {"format": "onnx", "precision": "fp32", "requested_precision": "fp32", "path": "export/student.onnx",
+           "bytes": 2**19, "accuracy": 0.97,
            "parity": {"max_abs_diff": 1e-6}, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1, "std": 0},
            "peak_rss_mb": 50.0, "init_ms": 1.0, "target": "local", "status": "ok", "error": None}
     art.update(kw)
@@ -63,7 +64,8 @@ def test_of_several_that_fit_the_fastest_is_named_then_the_smallest():
 
 def _results(**kw):
     base = {"pipeline": "p", "device": {"name": "raspberry-pi-4", "description": "Pi"},
-            "verdict": verdict([_artifact()], BUDGETS, 0.98), "teacher": {"arch": "resnet", "params": 1000, "accuracy": 0.98},
+            "verdict": verdict([_artifact()], BUDGETS, 0.98),
+            "teacher": {"arch": "resnet", "params": 1000, "accuracy": 0.98},
             "student": {"arch": "mbv2", "params": 50, "param_ratio": 0.05, "accuracy": 0.97},
             "artifacts": [_artifact()], "training": {}, "stages": {"teacher": {"status": "completed", "seconds": 1.0,
                                                                                "resumed": False, "error": None}},

@@ -73,7 +73,8 @@ def test_the_baseline_sentence_says_when_distillation_did_not_help():
 
     lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}}, 0.973)
     assert lost.startswith("Distillation did not help here (-1.10 points)") and "98.40%" in lost and "97.30%" in lost
-    assert baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}}, 0.92).startswith("Distillation gained +2.00")
+    gained = baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}}, 0.92)
+    assert gained.startswith("Distillation gained +2.00")
     assert baseline_sentence({"baseline": None}, 0.9) is None
 
 
@@ -116,7 +117,8 @@ def test_report_results_json_schema(tiny_run):
     results = json.loads((run_dir / "report" / "results.json").read_text())
     assert results["schema_version"] == 1 and results["pipeline"] == "tiny"
     assert results["device"]["name"] == "raspberry-pi-4"
-    assert {"params", "accuracy"} <= set(results["teacher"]) and {"arch", "params", "accuracy"} <= set(results["student"])
+    assert {"params", "accuracy"} <= set(results["teacher"])
+    assert {"arch", "params", "accuracy"} <= set(results["student"])
     (art,) = results["artifacts"]
     assert {"format", "precision", "path", "bytes", "accuracy", "latency_ms", "target", "status", "error"} <= set(art)
     assert set(art["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std"}

@@ -30,7 +30,8 @@ def _run_teacher_only(tmp_path, path):
     raw["teacher"] = {"kind": "checkpoint", "path": str(path), **ARCH}
     spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
     run_dir = tmp_path / "run"
-    run_pipeline(spec, load_device(spec.device), default_stages()[:1], run_dir, console=Console(file=open("/dev/null", "w")))
+    run_pipeline(spec, load_device(spec.device), default_stages()[:1], run_dir,
+                 console=Console(file=open("/dev/null", "w")))
     return json.loads((run_dir / "manifest.json").read_text())["stages"]["teacher"]
 
 

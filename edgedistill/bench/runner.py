@@ -278,7 +278,8 @@ def benchmark(args) -> dict:
             i += 1
         # Timed runs: at least `runs` and at least `min_time_s` seconds (capped at 100x runs).
         times, start = [], time.perf_counter()
-        while (len(times) < args.runs or time.perf_counter() - start < args.min_time_s) and len(times) < 100 * args.runs:
+        while ((len(times) < args.runs or time.perf_counter() - start < args.min_time_s)
+               and len(times) < 100 * args.runs):
             sample = samples[len(times) % len(samples)]
             t0 = time.perf_counter()
             infer(sample)
@@ -308,7 +309,8 @@ def benchmark(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", default="", help=".npz with x (inputs) and y (labels); without it, zeros, no accuracy")
+    parser.add_argument("--data", default="",
+                        help=".npz with x (inputs) and y (labels); without it, zeros, no accuracy")
     parser.add_argument("--providers", default="CPUExecutionProvider",
                         help="onnxruntime execution providers to try in order (CPU is always the fallback)")
     parser.add_argument("--threads", type=int, default=1)

@@ -22,7 +22,8 @@ def bench_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
     timeout_s: float = typer.Option(600, "--timeout", min=0.001, help="Seconds for the whole run on the target."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of ~/.ssh/config."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config",
+                                              help="An ssh_config to use instead of ~/.ssh/config."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Tokens per input, for language models "
                                           "(ONNX; TFLite ones have a fixed length). Default 32."),
     as_json: bool = typer.Option(False, "--json", help="Print the runner's JSON result."),

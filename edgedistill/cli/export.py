@@ -153,7 +153,8 @@ def quantize_command(
     try:
         metadata = read_any_metadata(model)
     except Exception as exc:  # noqa: BLE001 - a file that is not a model is the user's input
-        raise UserError(f"{model}: not a readable {formats[model.suffix]} model ({' '.join(str(exc).split())[:200]})") from None
+        why = " ".join(str(exc).split())[:200]
+        raise UserError(f"{model}: not a readable {formats[model.suffix]} model ({why})") from None
     calib_x = None
     if calibration_data:
         calib_x = _load_npz(calibration_data, "--calibration-data", metadata.get("input_shape"))[0]

@@ -16,7 +16,8 @@ def calibrate_command(
     device: str = typer.Option(..., "--device", help="Device profile name or YAML."),
     target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], or auto (the device's)."),
     formats: str = typer.Option("onnx,tflite", "--formats", help="Comma-separated: onnx, tflite."),
-    precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, int8-dynamic, int8."),
+    precisions: str = typer.Option("fp32,int8", "--precisions",
+                                   help="Comma-separated: fp32, fp16, int8-dynamic, int8."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
     # 3 is calibration.ROUNDS, not imported here: the CLI starts without numpy.
     rounds: int = typer.Option(3, "--rounds", min=1, max=20, help="Timing rounds per micro-model; the quietest "

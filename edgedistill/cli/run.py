@@ -45,7 +45,8 @@ def folder_name(name: str) -> str:
 def run_command(
     pipeline: Optional[Path] = typer.Argument(None, help="Pipeline YAML; default: the bundled quickstart."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<pipeline>/<timestamp>)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or YAML, replacing the pipeline's."),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="Device profile name or YAML, replacing the pipeline's."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed, replacing the pipeline's."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages whose inputs and outputs still match."),
     target: Optional[str] = typer.Option(None, "--target", help="Where to benchmark: local, or ssh://user@host[:port]."),

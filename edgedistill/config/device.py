@@ -160,7 +160,8 @@ class DeviceProfile(Strict):
 def _scan_devices() -> tuple[dict[str, Path], dict[str, list[Path]]]:
     """Profiles by name, the bundled ones first, then EDGEDISTILL_DEVICES folders (os.pathsep); and every
     name defined more than once, with all its files."""
-    dirs = [bundled_dir("devices")] + [Path(p) for p in os.environ.get("EDGEDISTILL_DEVICES", "").split(os.pathsep) if p]
+    extra = os.environ.get("EDGEDISTILL_DEVICES", "").split(os.pathsep)
+    dirs = [bundled_dir("devices")] + [Path(p) for p in extra if p]
     files: dict[str, Path] = {}
     twice: dict[str, list[Path]] = {}
     for folder in dirs:

@@ -69,7 +69,8 @@ class DistillObjective(nn.Module):
 
         return {"features": rows(self.feature_pairs), "attention": rows(self.attention_pairs),
                 "classifier": None if self.classifier_shapes is None else {
-                    "student_layer": self.cfg.classifier.student_layer, "teacher_head": self.cfg.classifier.teacher_head,
+                    "student_layer": self.cfg.classifier.student_layer,
+                    "teacher_head": self.cfg.classifier.teacher_head,
                     "student_shape": list(self.classifier_shapes[0]), "teacher_shape": list(self.classifier_shapes[1])},
                 "adapter_params": sum(p.numel() for p in self.adapters.parameters())}
 

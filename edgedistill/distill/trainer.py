@@ -26,7 +26,8 @@ from edgedistill.errors import StageFailed
 from edgedistill.fileio import atomic_output
 
 # (inputs, logits, labels, example indices, epoch) -> named loss terms (already weighted) or one tensor.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], "torch.Tensor | dict[str, torch.Tensor]"]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+                  "torch.Tensor | dict[str, torch.Tensor]"]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -131,7 +132,9 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     generator = torch.Generator().manual_seed(seed)
 
     def order(epoch: int) -> torch.Tensor:
-        return schedule.order(epoch, len(train), generator) if schedule else torch.randperm(len(train), generator=generator)
+        if schedule:
+            return schedule.order(epoch, len(train), generator)
+        return torch.randperm(len(train), generator=generator)
 
     orders = [order(e) for e in range(cfg.epochs)]  # fixed up front, so a resumed run sees the same order
     # Every rank draws the same orders (same seed) and takes its own shard of each: the global batch

@@ -24,7 +24,8 @@ def require_litert():
         import ai_edge_litert  # noqa: F401
         import litert_torch  # noqa: F401
     except ImportError:
-        raise UserError("TFLite export needs litert-torch and ai-edge-litert: pip install 'edgedistill[tflite]'") from None
+        raise UserError("TFLite export needs litert-torch and ai-edge-litert: "
+                        "pip install 'edgedistill[tflite]'") from None
 
 
 def torch_to_tflite(model, sample_shape: tuple[int, ...], path: Path, *, metadata: dict[str, object]) -> Path:

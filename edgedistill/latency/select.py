@@ -113,7 +113,8 @@ def select(family: str, *, device, predictor: LatencyPredictor, budgets, in_chan
     if max_params is not None:
         kept = [c for c in candidates if c.params <= max_params]
         if len(kept) < len(candidates):
-            excluded = f"{len(candidates) - len(kept)} candidates above {max_params:,} parameters left out: {max_params_why}"
+            excluded = (f"{len(candidates) - len(kept)} candidates above {max_params:,} parameters left out: "
+                        f"{max_params_why}")
         candidates = kept
     ranked = rank(candidates, objective)
     chosen = ranked[0] if ranked and ranked[0].fits else None

@@ -27,7 +27,8 @@ def embedding_cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch
     return (1 - F.cosine_similarity(student, teacher.detach(), dim=-1)).mean()
 
 
-def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                      kind: str = "mse") -> torch.Tensor:
     """MSE or 1 - cosine between token hidden states (batch, tokens, hidden), over real tokens only."""
     teacher = teacher.detach()
     keep = mask.bool()

@@ -246,7 +246,8 @@ class SentenceEncoder(nn.Module):
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128,
+          batch_size: int = 64) -> torch.Tensor:
     """Sentence embeddings of `texts`, in their order. Batches hold texts of similar length (sorted by
     length), so little time goes into padding; the mask keeps the result independent of the batching."""
     model.eval()

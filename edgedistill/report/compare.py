@@ -44,7 +44,8 @@ def render_compare_html(rows: list[dict], runs: list[tuple[str, dict]]) -> str:
     table = html_table(["run", "pipeline", "device", "verdict", "artifact", "size", "accuracy", "p90 ms"], [
         [e(r["run"]), e(r["pipeline"]), e(r["device"]),
          e({True: "fits", False: "does not fit", None: "cannot tell"}[r["fits"]]) + f"<br><span class=muted>"
-         f"{e(r['summary'])}</span>", e(r["artifact"]), e(None if r["bytes"] is None else f"{r['bytes'] / 1024:.1f} KiB"),
+         f"{e(r['summary'])}</span>", e(r["artifact"]),
+         e(None if r["bytes"] is None else f"{r['bytes'] / 1024:.1f} KiB"),
          e(pct(r["accuracy"])), e(None if r["p90_ms"] is None else f"{r['p90_ms']:.3f}")] for r in rows])
     # One chart over every run's artifacts, labelled by run.
     # Labelled by the run folder's name (its full path is in the table above), not by the whole path.

@@ -61,7 +61,8 @@ def accuracy_latency(results: dict) -> str | None:
             a["precision"]) % len(MARKERS)], edgecolor="black" if i in front else "none", linewidth=1.5, zorder=3,
             label=_plain(f"{a['format']} {a['precision']}"))
     if len(front) > 1:
-        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=0.8, label="Pareto front")
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=0.8,
+                label="Pareto front")
     budgets, teacher = results["budgets"], results.get("teacher")
     if budgets.get("max_latency_p90_ms") is not None:
         ax.axvline(budgets["max_latency_p90_ms"], color="red", linestyle=":", label="p90 budget")

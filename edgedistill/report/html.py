@@ -23,7 +23,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}
 th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6px;margin:1em 0}
 .fits{background:#e6f4ea;border:1px solid #34a853}.nofit{background:#fce8e6;border:1px solid #ea4335}
 .unknown{background:#fef7e0;border:1px solid #fbbc04}.pass{color:#188038}.fail{color:#c5221f;font-weight:bold}
@@ -109,14 +110,17 @@ def figure_block(svg: str | None, caption: str, missing: str) -> str:
 def _figures(r: dict) -> str:
     samples = {f"{a['format']} {a['precision']}": a.get("latency_samples_ms") or [] for a in r["artifacts"]}
     body = "".join([
-        figure_block(figures.accuracy_latency(r), "Accuracy against p90 latency; outlined points form the Pareto front; "
-                "dotted lines are the latency budget and the accuracy floor (teacher minus the allowed drop).",
+        figure_block(figures.accuracy_latency(r), "Accuracy against p90 latency; outlined points form the Pareto "
+                     "front; dotted lines are the latency budget and the accuracy floor (teacher minus the allowed "
+                     "drop).",
                 "No accuracy-latency chart: no artifact was benchmarked."),
-        figure_block(figures.size_bars(r), "Artifact sizes against the size budget.", "No size chart: no artifact exported."),
+        figure_block(figures.size_bars(r), "Artifact sizes against the size budget.",
+                     "No size chart: no artifact exported."),
         figure_block(figures.training_curves(r), "Validation accuracy per epoch" + (
             "; shading marks the distillation phases." if len((r.get("distillation") or {}).get("phases") or []) > 1
             else "."), "No training curves: no training ran."),
-        figure_block(figures.latency_distributions(samples), "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
+        figure_block(figures.latency_distributions(samples),
+                     "Latency of the timed runs (box: quartiles; whiskers: 1.5 IQR).",
                 "No latency distributions: no benchmark samples."),
     ])
     return _section("figures", "Figures", body)
@@ -192,7 +196,8 @@ def _failures(r: dict) -> str:
 def _environment(r: dict) -> str:
     env = r["environment"]
     rows = [["device profile", e(r["device"]["description"])], ["host", e(f"{env['host']}, {env['platform']}")],
-            ["python", e(env["python"])], ["packages", e(", ".join(f"{k} {v}" for k, v in env["packages"].items() if v))],
+            ["python", e(env["python"])],
+            ["packages", e(", ".join(f"{k} {v}" for k, v in env["packages"].items() if v))],
             ["measured on", e(", ".join(f"{k}: {v}" for k, v in (env.get("device_info") or {}).items()) or None)],
             ["seed", e(env["seed"])], ["config digest", f"<code>{e(env['config_digest'])}</code>"],
             ["generated", e(r["generated_at"])]]

@@ -40,7 +40,7 @@ def render_markdown(results: dict) -> str:
         for c in v["checks"]:
             unit = c["unit"]
             as_pct = c["budget"].startswith("accuracy")
-            show = (lambda x: pct(x)) if as_pct else (lambda x: f"{x:.3f} {unit}" if x is not None else "—")
+            show = pct if as_pct else (lambda x, unit=unit: f"{x:.3f} {unit}" if x is not None else "—")
             result = {True: "pass", False: "**FAIL**", None: c["note"]}[c["passed"]]
             lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
                          f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} |")
@@ -105,7 +105,8 @@ def _distillation(d: dict | None, history: list | None, student_accuracy=None) -
     if not d or not history:
         return []
     best = max(history, key=lambda h: h.get("val_accuracy", 0))
-    logit_kd = f"; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}" if d.get("divergence") else ""
+    logit_kd = (f"; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}"
+                if d.get("divergence") else "")
     lines = ["## Distillation", "",
              f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs, best validation accuracy "
              f"{pct(best.get('val_accuracy'))} at epoch {best['epoch']}; teacher outputs: {d['teacher_cache']}.", ""]
@@ -127,8 +128,8 @@ def _distillation(d: dict | None, history: list | None, student_accuracy=None) -
                   "of the export.", ""]
     prog = d.get("progressive") or {}
     if prog.get("used"):
-        steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, {a['seconds']:.1f} s)"
-                          for a in prog["assistants"])
+        steps = ", ".join(f"width ×{a['width']:.3g} ({a['params']:,} params, {pct(a['accuracy'])}, "
+                          f"{a['seconds']:.1f} s)" for a in prog["assistants"])
         lines += [f"Teacher assistants (width ratio {d['width_ratio']:.1f} ≥ {prog['threshold']:g}): {steps}; "
                   f"extra cost {prog['extra_seconds']:.1f} s.", ""]
     return lines
@@ -147,7 +148,8 @@ def _gate(artifacts: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for a, i, t in rows:
         kept = ", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or "—"
-        lines.append(f"| {a['format']} {a['requested_precision']} | {i} | {t['precision']} | {t['calibration'] or '—'} | "
+        lines.append(f"| {a['format']} {a['requested_precision']} | {i} | {t['precision']} | "
+                     f"{t['calibration'] or '—'} | "
                      f"{_escape(kept)} | {pct(t['accuracy'])} | {pct(t['drop'])} | "
                      f"{'pass' if t['passed'] else '**fail**'} | {_escape(t['reason'])} |")
     return lines + [""]

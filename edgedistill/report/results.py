@@ -1,7 +1,8 @@
 """results.json: everything a report shows, gathered from the manifest of a run directory.
 
-Schema (version 1): pipeline, device, metric (what "accuracy" measures), teacher {params, accuracy}, student {arch, params, accuracy},
-training {teacher, distill: per-epoch history}, distillation {terms, mapping, phases, teacher_cache, progressive},
+Schema (version 1): pipeline, device, metric (what "accuracy" measures), teacher {params, accuracy},
+student {arch, params, accuracy}, training {teacher, distill: per-epoch history}, distillation {terms, mapping,
+phases, teacher_cache, progressive, baseline},
 artifacts [{format, precision, path, bytes, accuracy, parity, latency_ms {p50, p90, p99, mean, std},
 peak_rss_mb, target, status, error}], budgets, verdict {fits, artifact, checks[]}, stages, failures,
 environment. A missing stage leaves its part null and adds a line to `failures`; it never raises.
@@ -110,7 +111,8 @@ def _artifacts(ctx) -> list[dict]:
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
                      "init_ms": cell.get("init_ms"), "target": cell.get("target"),
                      "latency_samples_ms": cell.get("samples_ms", []),
-                     "status": cell.get("status", "not benchmarked") if art.get("status") == "ok" else art.get("status"),
+                     "status": (cell.get("status", "not benchmarked") if art.get("status") == "ok"
+                                else art.get("status")),
                      "error": error})
     return rows
 

@@ -43,7 +43,8 @@ def baseline_sentence(d: dict, student_accuracy) -> str | None:
     if not base or student_accuracy is None:
         return None
     gain = base["gain"] * 100
-    same = f"the same student trained from labels alone, with the same epochs and optimizer, reached {pct(base['accuracy'])}"
+    same = ("the same student trained from labels alone, with the same epochs and optimizer, reached "
+            f"{pct(base['accuracy'])}")
     if gain > 0:
         return f"Distillation gained {gain:+.2f} points: {same}, against {pct(student_accuracy)} distilled."
     return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {pct(student_accuracy)} distilled. "
@@ -62,7 +63,7 @@ def quantization_notes(artifacts: list[dict]) -> list[str]:
         slower = (a.get("latency_ms") or {}).get("p90", 0) > (base.get("latency_ms") or {}).get("p90", float("inf"))
         if larger or slower:
             what = " and ".join(w for w, yes in (("larger", larger), ("slower", slower)) if yes)
-            notes.append(f"{a['format']} {a['precision']} is {what} than {a['format']} fp32 here: on a model this small, "
-                         "the quantize and dequantize steps and the per-channel scales outweigh the weight bytes saved; "
-                         "int8 pays off on larger models (benchmarks/README.md, Quantization).")
+            notes.append(f"{a['format']} {a['precision']} is {what} than {a['format']} fp32 here: on a model this "
+                         "small, the quantize and dequantize steps and the per-channel scales outweigh the weight "
+                         "bytes saved; int8 pays off on larger models (benchmarks/README.md, Quantization).")
     return notes

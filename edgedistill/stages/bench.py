@@ -53,10 +53,13 @@ def run(spec, ctx) -> StageResult:
         atomic_write_json(path, result)
         outputs[key] = path
         lat = result["latency_ms"]
-        quality = result["accuracy"] if result["accuracy"] is not None else (artifact.get("parity") or {}).get("accuracy")
+        quality = result["accuracy"]
+        if quality is None:
+            quality = (artifact.get("parity") or {}).get("accuracy")
         ctx.console.print(f"  {artifact['format']} {artifact['precision']} on {result['device'].get('hostname')}: "
                           f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, "
-                          f"{'cosine' if tokens else 'accuracy'} {quality:.2%}, peak RSS {result['peak_rss_mb']:.0f} MB")
+                          f"{'cosine' if tokens else 'accuracy'} {quality:.2%}, "
+                          f"peak RSS {result['peak_rss_mb']:.0f} MB")
         cells.append({**cell, "status": "ok", "latency_ms": lat, "accuracy": quality,
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "samples_ms": result.get("samples_ms", []),

@@ -46,14 +46,16 @@ def _train(spec, ctx) -> StageResult:
     state = f"{ctx.inputs_digest[:12]}.pt"
 
     ratio = width_ratio(student, teacher, torch.from_numpy(data.train.x[:2]))
-    progressive = cfg.progressive.mode == "on" or (cfg.progressive.mode == "auto" and ratio >= cfg.progressive.threshold)
+    progressive = cfg.progressive.mode == "on" or (cfg.progressive.mode == "auto"
+                                                   and ratio >= cfg.progressive.threshold)
     assistants, source = [], teacher
     if progressive:
         for i, width in enumerate(assistant_widths(student_arch.width, ratio, cfg.progressive.assistants)):
             arch = ArchInfo(student_arch.family, width, student_arch.depth, student_arch.in_channels,
                             student_arch.num_classes, student_arch.input_hw, student_arch.class_names)
             assistant = arch.build()
-            ctx.console.print(f"  teacher assistant {i + 1}: {arch.family} ×{width:.3g}, {count_params(assistant):,} params")
+            ctx.console.print(f"  teacher assistant {i + 1}: {arch.family} ×{width:.3g}, "
+                              f"{count_params(assistant):,} params")
             hop = distill_model(assistant, source, data, cfg, seed=spec.seed, label=f"assistant {i + 1}",
                                 console=ctx.console, state_path=out / f"assistant-{i + 1}-train-state-{state}")
             assistants.append({"width": width, "params": count_params(assistant), "seconds": round(hop.seconds, 3),

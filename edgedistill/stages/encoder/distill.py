@@ -37,7 +37,8 @@ def run(spec, ctx) -> StageResult:
     after = held_out()
     outputs = save_encoder(student, tokenizer, ctx.stage_dir("distill") / "model")
     state.unlink(missing_ok=True)  # weights and optimizer moments: three times the model, no longer needed
-    ctx.console.print(f"  held-out mean cosine to the teacher {before['mean_cosine']:.4f} → {after['mean_cosine']:.4f}, "
+    ctx.console.print(f"  held-out mean cosine to the teacher {before['mean_cosine']:.4f} → "
+                      f"{after['mean_cosine']:.4f}, "
                       f"top-10 neighbour overlap {before['neighbour_overlap']:.1%} → {after['neighbour_overlap']:.1%}")
     terms = [name for name, weight in (("embedding", cfg.embedding_weight), ("hidden", cfg.hidden_weight),
                                        ("attention", cfg.attention_weight)) if weight > 0]
