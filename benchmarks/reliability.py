@@ -54,7 +54,7 @@ GROUPS = {
                    "tests/test_hostile_runs.py::test_a_damaged_manifest_is_one_line_on_resume_and_report",
                    "tests/test_hostile_runs.py::test_a_name_with_a_nul_byte_is_one_line",
                    "tests/test_data.py", "tests/test_config.py"],
-    "security": ["tests/test_hostile_ssh.py",
+    "security": ["tests/test_hostile_ssh.py", "tests/test_hostile_inputs.py",
                  "tests/test_hostile_files.py::test_an_arch_json_cannot_import_code_unless_allowed",
                  "tests/test_hostile_files.py::test_an_overwritten_cache_entry_is_detected_discarded_and_rebuilt",
                  "tests/test_hostile_files.py::test_a_pickled_model_is_refused_without_advice_to_unpickle",
