@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from edgedistill.distill.losses import attention_loss, attention_map, divergence, feature_loss, soft_label_kd
+from edgedistill.distill.losses import attention_loss, attention_map, divergence, feature_loss
 
 # Teacher probabilities [0.75, 0.25] and student [0.5, 0.5] at T = 1.
 TEACHER = torch.tensor([[math.log(3.0), 0.0]])
@@ -38,12 +38,41 @@ def test_temperature_softens_and_scales_by_t_squared():
     assert divergence(STUDENT, teacher, 2.0).item() == pytest.approx(expected, abs=1e-6)
 
 
-def test_alpha_balances_soft_and_hard():
+def _objective(**cfg):
+    """The production objective (DistillObjective, as distill_model builds it) with logit terms only."""
+    from torch import nn
+
+    from edgedistill.config.pipeline import Distill
+    from edgedistill.distill.objective import DistillObjective
+    from edgedistill.distill.schedule import Schedule
+
+    config = Distill(**cfg)
+    objective = DistillObjective(config, nn.Linear(2, 2), nn.Linear(2, 2), torch.zeros(1, 2))
+    return objective, Schedule(config).at(0)
+
+
+def test_the_objective_weighs_kd_and_cross_entropy_by_alpha():
     labels = torch.tensor([1])
     ce = math.log(2.0)  # student is uniform over two classes
     kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
-    assert soft_label_kd(STUDENT, TEACHER, labels, 1.0, 0.3).item() == pytest.approx(0.3 * kl + 0.7 * ce, abs=1e-6)
-    assert soft_label_kd(STUDENT, TEACHER, labels, 1.0, 0.0).item() == pytest.approx(ce, abs=1e-6)
+    objective, plan = _objective(alpha=0.3, temperature=1.0)
+    terms = objective(STUDENT, labels, {}, {}, TEACHER, {}, {}, plan, 1.0)
+    assert terms["kd"].item() == pytest.approx(0.3 * kl, abs=1e-6)
+    assert terms["ce"].item() == pytest.approx(0.7 * ce, abs=1e-6)
+    objective, plan = _objective(alpha=0.0)
+    assert set(objective(STUDENT, labels, {}, {}, TEACHER, {}, {}, plan, 1.0)) == {"ce"}
+    # At T = 2 the teacher logits [ln 9, 0] soften to the T = 1 case above, and the term is scaled by T^2.
+    objective, plan = _objective(alpha=1.0)
+    terms = objective(STUDENT, labels, {}, {}, torch.tensor([[math.log(9.0), 0.0]]), {}, {}, plan, 2.0)
+    assert set(terms) == {"kd"} and terms["kd"].item() == pytest.approx(4 * kl, abs=1e-6)
+
+
+def test_the_objective_sends_no_gradient_to_the_teacher():
+    student = torch.randn(4, 2, requires_grad=True)
+    teacher = torch.randn(4, 2, requires_grad=True)  # not detached by the caller: the objective must not need it
+    objective, plan = _objective(alpha=0.5, divergence="jsd")
+    sum(objective(student, torch.tensor([0, 1, 0, 1]), {}, {}, teacher, {}, {}, plan, 4.0).values()).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0 and teacher.grad is None
 
 
 @pytest.mark.parametrize("kind,expected", [

@@ -35,14 +35,6 @@ def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     return value * temperature**2
 
 
-def soft_label_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                  temperature: float, alpha: float, kind: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
-    """alpha * T^2 * D(teacher_T, student_T) + (1 - alpha) * CE(student, labels)."""
-    soft = divergence(student_logits, teacher_logits, temperature, kind, beta) if alpha > 0 else 0.0
-    hard = F.cross_entropy(student_logits, labels) if alpha < 1 else 0.0
-    return alpha * soft + (1 - alpha) * hard
-
-
 def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Distance between aligned feature maps of the same shape (the teacher's side carries no gradient)."""
     teacher = teacher.detach()

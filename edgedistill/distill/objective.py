@@ -76,6 +76,7 @@ class DistillObjective(nn.Module):
 
     def forward(self, logits, labels, s_out, s_in, t_logits, t_out, t_in, plan, temperature) -> dict:
         cfg, terms = self.cfg, {}
+        t_logits = t_logits.detach()  # the teacher's side carries no gradient, as in feature_loss
         if plan.alpha > 0:
             terms["kd"] = plan.alpha * divergence(logits, t_logits, temperature, cfg.divergence, cfg.jsd_beta)
         if plan.alpha < 1:
