@@ -116,7 +116,7 @@ def process_group(tmp_path):
 
 
 def test_hooks_work_under_a_real_ddp_wrapper(process_group):
-    """yolo-distiller#13: under DDP the feature loss silently stayed 0. Here it must not."""
+    """A feature hook that does not fire under DDP would leave the feature loss silently at 0. Here it must not."""
     torch.manual_seed(0)
     student, teacher = model(width=0.25), model(width=1.0)
     wrapped = nn.parallel.DistributedDataParallel(student)

@@ -1,6 +1,6 @@
 """Model cost on an input shape: parameters, bytes at each precision, MACs per layer, activation memory.
 
-This is what the latency predictor and student selection (issue 6) build on. Counts come from one
+This is what the latency predictor and student selection build on. Counts come from one
 forward pass with hooks on the layers that do arithmetic (Conv2d, Linear) and on pooling layers, and
 with a function mode that sees tensor additions (residual connections): pooling and additions do no
 multiply-accumulates, but each stays a separate op in the exported graph that moves its inputs. Batch

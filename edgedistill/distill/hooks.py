@@ -2,7 +2,8 @@
 
 A DDP or DataParallel wrapper adds `.module` (and a `module.` prefix to every path); paths are resolved on
 the inner model, so the same pipeline works wrapped or not. Every hook must fire on every step: a hook
-that stays silent (the silent zero loss of yolo-distiller#13) stops training with the path that did not fire.
+that stays silent (a feature loss that would read 0 without complaint) stops training with the path that did not
+fire.
 """
 
 from __future__ import annotations

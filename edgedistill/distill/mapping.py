@@ -1,6 +1,6 @@
 """Layer mapping between a student and a teacher of different width and depth.
 
-Modes (TextBrewer#34 asks for exactly this to be explicit):
+Modes:
 - direct: pairs whose feature shapes already agree;
 - projection: pairs whose channel counts differ, bridged by a 1x1 conv (or linear) adapter on the
   student side that trains with the student and is dropped at export;
