@@ -25,8 +25,8 @@ def torch_to_onnx(model, sample_shape: tuple[int, ...], path: Path, *, opset: in
     import torch
 
     model = model.eval()
-    # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models (tests/test_export_quantize.py);
-    # its deprecation warning says nothing the user can act on.
+    # dynamo=False: the TorchScript exporter needs no onnxscript and handles these models
+    # (tests/test_export_quantize.py); its deprecation warning says nothing the user can act on.
     with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (torch.zeros(1, *sample_shape[1:]),), str(tmp), input_names=["input"],
