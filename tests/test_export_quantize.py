@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,11 @@ from edgedistill.export.formats import FORMATS, PRECISIONS, artifact_name
 from edgedistill.export.parity import artifact_outputs, compare
 from edgedistill.quantize.gate import run_gate
 
-pytest.importorskip("litert_torch")
+# ONNX needs only the onnx extra; the TFLite cases are skipped, one by one, without the tflite extra.
+pytest.importorskip("onnxruntime")
+NEEDS_TFLITE = pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None,
+                                  reason="the tflite extra (litert-torch) is not installed")
+EVERY_FORMAT = [pytest.param(fmt, marks=NEEDS_TFLITE) if fmt == "tflite" else fmt for fmt in FORMATS]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,7 @@ def cnn(digits):
 META = {"pipeline": "t", "input_shape": [None, 1, 8, 8], "precision": "fp32", "class_names": list("0123456789")}
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", EVERY_FORMAT)
 def test_every_precision_exports_with_parity_and_metadata(cnn, digits, tmp_path, fmt):
     conv = CONVERTERS[fmt]
     fp32 = tmp_path / artifact_name(fmt, "fp32")
@@ -102,6 +108,7 @@ def test_every_precision_exports_with_parity_and_metadata(cnn, digits, tmp_path,
             assert parity.top1_agreement >= 0.95 and torch_acc - parity.accuracy <= 0.03, (precision, parity)
 
 
+@NEEDS_TFLITE
 def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -120,7 +127,7 @@ def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tm
                                                         digits.test.y))
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", EVERY_FORMAT)
 def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt):
     model = LinearDigits(*linear_weights, outlier=True).eval()
     plain_acc = accuracy(predict(model, digits.val.x), digits.val.y)
@@ -169,6 +176,7 @@ class BranchyNet(nn.Module):
         return -self.fc(x.flatten(1))
 
 
+@NEEDS_TFLITE
 def test_a_failing_conversion_does_not_stop_the_others(tmp_path, monkeypatch):
     import json
     import os
