@@ -82,17 +82,25 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
 
         return count
 
+    def count(device: str) -> None:
+        shadow = copy.deepcopy(model).to(device).eval()
+        handles = [m.register_forward_hook(hook(n)) for n, m in shadow.named_modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear) + POOLS)]
+        try:
+            with torch.no_grad(), _count_adds_mode()(layers):
+                shadow(torch.zeros(1, *input_shape, device=device))
+        finally:
+            for handle in handles:
+                handle.remove()
+
     # Counted on a copy on the meta device: only shapes are computed, so a 4096x4096 input or a wide
-    # candidate allocates no activations, and the caller's model is left as it was.
-    shadow = copy.deepcopy(model).to("meta").eval()
-    handles = [m.register_forward_hook(hook(n)) for n, m in shadow.named_modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear) + POOLS)]
+    # candidate allocates no activations, and the caller's model is left as it was. A model whose forward
+    # looks at values (`if x.sum() > 0`) cannot run there: it is counted on a CPU copy instead.
     try:
-        with torch.no_grad(), _count_adds_mode()(layers):
-            shadow(torch.zeros(1, *input_shape, device="meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
+        count("meta")
+    except (RuntimeError, NotImplementedError):
+        layers.clear()
+        count("cpu")
     peak = max((layer.input_bytes + layer.output_bytes for layer in layers), default=0)
     return ModelCost(sum(p.numel() for p in model.parameters()), layers, peak)
 
