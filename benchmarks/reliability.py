@@ -11,7 +11,7 @@ every export, the benchmark's test data) is compared by sha256 with the uninterr
 results that do not depend on timing (accuracies, parity, sizes); an artifact missing is "lost", one that
 differs is "changed". (Training is repeatable here since oneDNN is off in training: benchmarks/onednn_training.py.)
 Writes benchmarks/results/reliability.json and the table in benchmarks/README.md.
-Usage: python benchmarks/reliability.py [--skip-tests]
+Usage: python benchmarks/reliability.py [--groups faults,bad inputs,security] [--skip-lost]
 """
 
 from __future__ import annotations
@@ -189,22 +189,25 @@ def measure_lost(workdir: Path) -> tuple[list[dict], int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-tests", action="store_true", help="only the lost-or-changed measurement")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help="test groups to run again (the others keep their last results); '' for none")
+    parser.add_argument("--skip-lost", action="store_true", help="keep the last lost-or-changed measurement")
     args = parser.parse_args()
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    summary = {"benchmark": "reliability", "date": time.strftime("%Y-%m-%d"),
-               "groups": previous.get("groups", {}) if args.skip_tests else {}}
+    summary = {**previous, "benchmark": "reliability", "date": time.strftime("%Y-%m-%d")}
+    summary.setdefault("groups", {})
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_tests:
-            for name, tests in GROUPS.items():
-                cases = run_group(tests, Path(tmp) / f"{name}.xml")
-                summary["groups"][name] = {"cases": cases, "tried": len(cases),
-                                           "passed": sum(c["outcome"] == "passed" for c in cases)}
-        faults, files, facts = measure_lost(Path(tmp))
-    summary["resumed_runs"] = faults
-    summary["compared"] = {"artifacts": files, "results": facts}
-    summary["lost"] = sum(len(c["lost"]) for c in faults)
-    summary["changed"] = sum(len(c["changed"]) + len(c["results_changed"]) for c in faults)
+        for name in [g for g in args.groups.split(",") if g]:
+            cases = run_group(GROUPS[name], Path(tmp) / f"{name}.xml")
+            summary["groups"][name] = {"cases": cases, "tried": len(cases),
+                                       "passed": sum(c["outcome"] == "passed" for c in cases)}
+        if not args.skip_lost:
+            faults, files, facts = measure_lost(Path(tmp))
+            summary["resumed_runs"] = faults
+            summary["compared"] = {"artifacts": files, "results": facts}
+            summary["lost"] = sum(len(c["lost"]) for c in faults)
+            summary["changed"] = sum(len(c["changed"]) + len(c["results_changed"]) for c in faults)
+    faults, files, facts = summary["resumed_runs"], summary["compared"]["artifacts"], summary["compared"]["results"]
     summary["load_average_1m"] = round(os.getloadavg()[0], 2)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
