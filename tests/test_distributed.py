@@ -107,8 +107,9 @@ def test_two_torchrun_nodes_with_separate_run_folders(tmp_path):
 @pytest.mark.slow
 def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
     """Two ranks each run the teacher on half the examples; the merged entry equals one process's, up to
-    float rounding (a batch of half the examples may take another convolution kernel: once in a full run
-    a logit differed by more than 1e-6)."""
+    float rounding (a batch of half the examples may take another convolution kernel). Inside data_parallel(),
+    as in the distill stage: outside it both ranks took the one-process path and raced to store the entry,
+    so one of them sometimes found the other's entry (a hit where a miss was asserted)."""
     import os
     import subprocess
     import sys
@@ -118,16 +119,19 @@ def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
         "import sys, numpy as np, torch, torch.distributed as dist\n"
         "from edgedistill.distill.cache import compute, lookup\n"
         "from edgedistill.distill.distiller import cached_teacher_outputs\n"
+        "from edgedistill.distill.trainer import data_parallel\n"
         "from edgedistill.models import build_model\n"
         "dist.init_process_group('gloo')\n"
         "torch.manual_seed(0)\n"
         "teacher = build_model('resnet', width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))\n"
         "x = np.random.default_rng(0).random((37, 1, 8, 8), dtype=np.float32)\n"
-        "got = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "with data_parallel():  # the distill stage's context: without it each rank would compute alone\n"
+        "    got = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
         "want = compute(teacher, x, ['stages.0'], [])\n"
         "assert got.status == 'miss' and np.allclose(got.logits, want.logits, atol=1e-5)\n"
         "assert np.allclose(got.outputs['stages.0'], want.outputs['stages.0'], atol=1e-5)\n"
-        "again = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "with data_parallel():\n"
+        "    again = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
         "assert again.status == 'hit' and np.allclose(np.asarray(again.logits), want.logits, atol=1e-5)\n"
         "print('rank', dist.get_rank(), 'ok')\n"
         "dist.destroy_process_group()\n")
