@@ -1,11 +1,10 @@
 """Training with and without PyTorch's oneDNN (mkldnn) kernels: does it finish, is it repeatable, how fast.
 
-Each cell trains a ResNet-style model on the digits training split for 2 epochs, in a fresh process, several
+Each cell trains a model (MODELS) on the digits training split for 2 epochs, in a fresh process, several
 times: exit status (a heap corruption aborts the process), the sha256 of the final weights (the same seed
-must give the same weights), and the training time. Models: the tests' tiny teacher (width 0.25: 4-channel
-convolutions), width 0.5 (8 channels and up), and the quickstart's teacher (width 1.0). Why it exists: with
-oneDNN on, training the width-0.25 model aborted with glibc heap errors at 1 thread and gave different weights
-on every run at 2, so `distill.trainer.fit` turns oneDNN off for models with convolutions under 8 channels.
+must give the same weights), and the training time. Why it exists: with oneDNN on, training the width-0.25
+ResNet aborted with glibc heap errors at 1 thread and gave different weights on every run at 2, so
+`distill.trainer.fit` turns oneDNN off for models with such convolutions (`trainer.onednn_safe`).
 Writes benchmarks/results/onednn_training.json and the table in benchmarks/README.md.
 Usage: python benchmarks/onednn_training.py [--repeats 3]
 """
@@ -27,6 +26,10 @@ from _readme import update_section
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "onednn_training.json"
 
+# The tests' tiny ResNet teacher (3x3 convolutions of 4 channels), ResNet widths with 8 channels and up, and the
+# quickstart's MobileNetV2 student (thin, but its thin convolutions are 1x1, depthwise or the 1-channel stem).
+MODELS = (("resnet", 0.25, 0.5), ("resnet", 0.5, 0.5), ("resnet", 1.0, 1.0), ("mobilenetv2", 0.125, 0.5))
+
 # One training run, in its own process: the numbers a cell needs, as JSON on the last line.
 TRAIN = """
 import hashlib, io, json, sys, time, torch
@@ -39,8 +42,8 @@ from edgedistill.distill.trainer import _fit, onednn, seed_everything
 from edgedistill.models import build_model
 data = load_dataset(DigitsData(kind="digits"), seed=0)
 seed_everything(0)
-model = build_model("resnet", width=float(sys.argv[3]), depth=float(sys.argv[4]), in_channels=1, num_classes=10,
-                    input_hw=(8, 8))
+model = build_model(sys.argv[5], width=float(sys.argv[3]), depth=float(sys.argv[4]), in_channels=1,
+                    num_classes=10, input_hw=(8, 8))
 start = time.perf_counter()
 with onednn(sys.argv[2] == "on"):
     _fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y),
@@ -51,8 +54,8 @@ print(json.dumps({"seconds": seconds, "weights_sha256": digest[:16]}))
 """
 
 
-def one(threads: int, onednn: str, width: float, depth: float) -> dict:
-    proc = subprocess.run([sys.executable, "-c", TRAIN, str(threads), onednn, str(width), str(depth)],
+def one(threads: int, onednn: str, family: str, width: float, depth: float) -> dict:
+    proc = subprocess.run([sys.executable, "-c", TRAIN, str(threads), onednn, str(width), str(depth), family],
                           capture_output=True, text=True, cwd=HERE.parent, timeout=900)
     if proc.returncode != 0:
         return {"exit_code": proc.returncode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
@@ -64,12 +67,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cells = []
-    for width, depth in ((0.25, 0.5), (0.5, 0.5), (1.0, 1.0)):
+    for family, width, depth in MODELS:
         for threads in (1, 2):
             for onednn in ("on", "off"):
-                runs = [one(threads, onednn, width, depth) for _ in range(args.repeats)]
+                runs = [one(threads, onednn, family, width, depth) for _ in range(args.repeats)]
                 ok = [r for r in runs if r["exit_code"] == 0]
-                cells.append({"model": f"resnet x{width} depth x{depth}", "threads": threads, "onednn": onednn,
+                cells.append({"model": f"{family} x{width} depth x{depth}", "threads": threads, "onednn": onednn,
                               "runs": runs, "finished": len(ok),
                               "distinct_weights": len({r["weights_sha256"] for r in ok}),
                               "median_s": statistics.median(r["seconds"] for r in ok) if ok else None})

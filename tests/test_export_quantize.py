@@ -67,8 +67,8 @@ def linear_weights(digits):
 
 @pytest.fixture(scope="module")
 def cnn(digits):
-    """A small trained CNN student (a few epochs on digits) for the format/precision matrix. Width 0.5: at 0.25
-    its 4-channel layers lost 7 points to static int8 here (how the gate handles such a loss is tested below);
+    """A small trained CNN student (a few epochs on digits) for the format/precision matrix. Width 0.5: one
+    training of width 0.25 here lost 7 points to static int8 (how the gate handles such a loss is tested below);
     this matrix checks that every export path keeps a quantization-friendly model's predictions."""
     import os
 

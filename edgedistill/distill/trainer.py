@@ -88,14 +88,17 @@ def onednn(enabled: bool) -> Iterator[None]:
 
 
 def onednn_safe(*modules: torch.nn.Module | None) -> bool:
-    """False when a module has a convolution with fewer than THIN_CONV_CHANNELS output channels.
+    """False when a module has a dense convolution (groups 1) with a kernel over 1x1, more than one input channel
+    and fewer than THIN_CONV_CHANNELS output channels.
 
-    Training such a model (a ResNet-style net at width 0.25: 4-channel convolutions) with oneDNN's kernels
-    corrupted the heap here at 1 thread (glibc aborts) and gave other weights on every run at 2; at width 0.5
-    (8 channels and up) it was repeatable, and oneDNN trained the full-width teacher about twice as fast.
-    benchmarks/onednn_training.py measures all of it.
+    Training such a model (a ResNet-style net at width 0.25: 3x3 convolutions from 4 to 4 channels) with oneDNN's
+    kernels corrupted the heap here at 1 thread (glibc aborts) and gave other weights on every run at 2. The
+    rule is drawn from what was measured, no wider: ResNet-style at width 0.5 and 1.0 and MobileNetV2-style at
+    0.0625 and 0.125 (thin, but only 1x1, depthwise and 1-channel stem convolutions) trained repeatably with
+    oneDNN, and about twice as fast as without it. benchmarks/onednn_training.py measures it.
     """
-    return not any(isinstance(m, torch.nn.Conv2d) and m.out_channels < THIN_CONV_CHANNELS
+    return not any(isinstance(m, torch.nn.Conv2d) and m.groups == 1 and max(m.kernel_size) > 1
+                   and m.in_channels > 1 and m.out_channels < THIN_CONV_CHANNELS
                    for module in modules if module is not None for m in module.modules())
 
 
