@@ -25,9 +25,8 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.cost import macs_by_kind
 from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
-from edgedistill.export.converters import CONVERTERS
 from edgedistill.export.formats import FORMATS, PRECISIONS, artifact_name
-from edgedistill.export.parity import artifact_outputs, compare
+from edgedistill.export.parity import compare
 from edgedistill.models.io import ArchInfo, load_weights
 
 HERE = Path(__file__).resolve().parent
@@ -52,13 +51,13 @@ def measure(label, model, data, calib_x, folder: Path, runs: int) -> list[dict]:
     np.savez(test_npz, x=data.test.x, y=data.test.y)
     rows = []
     for fmt in FORMATS:
-        conv = CONVERTERS[fmt]
+        conv = FORMATS[fmt]
         fp32 = folder / f"{label}-{artifact_name(fmt, 'fp32')}"
         conv.export(model, (1, *data.input_shape), fp32, opset=17, metadata={"pipeline": label, "precision": "fp32"})
         for precision in PRECISIONS:
             path = conv.variant(fp32, folder / f"{label}-{artifact_name(fmt, precision)}", precision, calib_x,
                                 "minmax", [], {"pipeline": label})
-            parity = compare(reference, artifact_outputs(fmt, path, data.test.x), data.test.y, 1e-4, fmt)
+            parity = compare(reference, FORMATS[fmt].outputs(path, data.test.x), data.test.y, 1e-4, fmt)
             bench = run_local(path, test_npz, threads=1, warmup_runs=50, warmup_s=0.5, runs=runs, min_time_s=1.0,
                               timeout_s=600)
             rows.append({"model": label, "format": fmt, "precision": precision, "bytes": path.stat().st_size,

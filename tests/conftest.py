@@ -76,14 +76,14 @@ def ssh_models(tmp_path_factory):
     """A real exported student (ONNX and, with the tflite extra, TFLite) and real digits as test data."""
     from sklearn.datasets import load_digits
 
-    from edgedistill.export.converters import CONVERTERS
+    from edgedistill.export.formats import FORMATS
     from edgedistill.models import build_model
 
     folder = tmp_path_factory.mktemp("ssh-models")
     net = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8)).eval()
-    out = {"onnx": CONVERTERS["onnx"].export(net, (1, 1, 8, 8), folder / "m.onnx", opset=17, metadata={})}
+    out = {"onnx": FORMATS["onnx"].export(net, (1, 1, 8, 8), folder / "m.onnx", opset=17, metadata={})}
     try:
-        out["tflite"] = CONVERTERS["tflite"].export(net, (1, 1, 8, 8), folder / "m.tflite", opset=17, metadata={})
+        out["tflite"] = FORMATS["tflite"].export(net, (1, 1, 8, 8), folder / "m.tflite", opset=17, metadata={})
     except Exception:  # noqa: BLE001 - without the tflite extra only ONNX is benched
         pass
     digits = load_digits()

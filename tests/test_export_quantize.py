@@ -12,9 +12,8 @@ from torch import nn
 from edgedistill.config.pipeline import DigitsData
 from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
-from edgedistill.export.converters import CONVERTERS, read_any_metadata
 from edgedistill.export.formats import FORMATS, PRECISIONS, artifact_name
-from edgedistill.export.parity import artifact_outputs, compare
+from edgedistill.export.parity import compare
 from edgedistill.quantize.gate import run_gate
 
 # ONNX needs only the onnx extra; the TFLite cases are skipped, one by one, without the tflite extra.
@@ -91,7 +90,7 @@ META = {"pipeline": "t", "input_shape": [None, 1, 8, 8], "precision": "fp32", "c
 
 @pytest.mark.parametrize("fmt", EVERY_FORMAT)
 def test_every_precision_exports_with_parity_and_metadata(cnn, digits, tmp_path, fmt):
-    conv = CONVERTERS[fmt]
+    conv = FORMATS[fmt]
     fp32 = tmp_path / artifact_name(fmt, "fp32")
     conv.export(cnn, (1, 1, 8, 8), fp32, opset=17, metadata=META)
     reference = predict(cnn, digits.test.x)
@@ -99,8 +98,8 @@ def test_every_precision_exports_with_parity_and_metadata(cnn, digits, tmp_path,
     for precision in PRECISIONS:
         path = conv.variant(fp32, tmp_path / artifact_name(fmt, precision), precision, digits.train.x[:64],
                             "minmax", [], META)
-        parity = compare(reference, artifact_outputs(fmt, path, digits.test.x), digits.test.y, 1e-4, fmt)
-        meta = read_any_metadata(path)
+        parity = compare(reference, FORMATS[fmt].outputs(path, digits.test.x), digits.test.y, 1e-4, fmt)
+        meta = FORMATS[fmt].read_metadata(path)
         assert meta["precision"] == precision and meta["class_names"] == list("0123456789")
         if precision == "fp32":
             assert parity.within_tolerance and parity.top1_agreement >= 0.995
@@ -116,7 +115,7 @@ def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tm
 
     from edgedistill.bench.local import run_local
 
-    conv = CONVERTERS["tflite"]
+    conv = FORMATS["tflite"]
     fp32 = conv.export(cnn, (1, 1, 8, 8), tmp_path / "m.tflite", opset=17, metadata=META)
     int8 = conv.variant(fp32, tmp_path / "m-int8.tflite", "int8", digits.train.x[:64], "minmax", [], META)
     interpreter = Interpreter(model_path=str(int8))
@@ -125,7 +124,7 @@ def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tm
     np.savez(data, x=digits.test.x, y=digits.test.y)
     result = run_local(int8, data, threads=1, warmup_runs=1, warmup_s=0, runs=5, min_time_s=0, timeout_s=120)
     assert result["runtime"]["input_dtype"] == "int8"
-    assert result["accuracy"] == pytest.approx(accuracy(artifact_outputs("tflite", int8, digits.test.x),
+    assert result["accuracy"] == pytest.approx(accuracy(FORMATS["tflite"].outputs(int8, digits.test.x),
                                                         digits.test.y))
 
 
@@ -134,14 +133,14 @@ def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt)
     model = LinearDigits(*linear_weights, outlier=True).eval()
     plain_acc = accuracy(predict(model, digits.val.x), digits.val.y)
     assert plain_acc > 0.9  # a real, good classifier
-    conv = CONVERTERS[fmt]
+    conv = FORMATS[fmt]
     fp32 = conv.export(model, (1, 1, 8, 8), tmp_path / artifact_name(fmt, "fp32"), opset=17, metadata=META)
     gate = run_gate(
         "int8", reference_accuracy=plain_acc, max_drop=0.02, calibration="minmax",
         other_calibrations=list(conv.calibration_methods), workdir=tmp_path,
         make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(FORMATS[fmt].suffix), p,
                                                       digits.train.x[:128], calib, keep, META),
-        evaluate=lambda path: accuracy(artifact_outputs(fmt, path, digits.val.x), digits.val.y),
+        evaluate=lambda path: accuracy(FORMATS[fmt].outputs(path, digits.val.x), digits.val.y),
         first_and_last=lambda: conv.first_and_last_layers(fp32))
     first = gate.attempts[0]
     assert first.precision == "int8" and not first.passed and first.drop > 0.2  # int8 really broke it
@@ -152,14 +151,14 @@ def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt)
 
 def test_gate_passes_a_healthy_model_first_time(linear_weights, digits, tmp_path):
     model = LinearDigits(*linear_weights, outlier=False).eval()
-    conv = CONVERTERS["onnx"]
+    conv = FORMATS["onnx"]
     fp32 = conv.export(model, (1, 1, 8, 8), tmp_path / "m.onnx", opset=17, metadata=META)
     gate = run_gate(
         "int8", reference_accuracy=accuracy(predict(model, digits.val.x), digits.val.y), max_drop=0.02,
         calibration="minmax", other_calibrations=["minmax"], workdir=tmp_path,
         make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(".onnx"), p, digits.train.x[:128],
                                                       calib, keep, META),
-        evaluate=lambda path: accuracy(artifact_outputs("onnx", path, digits.val.x), digits.val.y),
+        evaluate=lambda path: accuracy(FORMATS["onnx"].outputs(path, digits.val.x), digits.val.y),
         first_and_last=lambda: conv.first_and_last_layers(fp32))
     assert len(gate.attempts) == 1 and gate.final.passed and not gate.fell_back
 

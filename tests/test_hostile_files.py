@@ -208,11 +208,11 @@ def exported(tmp_path_factory):
     """A real fp32 student in ONNX with its metadata, and the same model with its weights as external data."""
     import onnx
 
-    from edgedistill.export.converters import CONVERTERS
+    from edgedistill.export.formats import FORMATS
 
     folder = tmp_path_factory.mktemp("quantize")
     model = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))
-    path = CONVERTERS["onnx"].export(model.eval(), (1, 1, 8, 8), folder / "m.onnx", opset=17,
+    path = FORMATS["onnx"].export(model.eval(), (1, 1, 8, 8), folder / "m.onnx", opset=17,
                                      metadata={"input_shape": [None, 1, 8, 8], "precision": "fp32"})
     (folder / "ext").mkdir()
     onnx.save_model(onnx.load(str(path)), str(folder / "ext" / "m.onnx"), save_as_external_data=True,

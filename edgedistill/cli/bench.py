@@ -33,10 +33,9 @@ def bench_command(
     from edgedistill.bench.targets import bench_threads, resolve_target, run_on
     from edgedistill.cli.run import check_ssh_config
     from edgedistill.config.device import check_ssh_address, load_device
-    from edgedistill.errors import unknown_choice
+    from edgedistill.export.formats import format_of
 
-    if model.suffix not in (".onnx", ".tflite"):
-        raise UserError(f"{model}: {unknown_choice('model suffix', model.suffix, ['.onnx', '.tflite'])}")
+    format_of(model)  # a suffix some format has
     for path, what in ((model, "MODEL"), (data, "--data")):
         if path is not None and not path.is_file():
             raise UserError(f"{path}: {what}: file not found")

@@ -82,9 +82,8 @@ def export_command(
     """Export a student checkpoint to ONNX or TFLite at a precision, and check its parity with PyTorch."""
     from edgedistill.distill.trainer import predict
     from edgedistill.errors import unknown_choice
-    from edgedistill.export.converters import CONVERTERS
     from edgedistill.export.formats import PRECISIONS, artifact_name, get_format
-    from edgedistill.export.parity import artifact_outputs, compare
+    from edgedistill.export.parity import compare
 
     fmt = get_format(format)
     if precision not in PRECISIONS:
@@ -106,15 +105,14 @@ def export_command(
     if precision == "int8" and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     out = out or (run_dir / "export" if run_dir else checkpoint.parent) / artifact_name(format, precision)
-    conv = CONVERTERS[format]
     fp32 = out if precision == "fp32" else out.with_name(artifact_name(format, "fp32"))
     scratch_fp32 = precision != "fp32" and not fp32.exists()  # made only to quantize from: removed after
     metadata = {"pipeline": "edgedistill export", "input_shape": [None, info.in_channels, *info.input_hw],
                 "input_dtype": "float32", "precision": "fp32", "class_names": info.class_names,
                 "model": f"{info.family} x{info.width} depth x{info.depth}"}
-    conv.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
+    fmt.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
     try:
-        conv.variant(fp32, out, precision, calib_x, method, [], metadata)
+        fmt.variant(fp32, out, precision, calib_x, method, [], metadata)
     finally:
         if scratch_fp32:
             fp32.unlink(missing_ok=True)
@@ -122,7 +120,7 @@ def export_command(
     if test is not None:
         x, y = test
         reference = predict(model, x)
-        parity = compare(reference, artifact_outputs(fmt.name, out, x), y if y is not None else reference.argmax(1),
+        parity = compare(reference, fmt.outputs(out, x), y if y is not None else reference.argmax(1),
                          1e-4, f"{format} {precision}")
         typer.echo(f"parity: max |Δ| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.2%}"
                    + (f", accuracy {parity.accuracy:.2%}" if y is not None else ""))
@@ -137,31 +135,28 @@ def quantize_command(
 ) -> None:
     """Quantize an exported fp32 model file, keeping its metadata."""
     from edgedistill.errors import unknown_choice
-    from edgedistill.export.converters import CONVERTERS, read_any_metadata
+    from edgedistill.export.formats import format_of
 
-    formats = {".onnx": "onnx", ".tflite": "tflite"}
-    if model.suffix not in formats:
-        raise UserError(f"{model}: {unknown_choice('model suffix', model.suffix, formats)}")
+    fmt = format_of(model)
     if not model.is_file():
         raise UserError(f"{model}: file not found")
     if precision not in ("fp16", "int8-dynamic", "int8"):
         raise UserError(f"--precision: {unknown_choice('precision', precision, ('fp16', 'int8-dynamic', 'int8'))}")
-    conv = CONVERTERS[formats[model.suffix]]
-    if method not in conv.calibration_methods:
-        raise UserError(f"--calibration: {unknown_choice('calibration method', method, conv.calibration_methods)}")
+    if method not in fmt.calibration_methods:
+        raise UserError(f"--calibration: {unknown_choice('calibration method', method, fmt.calibration_methods)}")
     out = out or model.with_name(f"{model.stem}-{precision}{model.suffix}")
     try:
-        metadata = read_any_metadata(model)
+        metadata = fmt.read_metadata(model)
     except Exception as exc:  # noqa: BLE001 - a file that is not a model is the user's input
         why = " ".join(str(exc).split())[:200]
-        raise UserError(f"{model}: not a readable {formats[model.suffix]} model ({why})") from None
+        raise UserError(f"{model}: not a readable {fmt.name} model ({why})") from None
     calib_x = None
     if calibration_data:
         calib_x = _load_npz(calibration_data, "--calibration-data", metadata.get("input_shape"))[0]
     if precision == "int8" and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     try:
-        conv.variant(model, out, precision, calib_x, method, [], metadata)
+        fmt.variant(model, out, precision, calib_x, method, [], metadata)
     except Exception as exc:  # noqa: BLE001 - the quantizer refusing the user's file or data, in one line
         raise UserError(f"{model}: {precision} quantization failed: {' '.join(str(exc).split())[-300:]}") from None
     typer.echo(f"{precision}: {out} ({out.stat().st_size / 1024:.1f} KiB, from {model.stat().st_size / 1024:.1f} KiB)")

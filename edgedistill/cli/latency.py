@@ -103,10 +103,9 @@ def _choices(option: str, value: str, valid) -> list[str]:
 
 
 def _require_extra(fmt: str) -> None:
-    from edgedistill.export.onnx import require_onnx
-    from edgedistill.export.tflite import require_litert
+    from edgedistill.export.formats import FORMATS
 
-    {"onnx": require_onnx, "tflite": require_litert}[fmt]()
+    FORMATS[fmt].require()
 
 
 def select_command(

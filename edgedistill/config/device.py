@@ -11,11 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgedistill.config.loading import load_model
 from edgedistill.errors import UserError, unknown_choice
+from edgedistill.export.formats import FormatName, RuntimeName
 from edgedistill.resources import bundled_dir
 
-RUNTIMES = ("onnxruntime", "tflite")
-FORMATS = ("onnx", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8")
 # A user name and a host name, as OpenSSH is given them: neither may start with '-' (ssh would read it as
 # an option) and neither holds a shell or ssh_config metacharacter. An IPv6 address goes in brackets.
 _SSH_USER = r"[A-Za-z_][A-Za-z0-9._-]{0,31}"
@@ -148,8 +146,8 @@ class DeviceProfile(Strict):
     name: str
     description: str
     hardware: Hardware
-    runtimes: list[Literal["onnxruntime", "tflite"]] = Field(min_length=1)
-    default_format: Literal["onnx", "tflite"]
+    runtimes: list[RuntimeName] = Field(min_length=1)
+    default_format: FormatName
     default_precision: Literal["fp32", "fp16", "int8"]
     budgets: Budgets
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],

@@ -15,6 +15,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from edgedistill.config.device import Strict
 from edgedistill.config.pipeline import PipelineBase
+from edgedistill.export.formats import FORMATS
+
+# The formats that can take a sentence encoder (token inputs).
+EncoderFormatName = Literal[tuple(n for n, f in FORMATS.items() if f.export_encoder)]  # type: ignore[valid-type]
 
 
 class TextData(Strict):
@@ -83,7 +87,7 @@ class EncoderDistill(Strict):
 
 
 class EncoderExport(Strict):
-    formats: list[Literal["onnx", "tflite"]] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    formats: list[EncoderFormatName] = Field(default_factory=lambda: ["onnx"], min_length=1)
     precisions: list[Literal["fp32", "int8-dynamic"]] = Field(default_factory=lambda: ["fp32", "int8-dynamic"],
                                                               min_length=1)
     opset: int = Field(default=17, ge=14, le=21)

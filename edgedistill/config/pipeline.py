@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_serializer, m
 from edgedistill.config.device import Budgets, Strict, check_ssh_address, device_path
 from edgedistill.config.loading import read_yaml, validate
 from edgedistill.errors import UserError, unknown_choice
+from edgedistill.export.formats import PRECISIONS, FormatName
 from edgedistill.models import family_names, is_factory
 
 
@@ -229,8 +230,8 @@ class Calibration(Strict):
 class Export(Strict):
     """Every format in `formats` at every precision in `precisions`; quantized ones pass the accuracy gate."""
 
-    formats: list[Literal["onnx", "tflite"]] = Field(default_factory=lambda: ["onnx"], min_length=1)
-    precisions: list[Literal["fp32", "fp16", "int8-dynamic", "int8", "auto"]] = Field(
+    formats: list[FormatName] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    precisions: list[Literal[PRECISIONS + ("auto",)]] = Field(
         default_factory=lambda: ["fp32"], min_length=1, description="auto: the device profile's default precision")
     opset: int = Field(default=17, ge=11, le=21)
     parity_atol: float = Field(default=1e-4, gt=0, description="max |output difference| of fp32 artifacts")

@@ -62,3 +62,15 @@ def read_metadata(path: Path) -> dict[str, object]:
         except json.JSONDecodeError:
             out[entry.key] = entry.value
     return out
+
+
+def onnx_outputs(path, x, batch_size: int = 256):
+    """The model's outputs on `x` from onnxruntime's CPU provider, one thread, in batches."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])

@@ -118,11 +118,10 @@ Bench = Callable[[Path], dict]
 
 def export_variant(model, input_shape: tuple[int, ...], fmt: str, precision: str, workdir: Path) -> Path:
     """`model` exported to `fmt` at `precision`, for timing."""
-    from edgedistill.export.converters import CONVERTERS
     from edgedistill.export.formats import FORMATS
 
-    converter = CONVERTERS[fmt]
-    suffix = FORMATS[fmt].suffix
+    converter = FORMATS[fmt]
+    suffix = converter.suffix
     fp32 = converter.export(model, (1, *input_shape), workdir / f"fp32{suffix}", opset=17, metadata={})
     # Activation ranges for static int8: any inputs do, only the timing is measured.
     calibration_x = np.random.default_rng(0).standard_normal((16, *input_shape)).astype(np.float32)

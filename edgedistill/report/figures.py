@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import re
 
-COLORS = {"onnx": "#1f77b4", "tflite": "#ff7f0e"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _color(fmt: str) -> str:
+    from edgedistill.export.formats import FORMATS
+
+    return FORMATS[fmt].color if fmt in FORMATS else "grey"
 
 
 def _svg(fig) -> str:
@@ -57,7 +62,7 @@ def accuracy_latency(results: dict) -> str | None:
     # colour (its format), and the legend names them.
     precisions = sorted({a["precision"] for a in arts})
     for i, (a, (lat, acc)) in enumerate(zip(arts, points)):
-        ax.scatter(lat, acc, s=70, color=COLORS.get(a["format"], "grey"), marker=MARKERS[precisions.index(
+        ax.scatter(lat, acc, s=70, color=_color(a["format"]), marker=MARKERS[precisions.index(
             a["precision"]) % len(MARKERS)], edgecolor="black" if i in front else "none", linewidth=1.5, zorder=3,
             label=_plain(f"{a['format']} {a['precision']}"))
     if len(front) > 1:
@@ -85,7 +90,7 @@ def size_bars(results: dict) -> str | None:
     fig, ax = _figure(height=0.5 + 0.4 * len(arts))
     labels = [_plain(f"{a['format']} {a['precision']}") for a in arts]
     sizes = [a["bytes"] / 2**20 for a in arts]
-    ax.barh(labels, sizes, color=[COLORS.get(a["format"], "grey") for a in arts])
+    ax.barh(labels, sizes, color=[_color(a["format"]) for a in arts])
     limit = results["budgets"].get("max_model_mb")
     if limit is not None:
         ax.axvline(limit, color="red", linestyle=":", label=f"size budget {limit:g} MB")

@@ -14,7 +14,7 @@ from edgedistill.data import load_dataset
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
 from edgedistill.export.formats import artifact_name, get_format
-from edgedistill.export.parity import artifact_outputs, compare
+from edgedistill.export.parity import compare
 from edgedistill.fileio import sha256_json
 from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
 from edgedistill.pipeline.engine import StageResult
@@ -36,8 +36,6 @@ def requested_precisions(spec, device, linear_heavy: bool) -> list[str]:
 
 
 def run(spec, ctx) -> StageResult:
-    from edgedistill.export import converters
-
     cfg = spec.export
     data = load_dataset(spec.data, spec.seed)
     arch = ArchInfo.load(ctx.output("student", "arch"), pipeline_families(spec))
@@ -54,10 +52,9 @@ def run(spec, ctx) -> StageResult:
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}"}
     artifacts, outputs, warnings = [], {}, []
     for name in cfg.formats:
-        conv = converters.CONVERTERS[get_format(name).name]
         fp32_path = out / artifact_name(name, "fp32")
         try:
-            conv.export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset, metadata=metadata)
+            get_format(name).export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one failed format is recorded, the others go on
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             warnings.append(f"{name}: export failed: {error[:200]}")
@@ -83,21 +80,19 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
 
     Returns its record for the manifest and the shipped file (None when it failed).
     """
-    from edgedistill.export import converters
-
-    cfg, fmt, conv = ctx.spec.export, get_format(name), converters.CONVERTERS[name]
+    cfg, fmt = ctx.spec.export, get_format(name)
     data, metadata, out = shared["data"], shared["metadata"], ctx.stage_dir("export")
     record = {"format": name, "requested_precision": precision}
     work = out / "attempts"
     work.mkdir(exist_ok=True)
     gate = run_gate(
         precision, reference_accuracy=shared["val_reference"], max_drop=shared["max_drop"],
-        calibration=cfg.calibration.method, other_calibrations=list(conv.calibration_methods), workdir=work,
+        calibration=cfg.calibration.method, other_calibrations=list(fmt.calibration_methods), workdir=work,
         enabled=cfg.gate,
-        make=lambda p, calib, keep, dest: conv.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
-                                                      shared["calibration_x"], calib, keep, metadata),
-        evaluate=lambda path: accuracy(artifact_outputs(name, path, data.val.x), data.val.y),
-        first_and_last=lambda: conv.first_and_last_layers(fp32_path))
+        make=lambda p, calib, keep, dest: fmt.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
+                                                     shared["calibration_x"], calib, keep, metadata),
+        evaluate=lambda path: accuracy(fmt.outputs(path, data.val.x), data.val.y),
+        first_and_last=lambda: fmt.first_and_last_layers(fp32_path))
     record["attempts"] = [a.as_dict() for a in gate.attempts]
     final = gate.final
     if final is None:
@@ -116,7 +111,7 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
         record["fallback"] = final.reason
         warnings.append(f"{name} {precision}: {final.reason}")
     try:
-        parity = compare(shared["reference"], artifact_outputs(name, target, data.test.x), data.test.y,
+        parity = compare(shared["reference"], fmt.outputs(target, data.test.x), data.test.y,
                          cfg.parity_atol, f"{name} {final.precision}")
     except (StageFailed, ValueError) as exc:  # a shape mismatch: this artifact cannot ship
         record.update(status="failed", error=str(exc), path=str(target.relative_to(ctx.run_dir)))

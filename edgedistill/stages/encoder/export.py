@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from edgedistill.errors import StageFailed
-from edgedistill.export.formats import artifact_name
+from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.distill import encoder_agreement
 from edgedistill.lm.encoder import embed, load_encoder
@@ -29,9 +29,9 @@ def run(spec, ctx) -> StageResult:
                 "model": ctx.metrics("student")["arch"]}
     artifacts, outputs, warnings = [], {}, []
     for fmt in cfg.formats:
-        fp32_path = out / artifact_name(fmt, "fp32")
+        fp32_path, conv = out / artifact_name(fmt, "fp32"), FORMATS[fmt]
         try:
-            _export(fmt, model, fp32_path, cfg, metadata)
+            conv.export_encoder(model, fp32_path, opset=cfg.opset, seq_len=cfg.seq_len, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
             for precision in cfg.precisions:
                 artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision,
@@ -42,9 +42,9 @@ def run(spec, ctx) -> StageResult:
             path = fp32_path if precision == "fp32" else out / artifact_name(fmt, precision)
             try:
                 if precision != "fp32":
-                    _quantize(fmt, fp32_path, path)
+                    conv.quantize(fp32_path, path, precision, None, None, [])
                 with ctx.console.status(f"  {fmt} {precision}: embedding {len(texts)} held-out sentences…"):
-                    got = _embeddings(fmt, path, tokenizer, texts, cfg.seq_len)
+                    got = conv.encoder_embeddings(path, tokenizer, texts, seq_len=cfg.seq_len)
             except Exception as exc:  # noqa: BLE001
                 artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision,
                                   "status": "failed", "error": _one_line(exc), "attempts": []})
@@ -66,41 +66,6 @@ def run(spec, ctx) -> StageResult:
     if not outputs:
         raise StageFailed("no artifact was exported: " + "; ".join(a["error"] for a in artifacts))
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "seq_len": cfg.seq_len}, warnings=warnings)
-
-
-def _export(fmt: str, model, path, cfg, metadata: dict) -> None:
-    from edgedistill.lm.export import encoder_to_onnx, encoder_to_tflite
-
-    if fmt == "onnx":
-        encoder_to_onnx(model, path, opset=cfg.opset, metadata=metadata)
-    else:
-        encoder_to_tflite(model, path, seq_len=cfg.seq_len, metadata=metadata)
-
-
-def _quantize(fmt: str, fp32_path, path) -> None:
-    from edgedistill.quiet import quiet
-
-    with quiet():  # the quantizers print their own progress and summaries
-        _quantize_loud(fmt, fp32_path, path)
-
-
-def _quantize_loud(fmt: str, fp32_path, path) -> None:
-    if fmt == "onnx":
-        from edgedistill.quantize.onnx import quantize_onnx
-
-        quantize_onnx(fp32_path, path, "int8-dynamic")
-    else:
-        from edgedistill.quantize.tflite import quantize_tflite
-
-        quantize_tflite(fp32_path, path, "int8-dynamic")
-
-
-def _embeddings(fmt: str, path, tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
-    from edgedistill.lm.export import onnx_embed, tflite_embed
-
-    if fmt == "onnx":
-        return onnx_embed(path, tokenizer, texts, max_length=seq_len)
-    return tflite_embed(path, tokenizer, texts, seq_len=seq_len)
 
 
 def _one_line(exc: BaseException) -> str:
