@@ -173,6 +173,9 @@ def _types_at(model: type[BaseModel], loc: tuple) -> list[Any]:
     current: list[Any] = [model]
     for part in loc:
         tagged = [c for c in current if _is_model(c) and _tag_of(c) == part]
+        # pydantic names a plain union's member in `loc` ("list[Phase]"): narrow to the containers it names
+        tagged = tagged or [c for c in current if isinstance(part, str) and typing.get_origin(c) in (list, tuple, dict)
+                            and part.startswith(typing.get_origin(c).__name__ + "[")]
         if tagged and len(current) > 1:
             current = tagged
             continue

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_serializer, model_validator
 
 from edgedistill.config.device import Budgets, Strict, check_ssh_address, device_path
 from edgedistill.config.loading import read_yaml, validate
+from edgedistill.distill.terms import TERMS
 from edgedistill.errors import UserError, unknown_choice
 from edgedistill.export.formats import PRECISIONS, FormatName
 from edgedistill.models import family_names, is_factory
@@ -118,52 +119,30 @@ class Student(Architecture):
         return self
 
 
-class LayerMapping(Strict):
-    """Which student layers learn from which teacher layers (see edgedistill.distill.mapping)."""
-
-    mapping: Literal["direct", "projection", "depth", "auto"] = "auto"
-    pairs: list[tuple[str, str]] | None = Field(default=None, description="explicit [student, teacher] module paths")
-    student_layers: list[str] | None = None
-    teacher_layers: list[str] | None = None
-    depth: Literal["uniform", "last"] | list[int] = "uniform"
-
-
-class FeatureTerm(LayerMapping):
-    weight: float = Field(default=1.0, ge=0)
-    loss: Literal["mse", "smooth_l1", "cosine"] = "mse"
+def phase_defaults(name: str) -> dict:
+    """What a phase changes from the distillation settings: the warm-up trains on the easier half without the
+    logits terms (and without the terms that do not keep it); the fine-tune on labels alone, at a tenth of the LR."""
+    if name == "warmup":
+        return {"alpha": 0.0, "easy_fraction": 0.5, **{t: 0.0 for t, term in TERMS.items() if not term.in_warmup}}
+    if name == "finetune":
+        return {"alpha": 0.0, "lr_scale": 0.1, **{t: 0.0 for t in TERMS}}
+    return {}
 
 
-class AttentionTerm(LayerMapping):
-    weight: float = Field(default=1000.0, ge=0, description="beta of Zagoruyko & Komodakis (their code: 1000)")
-
-
-class ClassifierTerm(Strict):
-    """SimKD-style: student features through a projector and the teacher's frozen head, KD on the result."""
-
-    weight: float = Field(default=1.0, ge=0)
-    student_layer: str = Field(default="head", description="the student module whose input is its final feature")
-    teacher_head: str = Field(default="head", description="the teacher module that maps features to logits")
-
-
-PHASE_DEFAULTS = {  # what each phase changes from the distillation settings
-    "warmup": {"alpha": 0.0, "classifier": 0.0, "easy_fraction": 0.5},
-    "distill": {},
-    "finetune": {"alpha": 0.0, "features": 0.0, "attention": 0.0, "classifier": 0.0, "lr_scale": 0.1},
-}
-
-
-class Phase(Strict):
+class _Phase(Strict):
     """A fraction of training with its own loss weights. Unset fields take the phase's defaults."""
 
     name: Literal["warmup", "distill", "finetune"]
     fraction: float = Field(gt=0, le=1)
     alpha: float | None = Field(default=None, ge=0, le=1)
-    features: float | None = Field(default=None, ge=0, description="multiplies features.weight")
-    attention: float | None = Field(default=None, ge=0, description="multiplies attention.weight")
-    classifier: float | None = Field(default=None, ge=0, description="multiplies classifier.weight")
     lr_scale: float | None = Field(default=None, gt=0, le=10)
     easy_fraction: float | None = Field(default=None, gt=0, le=1,
                                         description="train on this share of examples, most teacher-confident first")
+
+
+# A phase multiplies each loss term's weight by a field named after the term (features: 0.5, dkd: 0...).
+Phase = create_model("Phase", __base__=_Phase, **{
+    name: (float | None, Field(default=None, ge=0, description=f"multiplies {name}.weight")) for name in TERMS})
 
 
 STANDARD_SCHEDULE = [{"name": "warmup", "fraction": 0.2}, {"name": "distill", "fraction": 0.6},
@@ -183,7 +162,7 @@ class Progressive(Strict):
 BASELINE_AUTO_EXAMPLES = 2_000_000
 
 
-class Distill(Training):
+class _Distill(Training):
     epochs: int = Field(default=30, ge=1, le=10_000)
     # Below 0.05 the softened logits overflow float32 (logits / T); the literature uses 1 to 20.
     temperature: float = Field(default=4.0, ge=0.05, le=100)
@@ -191,9 +170,6 @@ class Distill(Training):
     alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the soft (teacher) term; 1-alpha on labels")
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     jsd_beta: float = Field(default=0.5, gt=0, lt=1)
-    features: FeatureTerm | None = None
-    attention: AttentionTerm | None = None
-    classifier: ClassifierTerm | None = None
     schedule: Literal["standard"] | list[Phase] | None = None
     augment: Augment | None = None
     cache: Literal["auto", "off"] = Field(default="auto", description="teacher outputs on disk, reused across runs")
@@ -220,6 +196,13 @@ class Distill(Training):
             return [Phase(name="distill", fraction=1.0)]
         raw = STANDARD_SCHEDULE if self.schedule == "standard" else [p.model_dump() for p in self.schedule]
         return [Phase(**p) for p in raw]
+
+
+# Each loss term of the registry is an optional section of its own (distill.features, distill.dkd...).
+Distill = create_model("Distill", __base__=_Distill, **{
+    name: (term.Config | None, Field(default=None, description=f"the {name} loss term, as "
+                                                                f"{term.__module__.replace('.', '/')}.py describes it"))
+    for name, term in TERMS.items()})
 
 
 class Calibration(Strict):

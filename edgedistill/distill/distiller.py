@@ -27,6 +27,7 @@ class Distilled:
     mapping: dict
     phases: list[dict]
     seconds: float
+    terms: list[str] = field(default_factory=list)  # the loss terms trained on (kd, ce, then the registry's)
     assistants: list[dict] = field(default_factory=list)
 
 
@@ -75,7 +76,8 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
             t_feats, t_ins = t_out.collect(step), t_in.collect(step)
         else:
             t_logits, t_feats, t_ins = t_all.batch(idx)
-        return objective(logits, y, s_feats, s_ins, t_logits, t_feats, t_ins, plan, schedule.temperature(epoch))
+        return objective(logits, y, s_feats, s_ins, t_logits, t_feats, t_ins, plan, schedule.temperature(epoch),
+                         epoch)
 
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
@@ -86,7 +88,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
             hooks.remove()
     phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
                "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
-    return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start)
+    return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start, objective.names)
 
 
 def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int, console: Console,
@@ -99,7 +101,7 @@ def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int
     result = fit(student, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                  seed=seed, label="baseline (labels only)", console=console, state_path=state_path,
                  augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
-    return Distilled(result, "not used", {}, [], time.perf_counter() - start)
+    return Distilled(result, "not used", {}, [], time.perf_counter() - start, ["ce"])
 
 
 def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) -> TeacherOutputs:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from edgedistill.config.pipeline import PHASE_DEFAULTS
+from edgedistill.config.pipeline import phase_defaults
+from edgedistill.distill.terms import TERMS
 
 
 @dataclass(frozen=True)
@@ -15,11 +16,9 @@ class PhasePlan:
     first_epoch: int  # 0-based, inclusive
     last_epoch: int  # exclusive
     alpha: float
-    features: float  # multipliers of the configured term weights
-    attention: float
-    classifier: float
     lr_scale: float
     easy_fraction: float | None
+    terms: dict[str, float]  # multipliers of the configured weights of the registry's terms, by name
 
 
 class Schedule:
@@ -38,10 +37,10 @@ class Schedule:
             end = min(end, cfg.epochs - (len(phases) - 1 - i))  # leave at least one epoch for later phases
             if end <= start:
                 continue  # fewer epochs than phases: the later phases win
-            merged = {"alpha": cfg.alpha, "features": 1.0, "attention": 1.0, "classifier": 1.0, "lr_scale": 1.0,
-                      "easy_fraction": None, **PHASE_DEFAULTS[phase.name],
-                      **phase.model_dump(exclude_none=True, exclude={"name", "fraction"})}
-            self.plans.append(PhasePlan(phase.name, start, end, **merged))
+            merged = {"alpha": cfg.alpha, "lr_scale": 1.0, "easy_fraction": None, **{t: 1.0 for t in TERMS},
+                      **phase_defaults(phase.name), **phase.model_dump(exclude_none=True, exclude={"name", "fraction"})}
+            self.plans.append(PhasePlan(phase.name, start, end, merged.pop("alpha"), merged.pop("lr_scale"),
+                                        merged.pop("easy_fraction"), terms=merged))
             start = end
 
     def at(self, epoch: int) -> PhasePlan:

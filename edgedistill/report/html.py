@@ -12,6 +12,7 @@ from edgedistill.report.text import (
     MODEL_COLUMNS,
     baseline_sentence,
     diff,
+    layer_pairs,
     ms,
     pct,
     quantization_notes,
@@ -139,7 +140,7 @@ def _distillation(r: dict) -> str:
         text += f"<p><strong>{e(sentence)}</strong></p>"
     mapping = d.get("mapping") or {}
     pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
-             for term in ("features", "attention") for p in mapping.get(term, [])]
+             for term, p in layer_pairs(mapping)]
     if pairs:
         text += html_table(["term", "student layer", "teacher layer", "student shape", "teacher shape"], pairs)
         text += f"<p>Adapters: {mapping['adapter_params']:,} parameters, dropped at export.</p>"

@@ -6,6 +6,7 @@ from edgedistill.report.text import (
     MODEL_COLUMNS,
     baseline_sentence,
     diff,
+    layer_pairs,
     ms,
     pct,
     quantization_notes,
@@ -119,7 +120,7 @@ def _distillation(d: dict | None, history: list | None, student_accuracy=None) -
                   f"{'easiest ' + pct(p['easy_fraction']) if p['easy_fraction'] else 'all'} |" for p in d["phases"]]
         lines.append("")
     mapping = d.get("mapping") or {}
-    pairs = [(term, p) for term in ("features", "attention") for p in mapping.get(term, [])]
+    pairs = layer_pairs(mapping)
     if pairs:
         lines += ["| term | student layer | teacher layer | student shape | teacher shape |", "|---|---|---|---|---|"]
         lines += [f"| {term} | {_escape(p['student'])} | {_escape(p['teacher'])} | {tuple(p['student_shape'])} | "

@@ -67,3 +67,10 @@ def quantization_notes(artifacts: list[dict]) -> list[str]:
                          "small, the quantize and dequantize steps and the per-channel scales outweigh the weight "
                          "bytes saved; int8 pays off on larger models (benchmarks/README.md, Quantization).")
     return notes
+
+
+def layer_pairs(mapping: dict) -> list[tuple[str, dict]]:
+    """(term, pair) for every layer pair a loss term resolved (terms describe themselves; those with layer pairs
+    describe a list of {student, teacher, student_shape, teacher_shape})."""
+    return [(term, pair) for term, rows in (mapping or {}).items() if isinstance(rows, list)
+            for pair in rows if isinstance(pair, dict) and {"student", "teacher"} <= pair.keys()]

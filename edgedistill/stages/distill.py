@@ -71,13 +71,11 @@ def _train(spec, ctx) -> StageResult:
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
     baseline = scratch_baseline(spec, ctx, student_arch, data, test_acc, out / f"baseline-train-state-{state}")
-    terms = ["kd" if cfg.alpha > 0 else None, "ce" if cfg.alpha < 1 else None] + [
-        name for name in ("features", "attention", "classifier") if getattr(cfg, name) is not None]
     warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
     return StageResult(outputs={"weights": out / "best.safetensors"}, warnings=warnings, metrics={
         "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
         "epochs": cfg.epochs, "temperature": cfg.temperature, "alpha": cfg.alpha, "divergence": cfg.divergence,
-        "terms": [t for t in terms if t], "mapping": run.mapping, "phases": run.phases, "teacher_cache": run.cache,
+        "terms": run.terms, "mapping": run.mapping, "phases": run.phases, "teacher_cache": run.cache,
         "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
