@@ -8,16 +8,68 @@ import re
 import pytest
 import torch
 
-from edgedistill.distill.trainer import shard
+from edgedistill.distill.parallel import DataParallel
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
 
 
 def test_shards_cover_every_example_and_line_up():
     order = torch.randperm(11, generator=torch.Generator().manual_seed(0))
-    parts = [shard(order, r, 2) for r in range(2)]
+    parts = [DataParallel(r, 2).shard(order) for r in range(2)]
     assert len(parts[0]) == len(parts[1]) == 6  # padded by wrapping around: both ranks take 6 steps of 1
     assert set(torch.cat(parts).tolist()) == set(order.tolist())
-    assert torch.equal(shard(order, 0, 1), order)
+    assert torch.equal(DataParallel().shard(order), order)
+
+
+@pytest.mark.slow
+def test_two_ranks_take_the_same_steps_as_one(tmp_path):
+    """The data-parallel training loop is the one-process loop, step for step: two ranks on half the global
+    batch each (DDP averaging the model's gradients, `average_gradients` the adapters') end with the weights one
+    process gets on the whole batch, up to float summation order. The model has no batch norm (which computes
+    its statistics per rank) and the examples divide evenly (no wrap-around padding): the only two ways the
+    runs may legitimately differ."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "steps.py"
+    script.write_text(
+        "import numpy as np, torch, torch.distributed as dist\n"
+        "from rich.console import Console\n"
+        "from edgedistill.config.pipeline import Training\n"
+        "from edgedistill.data import Split\n"
+        "from edgedistill.distill.parallel import SINGLE, DataParallel\n"
+        "from edgedistill.distill.trainer import fit\n"
+        "dist.init_process_group('gloo')\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((64, 1, 4, 4)).astype(np.float32)\n"
+        "y = (x.reshape(64, -1).sum(1) > 0).astype(np.int64)\n"
+        "def models():\n"
+        "    torch.manual_seed(0)\n"
+        "    return (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(),\n"
+        "                                torch.nn.Linear(8, 2)), torch.nn.Linear(16, 16))\n"
+        "def loss(adapter):\n"
+        "    return lambda xb, logits, yb, idx, epoch: {\n"
+        "        'ce': torch.nn.functional.cross_entropy(logits, yb),\n"
+        "        'adapter': (adapter(xb.flatten(1)) - xb.flatten(1).flip(1)).pow(2).mean()}\n"
+        "cfg = Training(epochs=3, batch_size=16, lr=0.05, optimizer='sgd', weight_decay=0)\n"
+        "quiet = Console(quiet=True)\n"
+        "results = {}\n"
+        "for name, parallel in (('two', DataParallel.current()), ('one', SINGLE)):\n"
+        "    model, adapter = models()\n"
+        "    fit(model, Split(x, y), Split(x[:16], y[:16]), loss(adapter), cfg, seed=0, label=name, console=quiet,\n"
+        "        extra=adapter, parallel=parallel)\n"
+        "    results[name] = [p.detach() for p in list(model.parameters()) + list(adapter.parameters())]\n"
+        "moved = max(float((a - b).abs().max()) for a, b in zip(results['one'], [p.detach() for m in models()\n"
+        "                                                                  for p in m.parameters()]))\n"
+        "worst = max(float((a - b).abs().max()) for a, b in zip(results['two'], results['one']))\n"
+        "assert moved > 1e-2 and worst < 1e-5, (moved, worst)\n"
+        "print('rank', dist.get_rank(), 'moved', moved, 'differs by', worst)\n"
+        "dist.destroy_process_group()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("differs by") == 2
 
 
 def _spec(**distill):
@@ -107,9 +159,9 @@ def test_two_torchrun_nodes_with_separate_run_folders(tmp_path):
 @pytest.mark.slow
 def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
     """Two ranks each run the teacher on half the examples; the merged entry equals one process's, up to
-    float rounding (a batch of half the examples may take another convolution kernel). Inside data_parallel(),
-    as in the distill stage: outside it both ranks took the one-process path and raced to store the entry,
-    so one of them sometimes found the other's entry (a hit where a miss was asserted)."""
+    float rounding (a batch of half the examples may take another convolution kernel). With the process
+    group's DataParallel, as the distill stage passes it: with one process's, both ranks would take the
+    one-process path and race to store the entry."""
     import os
     import subprocess
     import sys
@@ -119,19 +171,19 @@ def test_teacher_cache_is_built_in_shards_and_merged(tmp_path):
         "import sys, numpy as np, torch, torch.distributed as dist\n"
         "from edgedistill.distill.cache import compute, lookup\n"
         "from edgedistill.distill.distiller import cached_teacher_outputs\n"
-        "from edgedistill.distill.trainer import data_parallel\n"
+        "from edgedistill.distill.parallel import DataParallel\n"
         "from edgedistill.models import build_model\n"
         "dist.init_process_group('gloo')\n"
         "torch.manual_seed(0)\n"
         "teacher = build_model('resnet', width=0.25, depth=0.5, in_channels=1, num_classes=10, input_hw=(8, 8))\n"
         "x = np.random.default_rng(0).random((37, 1, 8, 8), dtype=np.float32)\n"
-        "with data_parallel():  # the distill stage's context: without it each rank would compute alone\n"
-        "    got = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "parallel = DataParallel.current()  # what the distill stage passes\n"
+        "assert parallel.world == 2\n"
+        "got = cached_teacher_outputs(teacher, x, ['stages.0'], [], parallel)\n"
         "want = compute(teacher, x, ['stages.0'], [])\n"
         "assert got.status == 'miss' and np.allclose(got.logits, want.logits, atol=1e-5)\n"
         "assert np.allclose(got.outputs['stages.0'], want.outputs['stages.0'], atol=1e-5)\n"
-        "with data_parallel():\n"
-        "    again = cached_teacher_outputs(teacher, x, ['stages.0'], [])\n"
+        "again = cached_teacher_outputs(teacher, x, ['stages.0'], [], parallel)\n"
         "assert again.status == 'hit' and np.allclose(np.asarray(again.logits), want.logits, atol=1e-5)\n"
         "print('rank', dist.get_rank(), 'ok')\n"
         "dist.destroy_process_group()\n")

@@ -16,6 +16,7 @@ from edgedistill.distill.cache import TeacherOutputs, cache_key, compute, load_o
 from edgedistill.distill.hooks import FeatureHooks
 from edgedistill.distill.mapping import probe_shapes, stage_layers
 from edgedistill.distill.objective import DistillObjective
+from edgedistill.distill.parallel import SINGLE, DataParallel
 from edgedistill.distill.schedule import Schedule
 from edgedistill.distill.trainer import FitResult, fit
 
@@ -44,8 +45,9 @@ def shift_augment(max_shift: int):
 
 
 def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Dataset, cfg, *, seed: int, label: str,
-                  console: Console, state_path: Path | None = None) -> Distilled:
-    """Train `student` from `teacher` with every loss term, phase and cache setting of `cfg` (a Distill)."""
+                  console: Console, state_path: Path | None = None, parallel: DataParallel = SINGLE) -> Distilled:
+    """Train `student` from `teacher` with every loss term, phase and cache setting of `cfg` (a Distill), on
+    this rank's shard when `parallel` has several."""
     start = time.perf_counter()
     teacher.eval()
     for p in teacher.parameters():
@@ -61,7 +63,8 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         t_out = FeatureHooks(teacher, objective.teacher_outputs)
         t_in = FeatureHooks(teacher, objective.teacher_inputs, "input")
     else:
-        t_all = cached_teacher_outputs(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs)
+        t_all = cached_teacher_outputs(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs,
+                                       parallel)
         cache = t_all.status
     labels = torch.from_numpy(data.train.y)
     confidence = torch.softmax(torch.from_numpy(np.array(t_all.logits)), dim=1)[torch.arange(len(labels)), labels]
@@ -82,7 +85,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
                      state_path=state_path, extra=objective.adapters, schedule=schedule,
-                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
+                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, parallel=parallel)
     finally:
         for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
             hooks.remove()
@@ -104,13 +107,12 @@ def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int
     return Distilled(result, "not used", {}, [], time.perf_counter() - start, ["ce"])
 
 
-def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str]) -> TeacherOutputs:
-    """The teacher-output cache. Under torch.distributed a miss is built in parallel: each rank runs the
-    teacher on its shard (examples rank, rank+W, ...), the shards are gathered and merged on every rank,
-    and the first rank of each machine stores the entry, so machines need not share a cache folder."""
-    from edgedistill.distill.trainer import distributed_rank_world
-
-    rank, world = distributed_rank_world()
+def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],
+                           parallel: DataParallel = SINGLE) -> TeacherOutputs:
+    """The teacher-output cache. With several ranks a miss is built in parallel: each rank runs the teacher on
+    its shard (examples rank, rank+W, ...), the shards are gathered and merged on every rank, and the first
+    rank of each machine stores the entry, so machines need not share a cache folder."""
+    rank, world = parallel.rank, parallel.world
     if world == 1:
         return load_or_compute(teacher, x, outputs, inputs)
     import torch.distributed as dist

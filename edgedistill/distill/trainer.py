@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgedistill.data import Split
+from edgedistill.distill.parallel import SINGLE, DataParallel
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import atomic_output
 
@@ -45,6 +45,20 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     resumed_from_epoch: int = 0
 
+    def record(self, epoch: int, model: torch.nn.Module, val_accuracy: float, totals: dict[str, float], seen: int,
+               lr: float, phase: str | None) -> None:
+        """One finished epoch in the history; the model's weights kept when they validate best so far."""
+        entry = {"epoch": epoch + 1, "train_loss": round(sum(totals.values()) / seen, 6),
+                 "val_accuracy": round(val_accuracy, 6), "lr": lr, "examples": seen}
+        if phase is not None:
+            entry["phase"] = phase
+        if len(totals) > 1:
+            entry["terms"] = {k: round(v / seen, 6) for k, v in totals.items()}
+        self.history.append(entry)
+        if val_accuracy > self.best_val_accuracy:
+            self.best_val_accuracy, self.best_epoch = val_accuracy, epoch + 1
+            self.best_state = _copy_state(model)
+
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -66,11 +80,20 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
-        schedule=None, augment: Augment | None = None) -> FitResult:
-    """`_fit`, with PyTorch's oneDNN (mkldnn) kernels off for models with thin convolutions (see `onednn_safe`)."""
+        schedule=None, augment: Augment | None = None, parallel: DataParallel = SINGLE) -> FitResult:
+    """Train `model` (see `_fit`), with PyTorch's oneDNN (mkldnn) kernels off for models with thin convolutions
+    (see `onednn_safe`).
+
+    `extra` holds trainable modules that train with the model but are not part of it (adapters).
+    `schedule` (a distill.schedule.Schedule) picks each epoch's examples and LR scale.
+    `state_path`, when given, holds the training state after each epoch; an existing one is resumed.
+    `parallel` says which rank of how many this process is: each trains its shard of every epoch.
+    A NaN or inf in any loss term stops training, naming the term and the step; the last epoch's state
+    and the best weights so far are kept.
+    """
     with onednn(onednn_safe(model, extra)):
         return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console, state_path=state_path,
-                    extra=extra, schedule=schedule, augment=augment)
+                    extra=extra, schedule=schedule, augment=augment, parallel=parallel)
 
 
 THIN_CONV_CHANNELS = 8
@@ -103,109 +126,117 @@ def onednn_safe(*modules: torch.nn.Module | None) -> bool:
 
 
 def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
-         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
-         schedule=None, augment: Augment | None = None) -> FitResult:
+         console: Console, state_path: Path | None, extra: torch.nn.Module | None, schedule, augment: Augment | None,
+         parallel: DataParallel) -> FitResult:
     """Train `model` for cfg.epochs with cosine LR; keep the weights with the best validation accuracy.
 
-    `extra` holds trainable modules that train with the model but are not part of it (adapters).
-    `schedule` (a distill.schedule.Schedule) picks each epoch's examples and LR scale.
-    `state_path`, when given, holds the training state after each epoch; an existing one is resumed.
-    A NaN or inf in any loss term stops training, naming the term and the step; the last epoch's state
-    and the best weights so far are kept.
+    The loop only sequences its collaborators: the epoch plan (which examples, in which order, on this rank),
+    the steps of an epoch (forward, the NaN guard, backward, update), validation and the best weights, the
+    checkpoint that a later call resumes from, and the progress bar.
     """
     seed_everything(seed)
-    rank, world = distributed_rank_world()
-    if rank != 0:
+    if not parallel.is_main:
         console = quiet_console()  # one progress bar: rank 0's
-    forward = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(model)  # all-reduces the model's gradients in backward
-        # 1x1 convolutions get gradients in another memory layout than DDP's buckets: a copy, not an error.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, cfg)
-    lr_scale = schedule.lr_scale if schedule is not None else (lambda epoch: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)) * lr_scale(e))
+    scheduler = cosine_schedule(optimizer, cfg.epochs, schedule.lr_scale if schedule is not None else None)
     result = FitResult(best_state=_copy_state(model), best_epoch=0, best_val_accuracy=-1.0)
-    start_epoch = _resume(state_path, model, extra, optimizer, scheduler, result, console) if state_path else 0
-    x_train, y_train = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    checkpoint = Checkpoint(state_path, model, extra, optimizer, scheduler, writes=parallel.is_main)
+    start_epoch = checkpoint.resume(result, console)
     generator = torch.Generator().manual_seed(seed)
-
-    def order(epoch: int) -> torch.Tensor:
-        if schedule:
-            return schedule.order(epoch, len(train), generator)
-        return torch.randperm(len(train), generator=generator)
-
-    orders = [order(e) for e in range(cfg.epochs)]  # fixed up front, so a resumed run sees the same order
-    # Every rank draws the same orders (same seed) and takes its own shard of each: the global batch
-    # stays cfg.batch_size, split across ranks.
-    batch_size = max(1, cfg.batch_size // world)
-    orders = [shard(o, rank, world) for o in orders]
-    total_steps = sum(math.ceil(len(o) / batch_size) for o in orders)
-    done_steps = sum(math.ceil(len(o) / batch_size) for o in orders[:start_epoch])
+    plan = EpochPlan.draw(len(train), cfg.epochs, cfg.batch_size, generator, schedule, parallel)
+    steps = Steps(model, parallel.wrap(model), extra, optimizer, loss_fn, augment, generator, parallel, label,
+                  torch.from_numpy(train.x), torch.from_numpy(train.y))
     with progress_bar(console) as progress:
-        task = progress.add_task(label, total=total_steps, completed=done_steps, info="")
+        task = progress.add_task(label, total=plan.total_steps, completed=plan.steps_before(start_epoch), info="")
         for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            if extra is not None:
-                extra.train()
-            totals: dict[str, float] = {}
-            seen = 0
-            for step, idx in enumerate(orders[epoch].split(batch_size)):
-                x = x_train[idx] if augment is None else augment(x_train[idx], generator)
-                terms = loss_fn(x, forward(x), y_train[idx], idx, epoch)
-                terms = terms if isinstance(terms, dict) else {"loss": terms}
-                if not all(torch.isfinite(v) for v in terms.values()):
-                    stop_on_non_finite(terms, label, epoch, step,
-                                       f"the last good epoch's state is kept; {why_non_finite(x, model)}")
-                loss = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if world > 1 and extra is not None:
-                    average_gradients(extra, world)  # adapters live outside the DDP wrapper
-                optimizer.step()
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
-                seen += len(idx)
-                progress.advance(task)
+            totals, seen = steps.epoch(epoch, plan.orders[epoch], plan.batch_size, lambda: progress.advance(task))
             scheduler.step()
-            if world > 1:
-                totals, seen = reduce_totals(totals, seen)
-                sync_buffers(model)
+            totals, seen = parallel.reduce_totals(totals, seen)
+            parallel.sync_buffers(model)
             val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
-            entry = {"epoch": epoch + 1, "train_loss": round(sum(totals.values()) / seen, 6),
-                     "val_accuracy": round(val_acc, 6), "lr": optimizer.param_groups[0]["lr"], "examples": seen}
-            if schedule is not None:
-                entry["phase"] = schedule.at(epoch).name
-            if len(totals) > 1:
-                entry["terms"] = {k: round(v / seen, 6) for k, v in totals.items()}
-            result.history.append(entry)
-            if val_acc > result.best_val_accuracy:
-                result.best_val_accuracy, result.best_epoch = val_acc, epoch + 1
-                result.best_state = _copy_state(model)
+            result.record(epoch, model, val_acc, totals, seen, optimizer.param_groups[0]["lr"],
+                          schedule.at(epoch).name if schedule is not None else None)
             progress.update(task, info=f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})")
-            if state_path and rank == 0:
-                _save_state(state_path, epoch + 1, model, extra, optimizer, scheduler, result)
+            checkpoint.save(epoch + 1, result)
     model.load_state_dict(result.best_state)
     return result
 
 
-_data_parallel = False
+def cosine_schedule(optimizer, epochs: int, lr_scale: Callable[[int], float] | None):
+    """Cosine decay over `epochs`, times a phase's LR scale."""
+    scale = lr_scale or (lambda epoch: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)) * scale(e))
 
 
-@contextmanager
-def data_parallel() -> Iterator[None]:
-    """Training inside this block is data-parallel over the process group, when there is one. Outside it
-    (rank 0 training the teacher while the other ranks wait for the distill stage) it is one process."""
-    global _data_parallel
-    before, _data_parallel = _data_parallel, True
-    try:
-        yield
-    finally:
-        _data_parallel = before
+@dataclass
+class EpochPlan:
+    """Every epoch's example order, drawn up front (so a resumed run sees the same orders), each rank's shard
+    of it, and the steps they make."""
+
+    orders: list[torch.Tensor]
+    batch_size: int
+
+    @classmethod
+    def draw(cls, n: int, epochs: int, global_batch: int, generator: torch.Generator, schedule,
+             parallel: DataParallel) -> EpochPlan:
+        # Every rank draws the same orders (same seed) and takes its own shard of each: the global batch
+        # stays what the pipeline asks for, split across ranks.
+        orders = [schedule.order(e, n, generator) if schedule else torch.randperm(n, generator=generator)
+                  for e in range(epochs)]
+        return cls([parallel.shard(o) for o in orders], parallel.batch_size(global_batch))
+
+    def steps_in(self, epoch: int) -> int:
+        return math.ceil(len(self.orders[epoch]) / self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps_in(e) for e in range(len(self.orders)))
+
+    def steps_before(self, epoch: int) -> int:
+        return sum(self.steps_in(e) for e in range(epoch))
+
+
+@dataclass
+class Steps:
+    """The steps of one epoch: forward, the NaN guard, backward, update; returns the loss terms' sums."""
+
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, or its DDP wrapper
+    extra: torch.nn.Module | None  # trainable modules outside the model (adapters)
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    augment: Augment | None
+    generator: torch.Generator
+    parallel: DataParallel
+    label: str
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def epoch(self, epoch: int, order: torch.Tensor, batch_size: int,
+              advance: Callable[[], None]) -> tuple[dict[str, float], int]:
+        self.model.train()
+        if self.extra is not None:
+            self.extra.train()
+        totals: dict[str, float] = {}
+        seen = 0
+        for step, idx in enumerate(order.split(batch_size)):
+            x = self.x[idx] if self.augment is None else self.augment(self.x[idx], self.generator)
+            terms = self.loss_fn(x, self.forward(x), self.y[idx], idx, epoch)
+            terms = terms if isinstance(terms, dict) else {"loss": terms}
+            if not all(torch.isfinite(v) for v in terms.values()):
+                stop_on_non_finite(terms, self.label, epoch, step,
+                                   f"the last good epoch's state is kept; {why_non_finite(x, self.model)}")
+            self.optimizer.zero_grad(set_to_none=True)
+            sum(terms.values()).backward()
+            self.parallel.average_gradients(self.extra)  # adapters live outside the DDP wrapper
+            self.optimizer.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
+            seen += len(idx)
+            advance()
+        return totals, seen
 
 
 def stop_on_non_finite(terms: dict[str, torch.Tensor], label: str, epoch: int, step: int, hint: str) -> None:
@@ -227,53 +258,6 @@ def why_non_finite(x: torch.Tensor, model: torch.nn.Module) -> str:
             "weight, or check the teacher")
 
 
-def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) inside `data_parallel()` under torch.distributed; (0, 1) otherwise."""
-    import torch.distributed as dist
-
-    if _data_parallel and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This rank's share of an epoch's order, padded by wrapping around so every rank takes as many
-    steps (DistributedSampler's rule): collectives must line up step by step."""
-    if world == 1:
-        return order
-    per_rank = math.ceil(len(order) / world)
-    padded = torch.cat([order, order[:per_rank * world - len(order)]])
-    return padded[rank::world]
-
-
-def average_gradients(module: torch.nn.Module, world: int) -> None:
-    import torch.distributed as dist
-
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
-
-
-def sync_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's batch-norm statistics on every rank (DDP sends them only at the start of a forward), so
-    every rank validates the same model and keeps the same best epoch."""
-    import torch.distributed as dist
-
-    for buffer in model.buffers():
-        dist.broadcast(buffer, 0)
-
-
-def reduce_totals(totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
-    """Loss sums and example counts over all ranks."""
-    import torch.distributed as dist
-
-    names = sorted(totals)
-    values = torch.tensor([totals[n] for n in names] + [float(seen)], dtype=torch.float64)
-    dist.all_reduce(values)
-    return dict(zip(names, values[:-1].tolist())), int(values[-1].item())
-
-
 def _copy_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -287,13 +271,42 @@ def progress_bar(console: Console) -> Progress:
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
 
 
-def _save_state(path: Path, epoch: int, model, extra, optimizer, scheduler, result: FitResult) -> None:
-    with atomic_output(path) as tmp:
-        torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "extra": extra.state_dict() if extra is not None else {},
-                    "scheduler": scheduler.state_dict(), "best_state": result.best_state,
-                    "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-                    "history": result.history}, tmp)
+@dataclass
+class Checkpoint:
+    """The training state after each epoch at `path` (model, adapters, optimizer, LR schedule, best weights,
+    history), written by rank 0 only, and resumed from when it exists."""
+
+    path: Path | None
+    model: torch.nn.Module
+    extra: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    writes: bool = True
+
+    def save(self, epoch: int, result: FitResult) -> None:
+        if self.path is None or not self.writes:
+            return
+        with atomic_output(self.path) as tmp:
+            torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "extra": self.extra.state_dict() if self.extra is not None else {},
+                        "scheduler": self.scheduler.state_dict(), "best_state": result.best_state,
+                        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                        "history": result.history}, tmp)
+
+    def resume(self, result: FitResult, console: Console) -> int:
+        """The first epoch left to train: 0, or the one after the saved state's, which is loaded."""
+        state = read_training_state(self.path, console)
+        if state is None:
+            return 0
+        self.model.load_state_dict(state["model"])
+        if self.extra is not None:
+            self.extra.load_state_dict(state["extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
+        result.best_val_accuracy, result.history = state["best_val_accuracy"], state["history"]
+        result.resumed_from_epoch = state["epoch"]
+        return state["epoch"]
 
 
 def read_training_state(path: Path | None, console: Console) -> dict | None:
@@ -312,18 +325,3 @@ def read_training_state(path: Path | None, console: Console) -> dict | None:
         console.print(f"  [yellow]warning:[/yellow] {path.name} could not be read ({type(exc).__name__}); set aside "
                       f"as {aside.name}, training starts from epoch 1")
         return None
-
-
-def _resume(path: Path, model, extra, optimizer, scheduler, result: FitResult, console: Console) -> int:
-    state = read_training_state(path, console)
-    if state is None:
-        return 0
-    model.load_state_dict(state["model"])
-    if extra is not None:
-        extra.load_state_dict(state["extra"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
-    result.best_val_accuracy, result.history = state["best_val_accuracy"], state["history"]
-    result.resumed_from_epoch = state["epoch"]
-    return state["epoch"]

@@ -25,16 +25,11 @@ def run(spec, ctx) -> StageResult:
 
 
 def train(spec, ctx) -> StageResult:
-    """The whole stage in this process: alone, or as one rank of a distributed run (rank 0 writes)."""
-    from edgedistill.distill.trainer import data_parallel
+    """The whole stage in this process: alone, or as one rank of a distributed run (rank 0 writes). This stage
+    is the data-parallel one: a torchrun rank 0 trains the teacher alone before it, and the others wait."""
+    from edgedistill.distill.parallel import DataParallel
 
-    with data_parallel():
-        return _train(spec, ctx)
-
-
-def _train(spec, ctx) -> StageResult:
-    from edgedistill.distill.trainer import distributed_rank_world
-
+    parallel = DataParallel.current()
     cfg = spec.distill
     data = load_dataset(spec.data, spec.seed)
     teacher = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec)).build()
@@ -57,20 +52,22 @@ def _train(spec, ctx) -> StageResult:
             ctx.console.print(f"  teacher assistant {i + 1}: {arch.family} ×{width:.3g}, "
                               f"{count_params(assistant):,} params")
             hop = distill_model(assistant, source, data, cfg, seed=spec.seed, label=f"assistant {i + 1}",
-                                console=ctx.console, state_path=out / f"assistant-{i + 1}-train-state-{state}")
+                                console=ctx.console, state_path=out / f"assistant-{i + 1}-train-state-{state}",
+                                parallel=parallel)
             assistants.append({"width": width, "params": count_params(assistant), "seconds": round(hop.seconds, 3),
                                "val_accuracy": hop.result.best_val_accuracy,
                                "accuracy": accuracy(predict(assistant, data.test.x), data.test.y)})
             source = assistant
     run = distill_model(student, source, data, cfg, seed=spec.seed, label="distill", console=ctx.console,
-                        state_path=out / f"train-state-{state}")
-    if distributed_rank_world()[0] == 0:
+                        state_path=out / f"train-state-{state}", parallel=parallel)
+    if parallel.is_main:
         save_weights(student, out / "best.safetensors")
     test_acc = accuracy(predict(student, data.test.x), data.test.y)
     resumed = run.result.resumed_from_epoch
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
-    baseline = scratch_baseline(spec, ctx, student_arch, data, test_acc, out / f"baseline-train-state-{state}")
+    baseline = None if parallel.world > 1 else scratch_baseline(spec, ctx, student_arch, data, test_acc,
+                                                                 out / f"baseline-train-state-{state}")
     warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
     return StageResult(outputs={"weights": out / "best.safetensors"}, warnings=warnings, metrics={
         "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
@@ -79,21 +76,21 @@ def _train(spec, ctx) -> StageResult:
         "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
-        "resumed_from_epoch": resumed, "history": run.result.history, "processes": distributed_rank_world()[1],
+        "resumed_from_epoch": resumed, "history": run.result.history, "processes": parallel.world,
         "baseline": baseline})
 
 
 def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, state_path) -> dict | None:
     """The same student from the same initial weights, trained from labels alone (distill.baseline), and the
-    gain of distilling over it; None when not asked for (or under torchrun, where each rank has a shard)."""
+    gain of distilling over it; None when not asked for. One process: under torchrun, where each rank holds a
+    shard, the distill stage does not ask for it."""
     from edgedistill.config.pipeline import BASELINE_AUTO_EXAMPLES
     from edgedistill.distill.distiller import train_from_labels
-    from edgedistill.distill.trainer import distributed_rank_world
 
     cfg = spec.distill
     wanted = cfg.baseline == "scratch" or (cfg.baseline == "auto"
                                            and len(data.train) * cfg.epochs <= BASELINE_AUTO_EXAMPLES)
-    if not wanted or distributed_rank_world()[1] > 1:
+    if not wanted:
         return None
     student = student_arch.build()
     load_weights(student, ctx.output("student", "weights"))
