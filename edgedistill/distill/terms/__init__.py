@@ -76,6 +76,24 @@ class LossTerm:
         return None
 
 
+class LayerPairTerm(LossTerm):
+    """A term over pairs of student and teacher layers (its Config is a config.mapping.LayerMapping): the pairs
+    are planned from the two models, their outputs hooked, and listed by `describe`."""
+
+    def __init__(self, cfg, student, teacher, sample):
+        from edgedistill.config.mapping import plan_layer_pairs
+
+        super().__init__(cfg, student, teacher, sample)
+        self.pairs = plan_layer_pairs(cfg, student, teacher, sample)
+        self.student_outputs = [p.student for p in self.pairs]
+        self.teacher_outputs = [p.teacher for p in self.pairs]
+
+    def describe(self):
+        from edgedistill.config.mapping import pair_rows
+
+        return pair_rows(self.pairs)
+
+
 def _discover() -> dict[str, type[LossTerm]]:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

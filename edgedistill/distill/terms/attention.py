@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edgedistill.config.mapping import LayerMapping, pair_rows, plan_layer_pairs
-from edgedistill.distill.terms import LossTerm
+from edgedistill.config.mapping import LayerMapping
+from edgedistill.distill.terms import LayerPairTerm
 
 
 class AttentionConfig(LayerMapping):
     weight: float = Field(default=1000.0, ge=0, description="beta of Zagoruyko & Komodakis (their code: 1000)")
 
 
-class Attention(LossTerm):
+class Attention(LayerPairTerm):
     name = "attention"
     Config = AttentionConfig
-
-    def __init__(self, cfg, student, teacher, sample):
-        super().__init__(cfg, student, teacher, sample)
-        self.pairs = plan_layer_pairs(cfg, student, teacher, sample)
-        self.student_outputs = [p.student for p in self.pairs]
-        self.teacher_outputs = [p.teacher for p in self.pairs]
 
     def loss(self, step):
         import torch
@@ -31,9 +25,6 @@ class Attention(LossTerm):
 
         return torch.stack([attention_loss(*align_spatial(step.s_out[p.student], step.t_out[p.teacher]))
                             for p in self.pairs]).mean()
-
-    def describe(self):
-        return pair_rows(self.pairs)
 
 
 TERM = Attention

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgedistill.config.mapping import LayerMapping, pair_rows, plan_layer_pairs
-from edgedistill.distill.terms import LossTerm
+from edgedistill.config.mapping import LayerMapping
+from edgedistill.distill.terms import LayerPairTerm
 
 
 class FeaturesConfig(LayerMapping):
@@ -20,7 +20,7 @@ def _key(pair) -> str:
     return f"{pair.student}->{pair.teacher}".replace(".", "_")
 
 
-class Features(LossTerm):
+class Features(LayerPairTerm):
     name = "features"
     Config = FeaturesConfig
 
@@ -28,11 +28,8 @@ class Features(LossTerm):
         from edgedistill.distill.mapping import make_adapter
 
         super().__init__(cfg, student, teacher, sample)
-        self.pairs = plan_layer_pairs(cfg, student, teacher, sample)
         for pair in self.pairs:
             self.adapters[_key(pair)] = make_adapter(pair.student_shape, pair.teacher_shape)
-        self.student_outputs = [p.student for p in self.pairs]
-        self.teacher_outputs = [p.teacher for p in self.pairs]
 
     def loss(self, step):
         import torch
@@ -45,9 +42,6 @@ class Features(LossTerm):
             s, t = align_spatial(self.adapters[_key(pair)](step.s_out[pair.student]), step.t_out[pair.teacher])
             losses.append(feature_loss(s, t, self.cfg.loss))
         return torch.stack(losses).mean()
-
-    def describe(self):
-        return pair_rows(self.pairs)
 
 
 TERM = Features
