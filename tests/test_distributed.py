@@ -86,7 +86,11 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
         metrics = json.loads((tmp_path / f"n{n}" / "manifest.json").read_text())["stages"]["distill"]["metrics"]
         assert metrics["processes"] == n
         accuracy[n] = metrics["accuracy"]
-    assert abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy  # same recipe, different batch split: within noise
+    # Batch norm takes its statistics from each rank's half batch, so two processes are another training run of
+    # the same recipe, not the same run (that is test_two_ranks_take_the_same_steps_as_one, to 3e-8). Five seeds
+    # of this recipe on one process gave 88.06 to 92.78 % (sd 1.8 points on 360 test images); the difference of
+    # two such runs has an sd of 2.5 points, and 5 points is two of those.
+    assert abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy
     files = sorted(p.name for p in (tmp_path / "n2" / "distill").iterdir())
     # One weights file and one training state: rank 0's; no per-rank copies.
     state = next(f for f in files if f.startswith("train-state"))
