@@ -13,7 +13,8 @@ from edgedistill.errors import UserError
 
 def bench_command(
     model: Path = typer.Argument(..., help="An exported .onnx or .tflite file."),
-    target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], or auto (the device's)."),
+    target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], emulated[:cpu] (the device's "
+                                 "ARM CPU under qemu: accuracy and agreement, no latency), or auto (the device's)."),
     device: str = typer.Option("host", "--device", help="Device profile: threads, providers, connection."),
     data: Optional[Path] = typer.Option(None, "--data", help=".npz with x and y for accuracy (default: zeros)."),
     runs: int = typer.Option(100, "--runs", min=1, help="Timed runs (at least; also at least --min-time-s)."),
@@ -32,7 +33,7 @@ def bench_command(
     from edgedistill.bench.local import BenchFailed
     from edgedistill.bench.targets import bench_threads, resolve_target, run_on
     from edgedistill.cli.run import check_ssh_config
-    from edgedistill.config.device import check_ssh_address, load_device
+    from edgedistill.config.device import check_target, load_device
     from edgedistill.export.formats import format_of
 
     format_of(model)  # a suffix some format has
@@ -43,9 +44,11 @@ def bench_command(
         _check_data(data)
     profile = load_device(device)
     try:
-        check_ssh_address(target)
+        check_target(target)
     except ValueError as exc:
         raise UserError(f"--target {exc}") from None
+    if target.startswith("emulated"):
+        return _bench_emulated(model, target, profile, data, timeout_s, as_json)
     where = resolve_target(target, profile)
     check_ssh_config(where, profile, ssh_config)
     n = bench_threads(where, profile, threads)
@@ -63,6 +66,45 @@ def bench_command(
     typer.echo(f"{model.name} on {result['target']} ({dev.get('cpu_model', dev.get('machine'))}, {n} threads): "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
+
+
+def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeout_s: float, as_json: bool) -> None:
+    """The model on the device's ARM CPU under qemu: accuracy, and agreement with this host's runtime."""
+    import numpy as np
+
+    from edgedistill.bench import emulated
+    from edgedistill.bench.local import BenchFailed
+    from edgedistill.export.formats import format_of
+
+    cpu = target.partition(":")[2] or profile.hardware.arm_cpu
+    if cpu is None:
+        raise UserError(f"--target emulated: device {profile.name!r} names no arm_cpu; name one: "
+                        f"--target emulated:CPU (valid: {', '.join(emulated.CPUS)})")
+    if data is None:
+        raise UserError("--target emulated checks accuracy and agreement on ARM kernels, not speed: give --data")
+    with np.load(data, allow_pickle=False) as arrays:
+        x, y = arrays["x"].astype(np.float32), arrays["y"]
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) as `run` reads it
+    fmt = format_of(model)
+    try:
+        reference = fmt.outputs(model, x[:emulated.FIDELITY_SAMPLES])
+        fidelity = emulated.arm_fidelity(model, x, y, reference, cpu=cpu, timeout_s=timeout_s)
+    except BenchFailed as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:  # the host runtime refusing the data (shape)
+        raise UserError(f"{data}: {exc}") from None
+    except ImportError:
+        raise UserError(f"agreement is measured against this host's {fmt.runtime}: "
+                        f"pip install 'edgedistill[{fmt.extra}]'") from None
+    fidelity["reference"] = f"this host's {fmt.runtime}"
+    if as_json:
+        typer.echo(json.dumps(fidelity, indent=2))
+        return
+    typer.echo(f"{model.name} on emulated {cpu} ({fidelity['machine']}, qemu {fidelity['qemu']}): accuracy "
+               f"{fidelity['accuracy']:.2%} on {fidelity['samples']} samples; top-1 agreement with this host's "
+               f"{fmt.runtime} {fidelity['top1_agreement']:.2%}, max |Δ| {fidelity['max_abs_diff']:.1e}. "
+               f"Timing under emulation is not a device latency: measure it on the device (--target ssh://...).")
 
 
 def _check_data(data: Path) -> None:

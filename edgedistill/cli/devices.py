@@ -1,4 +1,4 @@
-"""`edgedistill devices list|show`: the device profiles and their budgets."""
+"""`edgedistill devices list|show|emulate`: the device profiles, their budgets, the emulated ARM target."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 from edgedistill.cli.common import table_console, user_errors
 
-app = typer.Typer(no_args_is_help=True, help="List and show device profiles.")
+app = typer.Typer(no_args_is_help=True, help="List and show device profiles; set up the emulated ARM target.")
 
 
 @app.command("list")
@@ -53,3 +53,21 @@ def show_device(name: str = typer.Argument(..., help="A profile name (see `devic
     console.print(Syntax(path.read_text(), "yaml", theme="ansi_dark", background_color="default"))
     hw = profile.hardware
     console.print(f"resolved: processor {hw.processor!r}, {hw.cores} cores, {hw.ram_mb} MB RAM")
+
+
+@app.command("emulate")
+@user_errors
+def emulate(setup: bool = typer.Option(False, "--setup", help="Build the arm64 userland now (else on first use)."),
+            force: bool = typer.Option(False, "--force", help="Rebuild it even if it is there.")) -> None:
+    """The emulated ARM target: whether this machine has it, where its userland is, and its CPUs."""
+    from edgedistill.bench import emulated
+
+    if setup or force:
+        root = emulated.setup(force=force)
+        typer.echo(f"arm64 userland ready: {root}")
+    root = emulated.userland_dir()
+    ready = (root / "edgedistill-userland.json").is_file()
+    tools = "installed" if emulated.available() else "missing (apt-get install qemu-user-static debootstrap)"
+    typer.echo(f"qemu-user and debootstrap: {tools}")
+    typer.echo(f"userland: {root} ({'built' if ready else 'not built yet: edgedistill devices emulate --setup'})")
+    typer.echo(f"CPUs: {', '.join(emulated.CPUS)} (bench --target emulated:CPU; a profile's hardware.arm_cpu)")

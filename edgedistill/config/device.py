@@ -31,6 +31,20 @@ def refuse_password(address: object) -> object:
     return address
 
 
+def check_target(target: object) -> object:
+    """A benchmark target: auto, local, emulated[:cpu] (the runner under qemu on an ARM CPU) or an SSH address."""
+    if isinstance(target, str) and (target == "emulated" or target.startswith("emulated:")):
+        from edgedistill.bench.emulated import CPUS
+
+        cpu = target.partition(":")[2]
+        if target != "emulated" and cpu not in CPUS:
+            raise ValueError(unknown_choice("emulated CPU", cpu, CPUS))
+        return target
+    if isinstance(target, str) and target not in ("auto", "local") and not target.startswith("ssh://"):
+        raise ValueError(f"{ascii(target)}: expected auto, local, emulated[:cpu] or ssh://[user@]host[:port]")
+    return check_ssh_address(target)
+
+
 def check_ssh_address(address: object) -> object:
     """An ssh://[user@]host[:port] address whose parts cannot be read by ssh as options; a ValueError
     that says which part is wrong otherwise."""
@@ -72,9 +86,21 @@ class Hardware(Strict):
     peak_gops_int8: float = Field(gt=0)
     memory_bandwidth_gbps: float = Field(gt=0)
     ram_mb: int | Literal["auto"]
+    arm_cpu: str | None = Field(default=None, description="the CPU core the emulated ARM target emulates "
+                                                          "(a qemu -cpu name: cortex-a53, -a57, -a72, -a76, "
+                                                          "neoverse-n1); null for a device that is not ARM")
     vector_bits: Literal[128, 256, 512, "auto"] = Field(
         default=128, description="SIMD register width (NEON and SSE: 128, AVX2: 256, AVX-512: 512); 'auto' reads "
                                  "this machine. Convolutions with fewer channels than it holds floats run below peak")
+
+    @field_validator("arm_cpu")
+    @classmethod
+    def _emulated_cpu(cls, value: str | None) -> str | None:
+        from edgedistill.bench.emulated import CPUS
+
+        if value is not None and value not in CPUS:
+            raise ValueError(unknown_choice("emulated CPU", value, CPUS))
+        return value
 
     @model_validator(mode="after")
     def _detect(self) -> "Hardware":

@@ -224,7 +224,11 @@ class Export(Strict):
 
 class Bench(Strict):
     target: str = Field(default="auto", description="auto: the device profile's ssh connection if it has one, else "
-                                                    "local; or ssh://[user@]host[:port]")
+                                                    "local; or ssh://[user@]host[:port] (latency is measured here; "
+                                                    "ARM kernels under emulation are `emulate`)")
+    emulate: Literal["auto", "on", "off"] = Field(
+        default="auto", description="also run every artifact on the device's ARM CPU under qemu (hardware.arm_cpu) "
+                                    "for accuracy and agreement on ARM kernels; auto: when qemu-user is installed")
     trust_new_host: bool = False
     warmup_runs: int = Field(default=10, ge=0)
     warmup_s: float = Field(default=0.2, ge=0)

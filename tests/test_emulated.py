@@ -1,0 +1,70 @@
+"""The emulated ARM target: a real arm64 userland under real qemu-user, running the shipped runner on the
+aarch64 builds of onnxruntime and LiteRT. Needs qemu-user-static and debootstrap (.ci/run installs them); the
+userland is built once per test session (about a minute) in the session's private cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgedistill.bench import emulated
+from tests.conftest import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not emulated.available(), reason="needs qemu-user-static and "
+                                                   "debootstrap (apt-get install qemu-user-static debootstrap)")]
+
+
+@pytest.fixture(scope="module")
+def userland():
+    return emulated.setup()
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(ssh_models, tmp_path_factory):
+    """The tiny student as static int8 TFLite (ARM's int8 kernels are the ones most likely to differ)."""
+    pytest.importorskip("litert_torch")
+    from edgedistill.export.formats import FORMATS
+
+    models, test_npz = ssh_models
+    with np.load(test_npz) as data:
+        x = data["x"]
+    out = tmp_path_factory.mktemp("int8") / "m-int8.tflite"
+    return FORMATS["tflite"].variant(models["tflite"], out, "int8", x, "minmax", [], {}), test_npz
+
+
+def test_bench_on_emulated_arm_reports_aarch64_accuracy_and_agreement(userland, int8_tflite):
+    model, test_npz = int8_tflite
+    r = cli("bench", model, "--device", "raspberry-pi-4", "--target", "emulated", "--data", test_npz, "--json",
+            timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fidelity = json.loads(r.stdout)
+    assert fidelity["machine"] == "aarch64" and fidelity["target"] == "emulated:cortex-a72"  # the profile's CPU
+    assert fidelity["cpu"] == "cortex-a72" and "not a device latency" in fidelity["timing"]
+    assert fidelity["samples"] == 40 and "ai_edge_litert" in fidelity["runtime"]
+    # A correct ARM int8 kernel agrees with the x86 one on (nearly) every sample.
+    assert fidelity["top1_agreement"] >= 0.95 and 0 <= fidelity["accuracy"] <= 1
+    text = cli("bench", model, "--device", "raspberry-pi-4", "--target", "emulated:cortex-a76", "--data", test_npz,
+               timeout=600)
+    assert text.returncode == 0, text.stderr[-3000:]
+    assert "emulated cortex-a76" in text.stdout and "not a device latency" in text.stdout
+    assert "top-1 agreement with this host" in text.stdout
+
+
+def test_qemu_max_cpu_is_never_used_and_unknown_cpus_are_refused(userland, int8_tflite):
+    """qemu's default CPU ('max', with SME) computes wrong TFLite int8 results; only named CPUs are allowed."""
+    model, test_npz = int8_tflite
+    r = cli("bench", model, "--device", "raspberry-pi-4", "--target", "emulated:max", "--data", test_npz)
+    assert r.returncode == 2 and "unknown emulated CPU 'max'" in r.stderr and "cortex-a72" in r.stderr
+
+
+def test_the_userland_shows_the_cpu_it_emulates(userland):
+    """onnxruntime reads /proc/cpuinfo on import (and crashes on an x86 one): under qemu the userland's must
+    describe the CPU being emulated, switched per run."""
+    show = ["-c", "import platform; print(platform.machine()); print(open('/proc/cpuinfo').read())"]
+    for cpu in ("cortex-a72", "cortex-a76"):
+        code, out, _ = emulated.run_python(show, cpu=cpu, timeout_s=120)
+        text = out.decode()
+        assert code == 0 and text.startswith("aarch64")
+        assert f"CPU part\t: {emulated.CPUS[cpu].part}" in text and text.count("processor") == 4
