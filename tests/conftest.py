@@ -27,7 +27,7 @@ def tiny_pipeline_dict(**overrides) -> dict:
         "student": {"family": "mobilenetv2", "width": 0.125, "depth": 0.5},
         "distill": {"epochs": 2, "batch_size": 128, "lr": 0.01, "baseline": "off"},  # tests of it turn it on
         "export": {"formats": ["onnx"]},
-        "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 10, "min_time_s": 0},
+        "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 10, "min_time_s": 0, "emulate": "off"},  # see test_emulated
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):

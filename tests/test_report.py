@@ -111,3 +111,33 @@ def test_a_quantized_file_larger_or_slower_than_fp32_is_explained():
     (note,) = quantization_notes([fp32, int8])
     assert note.startswith("onnx int8 is larger than onnx fp32 here")
     assert quantization_notes([fp32, _artifact(precision="int8", requested_precision="int8", bytes=6_000)]) == []
+
+
+def test_a_stand_in_never_reads_as_the_device():
+    """Figures measured on this host for a Pi say so: in the scope, the summary, every check's evidence and the
+    headline; the prediction for the device and the emulated-ARM agreement are named as what they are."""
+    art = _artifact(measured_on="stand-in",
+                    predicted={"p90_ms": 3.14, "ram_mb": 1.0, "source": "datasheet", "lower_bound": True},
+                    arm={"status": "ok", "cpu": "cortex-a72", "top1_agreement": 0.995, "accuracy": 0.96,
+                         "samples": 256})
+    v = verdict([art], BUDGETS, 0.98, "raspberry-pi-4")
+    assert v["fits"] is True and v["fits_device"] is None and v["scope"] == "stand-in"
+    assert "on this host standing in for raspberry-pi-4 (not measured on raspberry-pi-4)" in v["summary"]
+    assert "predicted p90 on raspberry-pi-4: 3.14 ms (uncalibrated roofline, a lower bound)" in v["summary"]
+    assert "on emulated cortex-a72 (ARM kernels, qemu): 99.5% top-1 agreement" in v["summary"]
+    evidence = {c["budget"]: c["evidence"] for c in v["checks"]}
+    assert evidence == {"model size": "the artifact's file size",
+                        "peak RAM": "measured on this host, standing in for the device",
+                        "p90 latency": "measured on this host, standing in for the device",
+                        "accuracy drop vs teacher": "measured on this host, standing in for the device"}
+    md = render_markdown({**_results(), "verdict": v, "artifacts": [art]})
+    assert "FITS ON THIS HOST, STANDING IN" in md and "✅" not in md
+    assert "99.50% agree, 96.00% acc (cortex-a72, 256 samples)" in md
+
+
+def test_only_the_device_s_own_figures_make_it_fit_the_device():
+    v = verdict([_artifact(measured_on="device")], BUDGETS, 0.98, "raspberry-pi-4")
+    assert v["fits_device"] is True and v["scope"] == "device"
+    assert v["summary"] == "onnx fp32 fits every budget on raspberry-pi-4, measured on the device"
+    assert {c["evidence"] for c in v["checks"]} == {"the artifact's file size", "measured on the device"}
+    assert verdict([_artifact(measured_on="device", peak_rss_mb=500.0)], BUDGETS, 0.98)["fits_device"] is False

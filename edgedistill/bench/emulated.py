@@ -247,7 +247,7 @@ def root_name() -> str:
 
 # The emulated run checks numbers, not speed: one timed run, and at most this many test samples (a tiny model
 # takes ~0.3 ms a sample under emulation, a 224x224 one hundreds of times that).
-FIDELITY_SAMPLES = 256
+FIDELITY_SAMPLES = 512
 FIDELITY_RUNNER_ARGS = ["--threads", "1", "--runs", "1", "--warmup-runs", "0", "--warmup-s", "0", "--min-time-s", "0"]
 
 

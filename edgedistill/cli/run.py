@@ -138,7 +138,9 @@ def _summary(run_dir: Path, console) -> None:
     if results_path.exists():
         results = json.loads(results_path.read_text())
         verdict = results["verdict"]
-        colour = {True: "green", False: "red", None: "yellow"}[verdict["fits"]]
+        # Green only for the device's own figures (or the host's): a stand-in's "fits" is yellow.
+        stand_in = verdict.get("scope") == "stand-in"
+        colour = {True: "yellow" if stand_in else "green", False: "red", None: "yellow"}[verdict["fits"]]
         teacher, student = results["teacher"] or {}, results["student"] or {}
         if teacher and student.get("accuracy") is not None:
             console.print(f"teacher {teacher['params']:,} params, {teacher['accuracy']:.2%}  →  student "

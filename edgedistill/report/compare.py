@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.report.html import CSS, e, figure_block, html_table
-from edgedistill.report.text import pct
+from edgedistill.report.text import pct, verdict_word
 
 
 def _best(results: dict) -> dict | None:
@@ -19,7 +19,8 @@ def compare_rows(runs: list[tuple[str, dict]]) -> list[dict]:
         best = _best(r) or {}
         lat = best.get("latency_ms") or {}
         rows.append({"run": label, "pipeline": r["pipeline"], "device": r["device"]["name"],
-                     "fits": r["verdict"]["fits"], "summary": r["verdict"]["summary"],
+                     "fits": r["verdict"]["fits"], "verdict": verdict_word(r["verdict"]).lower(),
+                     "summary": r["verdict"]["summary"],
                      "artifact": r["verdict"].get("artifact"), "bytes": best.get("bytes"),
                      "accuracy": best.get("accuracy"), "p90_ms": lat.get("p90"),
                      "teacher_accuracy": (r.get("teacher") or {}).get("accuracy")})
@@ -30,7 +31,7 @@ def render_compare_markdown(rows: list[dict]) -> str:
     lines = ["# Runs compared", "", "| run | pipeline | device | verdict | artifact | size KiB | accuracy | p90 ms |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        verdict = {True: "fits", False: "does not fit", None: "cannot tell"}[r["fits"]]
+        verdict = r["verdict"]
         size = "—" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}"
         p90 = "—" if r["p90_ms"] is None else f"{r['p90_ms']:.3f}"
         cells = [r["run"], r["pipeline"], r["device"], verdict, r["artifact"] or "—", size, pct(r["accuracy"]), p90]
@@ -43,7 +44,7 @@ def render_compare_html(rows: list[dict], runs: list[tuple[str, dict]]) -> str:
 
     table = html_table(["run", "pipeline", "device", "verdict", "artifact", "size", "accuracy", "p90 ms"], [
         [e(r["run"]), e(r["pipeline"]), e(r["device"]),
-         e({True: "fits", False: "does not fit", None: "cannot tell"}[r["fits"]]) + f"<br><span class=muted>"
+         e(r["verdict"]) + f"<br><span class=muted>"
          f"{e(r['summary'])}</span>", e(r["artifact"]),
          e(None if r["bytes"] is None else f"{r['bytes'] / 1024:.1f} KiB"),
          e(pct(r["accuracy"])), e(None if r["p90_ms"] is None else f"{r['p90_ms']:.3f}")] for r in rows])

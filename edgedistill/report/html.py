@@ -11,13 +11,12 @@ from edgedistill.report import figures
 from edgedistill.report.text import (
     MODEL_COLUMNS,
     baseline_sentence,
-    diff,
     layer_pairs,
-    ms,
+    model_rows,
     pct,
     quantization_notes,
     selection_summary,
-    weights_size,
+    verdict_word,
 )
 
 CSS = """
@@ -63,38 +62,25 @@ def _section(key: str, title: str, body: str) -> str:
 
 def _verdict(r: dict) -> str:
     v = r["verdict"]
-    css, word = {True: ("fits", "FITS"), False: ("nofit", "DOES NOT FIT"), None: ("unknown", "CANNOT TELL")}[v["fits"]]
+    stand_in = v.get("scope") == "stand-in"
+    css = {True: "unknown" if stand_in else "fits", False: "nofit", None: "unknown"}[v["fits"]]
+    word = verdict_word(v)
     rows = []
     for c in v["checks"]:
         as_pct = c["budget"].startswith("accuracy")
         show = pct if as_pct else (lambda x, u=c["unit"]: "—" if x is None else f"{x:.3f} {u}")
         result = {True: "<span class=pass>pass</span>", False: "<span class=fail>FAIL</span>",
                   None: f"<span class=muted>{e(c['note'])}</span>"}[c["passed"]]
-        rows.append([e(c["budget"]), e(show(c["limit"])), e(show(c["value"])), e(show(c["margin"])), result])
-    table = html_table(["budget", "limit", "measured", "margin", "result"], rows) if rows else ""
-    return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{word}</b> — {e(v['summary'])} "
-                    f"on {e(r['device']['description'])}.</div>{table}")
+        rows.append([e(c["budget"]), e(show(c["limit"])), e(show(c["value"])), e(show(c["margin"])), result,
+                     e(c.get("evidence") or "—")])
+    table = html_table(["budget", "limit", "measured", "margin", "result", "evidence"], rows) if rows else ""
+    return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{e(word)}</b> — {e(v['summary'])}."
+                    f"</div><p>Device: {e(r['device']['description'])}.</p>{table}")
 
 
 def _models(r: dict) -> str:
-    rows = []
-    t, s = r.get("teacher"), r.get("student")
-    if t:
-        rows.append(["teacher " + e(t["arch"]), "PyTorch", "fp32", f"{t['params']:,}", e(weights_size(t["params"])),
-                     e(pct(t["accuracy"])), "—", "—", "—", "—", "—", "—", "ok"])
-    if s:
-        rows.append(["student " + e(s["arch"]), "PyTorch", "fp32", f"{s['params']:,} ({s['param_ratio']:.1%})",
-                     e(weights_size(s["params"])), e(pct(s["accuracy"])), "—", "—", "—", "—", "—", "—", "ok"])
-    for a in r["artifacts"]:
-        lat = a.get("latency_ms") or {}
-        precision = a["precision"] if a["precision"] == a["requested_precision"] else \
-            f"{a['precision']} (asked {a['requested_precision']})"
-        size = "—" if a.get("bytes") is None else f"{a['bytes'] / 1024:.1f} KiB"
-        parity = a.get("parity") or {}
-        status = e(a["status"]) + (f"<br><span class=muted>{e(a['error'])}</span>" if a.get("error") else "")
-        rows.append(["student", e(a["format"]), e(precision), "—", e(size), e(pct(a.get("accuracy"))),
-                     e(pct(parity.get("top1_agreement"))), e(diff(parity.get("max_abs_diff"))), e(ms(lat.get("p50"))),
-                     e(ms(lat.get("p90"))), e(ms(lat.get("p99"))), e(a.get("target")), status])
+    rows = [[e(c) for c in cells[:-1]] + [e(cells[-1]) + (f"<br><span class=muted>{e(error)}</span>" if error else "")]
+            for cells, error in model_rows(r)]
     metric = r.get("metric", "accuracy")
     note = "" if metric == "accuracy" else (f"<p>Accuracy here is the {e(metric)} on held-out text (the teacher "
                                             "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")

@@ -5,13 +5,12 @@ from __future__ import annotations
 from edgedistill.report.text import (
     MODEL_COLUMNS,
     baseline_sentence,
-    diff,
     layer_pairs,
-    ms,
+    model_rows,
     pct,
     quantization_notes,
     selection_summary,
-    weights_size,
+    verdict_word,
 )
 
 
@@ -28,7 +27,8 @@ def _escape(text) -> str:
 
 def render_markdown(results: dict) -> str:
     v = results["verdict"]
-    mark = {True: "✅ FITS", False: "❌ DOES NOT FIT", None: "⚠️ CANNOT TELL"}[v["fits"]]
+    stand_in = v.get("scope") == "stand-in"
+    mark = {True: "☑️" if stand_in else "✅", False: "❌", None: "⚠️"}[v["fits"]] + " " + verdict_word(v)
     device = results["device"]
     lines = [f"# Deployment report: {_escape(results['pipeline'])} → {_escape(device['name'])}", "",
              f"**{mark}** — {_escape(v['summary'])}.", ""]
@@ -37,34 +37,18 @@ def render_markdown(results: dict) -> str:
         lines += [f"Accuracy in this report is the {_escape(metric)} on held-out text (the teacher scores 100 %); "
                   "the accuracy-drop budget bounds 1 minus it.", ""]
     if v["checks"]:
-        lines += ["| budget | limit | measured | margin | result |", "|---|---|---|---|---|"]
+        lines += ["| budget | limit | measured | margin | result | evidence |", "|---|---|---|---|---|---|"]
         for c in v["checks"]:
             unit = c["unit"]
             as_pct = c["budget"].startswith("accuracy")
             show = pct if as_pct else (lambda x, unit=unit: f"{x:.3f} {unit}" if x is not None else "—")
             result = {True: "pass", False: "**FAIL**", None: c["note"]}[c["passed"]]
             lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
-                         f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} |")
+                         f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} | "
+                         f"{c.get('evidence') or '—'} |")
         lines.append("")
     lines += ["## Models", "", "| " + " | ".join(MODEL_COLUMNS) + " |", "|" + "---|" * len(MODEL_COLUMNS)]
-    teacher, student = results["teacher"], results["student"]
-    if teacher:
-        lines.append(f"| teacher {_escape(teacher['arch'])} | PyTorch | fp32 | {teacher['params']:,} | "
-                     f"{weights_size(teacher['params'])} | {pct(teacher['accuracy'])} | — | — | — | — | — | — | ok |")
-    if student:
-        lines.append(f"| student {_escape(student['arch'])} | PyTorch | fp32 | {student['params']:,} "
-                     f"({student['param_ratio']:.1%}) | {weights_size(student['params'])} | "
-                     f"{pct(student['accuracy'])} | — | — | — | — | — | — | ok |")
-    for a in results["artifacts"]:
-        lat = a["latency_ms"] or {}
-        parity = a["parity"] or {}
-        size = f"{a['bytes'] / 1024:.1f} KiB" if a["bytes"] is not None else "—"
-        precision = a["precision"] if a["precision"] == a["requested_precision"] else \
-            f"{a['precision']} (asked {a['requested_precision']})"
-        lines.append(f"| student | {a['format']} | {precision} | — | {size} | {pct(a['accuracy'])} | "
-                     f"{pct(parity.get('top1_agreement'))} | {diff(parity.get('max_abs_diff'))} | "
-                     f"{ms(lat.get('p50'))} | {ms(lat.get('p90'))} | {ms(lat.get('p99'))} | "
-                     f"{_escape(a['target'] or '—')} | {_escape(a['status'])} |")
+    lines += ["| " + " | ".join(_escape(c) for c in cells) + " |" for cells, _ in model_rows(results)]
     lines.append("")
     lines += [f"{note}\n" for note in quantization_notes(results["artifacts"])]
     lines += _selection(results.get("selection"))

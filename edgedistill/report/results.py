@@ -61,7 +61,7 @@ def build_results(ctx) -> dict:
                                                 "baseline")},
         "artifacts": artifacts,
         "budgets": budgets,
-        "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None),
+        "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None, ctx.device.name),
         "stages": {name: {"status": rec.status, "seconds": rec.seconds, "resumed": rec.resumed, "error": rec.error}
                    for name, rec in stages.items() if name != "report"},
         "failures": [f"{name}: {rec.error}" for name, rec in stages.items() if rec.status in ("failed", "blocked")]
@@ -109,7 +109,8 @@ def _artifacts(ctx) -> list[dict]:
                      "accuracy": cell["accuracy"] if cell.get("accuracy") is not None
                      else (art.get("parity") or {}).get("accuracy"),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),
-                     "init_ms": cell.get("init_ms"), "target": cell.get("target"),
+                     "init_ms": cell.get("init_ms"), "target": cell.get("target"), "arm": cell.get("arm"),
+                     "measured_on": cell.get("measured_on"), "predicted": cell.get("predicted"),
                      "latency_samples_ms": cell.get("samples_ms", []),
                      "status": (cell.get("status", "not benchmarked") if art.get("status") == "ok"
                                 else art.get("status")),
@@ -117,15 +118,20 @@ def _artifacts(ctx) -> list[dict]:
     return rows
 
 
-def _check(name: str, value, limit, unit: str) -> dict:
+# Where a figure came from, as the report says it.
+EVIDENCE = {"device": "measured on the device", "host": "measured on this host",
+            "stand-in": "measured on this host, standing in for the device", "file": "the artifact's file size",
+            "export": "measured on this host at export (parity)"}
+
+
+def _check(name: str, value, limit, unit: str, evidence: str | None) -> dict:
+    check = {"budget": name, "limit": limit, "value": value, "unit": unit, "margin": None, "passed": None,
+             "evidence": None if value is None else EVIDENCE[evidence]}
     if limit is None:
-        return {"budget": name, "limit": None, "value": value, "unit": unit, "margin": None, "passed": None,
-                "note": "no budget set"}
+        return {**check, "note": "no budget set"}
     if value is None:
-        return {"budget": name, "limit": limit, "value": None, "unit": unit, "margin": None, "passed": None,
-                "note": "not measured"}
-    return {"budget": name, "limit": limit, "value": value, "unit": unit, "margin": limit - value,
-            "passed": value <= limit, "note": ""}
+        return {**check, "note": "not measured"}
+    return {**check, "margin": limit - value, "passed": value <= limit, "note": ""}
 
 
 def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | None) -> list[dict]:
@@ -133,14 +139,20 @@ def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | Non
     size = artifact["bytes"] / 2**20 if artifact.get("bytes") is not None else None
     acc = artifact.get("accuracy")
     drop = teacher_accuracy - acc if teacher_accuracy is not None and acc is not None else None
-    return [_check("model size", size, budgets.get("max_model_mb"), "MB"),
-            _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB"),
-            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), "ms"),
-            _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "")]
+    where = artifact.get("measured_on") or "stand-in"
+    return [_check("model size", size, budgets.get("max_model_mb"), "MB", "file"),
+            _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB", where),
+            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), "ms", where),
+            _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "",
+                   where if artifact.get("latency_ms") else "export")]
 
 
-def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None) -> dict:
+def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None, device: str = "the device") -> dict:
     """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
+
+    `scope` says whose measurements those are: the device's, this host's (the host profile), or this host's
+    standing in for the device; `fits_device` is the verdict only when the device measured it, else None. The
+    summary names the scope, and for a stand-in the predicted p90 on the device and the emulated-ARM agreement.
 
     The artifact named is the fastest (p90) of those that fit, else of those with the fewest failed
     checks; artifacts without a latency come last, and equal ones go by size.
@@ -152,7 +164,8 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
         unknown = sum(c["passed"] is None and c["limit"] is not None for c in checks)
         scored.append((failed, unknown, art, checks))
     if not scored:
-        return {"fits": None, "artifact": None, "checks": [], "summary": "no artifact to judge"}
+        return {"fits": None, "fits_device": None, "scope": None, "artifact": None, "checks": [],
+                "summary": "no artifact to judge"}
 
     def rank(entry):
         failed, unknown, art, _ = entry
@@ -162,6 +175,26 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
     failed, unknown, art, checks = min(scored, key=rank)
     fits = False if failed else (None if unknown else True)
     name = f"{art['format']} {art['precision']}"
-    summary = {True: f"{name} fits every budget", False: f"{name} breaks {failed} budget(s)",
+    scope = art.get("measured_on") or "stand-in"
+    where = {"device": f"on {device}, measured on the device", "host": "on this host",
+             "stand-in": f"on this host standing in for {device} (not measured on {device})"}[scope]
+    summary = {True: f"{name} fits every budget {where}", False: f"{name} breaks {failed} budget(s) {where}",
                None: f"cannot tell: {unknown} measurement(s) missing for {name}"}[fits]
-    return {"fits": fits, "artifact": name, "checks": checks, "summary": summary}
+    if scope == "stand-in":
+        summary += _stand_in_evidence(art, device)
+    return {"fits": fits, "fits_device": fits if scope == "device" else None, "scope": scope, "artifact": name,
+            "checks": checks, "summary": summary}
+
+
+def _stand_in_evidence(art: dict, device: str) -> str:
+    """What is known of the device itself when this host stood in: the prediction, the emulated ARM run."""
+    text = ""
+    predicted = art.get("predicted")
+    if predicted:
+        how = "calibrated" if predicted["source"] == "calibrated" else "uncalibrated roofline, a lower bound"
+        text += f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms ({how})"
+    arm = art.get("arm") or {}
+    if arm.get("status") == "ok":
+        text += (f"; on emulated {arm['cpu']} (ARM kernels, qemu): {arm['top1_agreement']:.1%} top-1 agreement "
+                 f"with PyTorch, accuracy {arm['accuracy']:.2%}")
+    return text

@@ -24,7 +24,45 @@ def weights_size(params: int) -> str:
 
 # The models table of both reports: the same facts in the same order.
 MODEL_COLUMNS = ("model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "max |Δ| vs PyTorch",
-                 "p50 ms", "p90 ms", "p99 ms", "target", "status")
+                 "on emulated ARM", "p50 ms", "p90 ms", "p99 ms", "target", "status")
+
+
+def verdict_word(v: dict) -> str:
+    """The verdict's headline word: it says 'fits' plainly only for the device's own (or the host's) figures."""
+    word = {True: "FITS", False: "DOES NOT FIT", None: "CANNOT TELL"}[v["fits"]]
+    return word + (" ON THIS HOST, STANDING IN" if v.get("scope") == "stand-in" and v["fits"] is not None else "")
+
+
+def arm_cell(arm: dict | None) -> str:
+    """The emulated-ARM fidelity of an artifact: its top-1 agreement with PyTorch on ARM kernels, and accuracy."""
+    if not arm:
+        return "—"
+    if arm.get("status") != "ok":
+        return f"failed on {arm.get('cpu')}"
+    return f"{pct(arm['top1_agreement'])} agree, {pct(arm['accuracy'])} acc ({arm['cpu']}, {arm['samples']} samples)"
+
+
+def model_rows(results: dict) -> list[tuple[list[str], str | None]]:
+    """The rows of the models table as plain text (teacher, student, each artifact), each with its error."""
+    rows = []
+    teacher, student = results.get("teacher"), results.get("student")
+    if teacher:
+        rows.append(([f"teacher {teacher['arch']}", "PyTorch", "fp32", f"{teacher['params']:,}",
+                      weights_size(teacher["params"]), pct(teacher["accuracy"])] + ["—"] * 7 + ["ok"], None))
+    if student:
+        rows.append(([f"student {student['arch']}", "PyTorch", "fp32",
+                      f"{student['params']:,} ({student['param_ratio']:.1%})", weights_size(student["params"]),
+                      pct(student["accuracy"])] + ["—"] * 7 + ["ok"], None))
+    for a in results["artifacts"]:
+        lat, parity = a.get("latency_ms") or {}, a.get("parity") or {}
+        precision = a["precision"] if a["precision"] == a["requested_precision"] else \
+            f"{a['precision']} (asked {a['requested_precision']})"
+        size = "—" if a.get("bytes") is None else f"{a['bytes'] / 1024:.1f} KiB"
+        rows.append((["student", a["format"], precision, "—", size, pct(a.get("accuracy")),
+                      pct(parity.get("top1_agreement")), diff(parity.get("max_abs_diff")), arm_cell(a.get("arm")),
+                      ms(lat.get("p50")), ms(lat.get("p90")), ms(lat.get("p99")), a.get("target") or "—", a["status"]],
+                     a.get("error")))
+    return rows
 
 
 def selection_summary(sel: dict) -> str:

@@ -30,11 +30,15 @@ def run(spec, ctx) -> StageResult:
     target = resolve_target(cfg.target, ctx.device)
     threads = bench_threads(target, ctx.device, cfg.threads)
     where = describe(target, ctx.device, threads) + (f", {seq_len} tokens" if tokens else "")
+    measured_on = measured_where(target, ctx.device)
+    student = None if tokens else load_student(spec, ctx)
+    predictions = {} if tokens else device_predictions(spec, ctx, student, data.input_shape)
     cells, warnings = [], []
     for artifact in ctx.metrics("export").get("artifacts", []):
         key = f"{artifact['format']}-{artifact['requested_precision']}"
         cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
-                "precision": artifact["precision"], "target": where}
+                "precision": artifact["precision"], "target": where, "measured_on": measured_on,
+                "predicted": predictions.get((artifact["format"], artifact["precision"]))}
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
@@ -64,4 +68,83 @@ def run(spec, ctx) -> StageResult:
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "samples_ms": result.get("samples_ms", []),
                       "runtime": result["runtime"], "device": result["device"]})
-    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where}, warnings=warnings)
+    arm_cpu = emulation_cpu(cfg.emulate, ctx.device, tokens)
+    if arm_cpu is not None:
+        emulate_artifacts(ctx, spec, arm_cpu, student, data, cells, warnings)
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu},
+                       warnings=warnings)
+
+
+def emulation_cpu(mode: str, device, tokens: bool) -> str | None:
+    """The ARM CPU to emulate for the fidelity column, or None: `emulate: on` asks for it (a device without an
+    arm_cpu is then an error), `auto` takes it when the device is ARM and qemu-user is installed."""
+    from edgedistill.bench import emulated
+    from edgedistill.errors import StageFailed
+
+    if mode == "off" or tokens:  # token models: the export stage measured their quality
+        return None
+    cpu = device.hardware.arm_cpu
+    if mode == "on" and cpu is None:
+        raise StageFailed(f"bench.emulate: on, but device {device.name!r} names no hardware.arm_cpu")
+    if mode == "auto" and (cpu is None or not emulated.available()):
+        return None
+    return cpu
+
+
+def measured_where(target: str, device) -> str:
+    """Whose figures the benchmark gives: the device's (over SSH), this host's as itself (the host profile),
+    or this host's standing in for the device."""
+    if target.startswith("ssh://"):
+        return "device"
+    return "host" if device.name == "host" else "stand-in"
+
+
+def load_student(spec, ctx):
+    from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
+
+    model = ArchInfo.load(ctx.output("student", "arch"), pipeline_families(spec)).build()
+    load_weights(model, ctx.output("distill", "weights"))
+    return model.eval()
+
+
+def device_predictions(spec, ctx, student, input_shape) -> dict[tuple[str, str], dict]:
+    """The latency predictor's p90 and RAM for the student on the device, per (format, precision): calibrated
+    when the device has a calibration for it, else the datasheet roofline (a lower bound)."""
+    from edgedistill.config.device import device_path
+    from edgedistill.cost import model_cost
+    from edgedistill.latency.calibration import predictor_for
+
+    predictor, _ = predictor_for(ctx.device, device_path(spec.device))
+    cost = model_cost(student, tuple(input_shape))
+    out = {}
+    for artifact in ctx.metrics("export").get("artifacts", []):
+        key = (artifact["format"], artifact["precision"])
+        prediction = predictor.predict(cost, *key)
+        out[key] = {"p90_ms": prediction.p90_ms, "ram_mb": prediction.ram_mb, "source": prediction.source,
+                    "lower_bound": prediction.source == "datasheet"}
+    return out
+
+
+def emulate_artifacts(ctx, spec, cpu: str, student, data, cells: list[dict], warnings: list[str]) -> None:
+    """Each exported artifact on the emulated ARM CPU: its accuracy there and its agreement with the PyTorch
+    student, recorded in its cell (`arm`), beside the host's parity from the export stage."""
+    from edgedistill.bench import emulated
+    from edgedistill.distill.trainer import predict
+
+    reference = predict(student, data.test.x[:emulated.FIDELITY_SAMPLES])
+    for artifact, cell in zip(ctx.metrics("export").get("artifacts", []), cells):
+        if artifact.get("status") != "ok":
+            continue
+        key = f"{artifact['format']}-{artifact['requested_precision']}"
+        try:
+            with ctx.console.status(f"  {artifact['format']} {artifact['precision']} on emulated {cpu}…"):
+                fidelity = emulated.arm_fidelity(ctx.output("export", key), data.test.x, data.test.y, reference,
+                                                 cpu=cpu, timeout_s=spec.bench.timeout_s)
+        except BenchFailed as exc:
+            cell["arm"] = {"cpu": cpu, "status": "failed", "error": str(exc)}
+            warnings.append(f"{key}: emulated {cpu}: {exc}")
+            continue
+        cell["arm"] = {**fidelity, "status": "ok"}
+        ctx.console.print(f"  {artifact['format']} {artifact['precision']} on emulated {cpu}: accuracy "
+                          f"{fidelity['accuracy']:.2%}, top-1 agreement with PyTorch {fidelity['top1_agreement']:.2%}, "
+                          f"max |Δ| {fidelity['max_abs_diff']:.1e} ({fidelity['samples']} samples)")
