@@ -68,3 +68,24 @@ def test_the_userland_shows_the_cpu_it_emulates(userland):
         text = out.decode()
         assert code == 0 and text.startswith("aarch64")
         assert f"CPU part\t: {emulated.CPUS[cpu].part}" in text and text.count("processor") == 4
+
+
+def test_the_pipeline_reports_emulated_arm_beside_the_host(userland, tmp_path):
+    """bench.emulate: on runs every artifact on the device's ARM CPU under qemu; the report shows its agreement
+    beside the host's, and the verdict names it while saying the figures are this host's."""
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    spec = tiny_pipeline_dict(export={"formats": ["onnx"], "precisions": ["fp32", "int8"]},
+                              bench={"emulate": "on"})
+    r = cli("run", write_pipeline(tmp_path / "p.yaml", spec), "--out", tmp_path / "run", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    for art in results["artifacts"]:
+        arm = art["arm"]
+        assert arm["status"] == "ok" and arm["machine"] == "aarch64" and arm["cpu"] == "cortex-a72"
+        assert arm["samples"] == 360 and arm["top1_agreement"] >= 0.95 and 0 < arm["accuracy"] <= 1
+        if art["precision"] == "fp32":  # the same fp32 model on ARM kernels: PyTorch's answers
+            assert arm["top1_agreement"] == 1.0 and arm["max_abs_diff"] < 1e-4
+    assert "on emulated cortex-a72 (ARM kernels, qemu)" in results["verdict"]["summary"]
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "| on emulated ARM |" in md and "(cortex-a72, 360 samples)" in md
