@@ -164,12 +164,23 @@ def test_gate_passes_a_healthy_model_first_time(linear_weights, digits, tmp_path
 
 
 class BranchyNet(nn.Module):
-    """Data-dependent control flow: TorchScript tracing (ONNX) records one branch; torch.export (litert)
-    cannot, so the TFLite conversion fails and must not take the ONNX export down with it."""
+    """Data-dependent control flow: TorchScript tracing (ONNX) records the branch its sample input (zeros) takes;
+    torch.export (litert) cannot, so the TFLite conversion fails and must not take the ONNX export down with it.
+    Digits are never negative, so the traced branch is the one the data takes."""
 
     def __init__(self, *, width=1.0, depth=1.0, in_channels=1, num_classes=10, input_hw=(8, 8)):
         super().__init__()
         self.fc = nn.Linear(in_channels * input_hw[0] * input_hw[1], num_classes)
+
+    def forward(self, x):
+        if x.sum() >= 0:
+            return self.fc(x.flatten(1))
+        return -self.fc(x.flatten(1))
+
+
+class MistracedNet(BranchyNet):
+    """The same, with the branch the zeros take being the one the data never takes: the ONNX file computes
+    something else than the model."""
 
     def forward(self, x):
         if x.sum() > 0:
@@ -205,3 +216,68 @@ def test_a_failing_conversion_does_not_stop_the_others(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
     assert any(f.startswith("tflite fp32:") for f in results["failures"])
     assert "tflite" in (tmp_path / "run" / "report" / "report.md").read_text()
+
+
+def test_an_artifact_that_computes_something_else_fails_parity(tmp_path, monkeypatch):
+    """Parity gates: an fp32 ONNX file whose outputs are not the model's is a failed artifact with its numbers,
+    not a warning beside a shipped file."""
+    import os
+
+    from rich.console import Console
+
+    from edgedistill import models
+    from edgedistill.config.device import load_device
+    from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.pipeline.engine import run_pipeline
+    from edgedistill.stages import default_stages
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    monkeypatch.setitem(models._FAMILIES, "mistraced", "tests.test_export_quantize:MistracedNet")
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict(
+        student={"family": "mistraced", "width": 1.0, "depth": 1.0}, export={"formats": ["onnx"]})))
+    manifest = run_pipeline(spec, load_device(spec.device), default_stages(), tmp_path / "run",
+                            console=Console(file=open(os.devnull, "w")))
+    assert manifest.stages["export"].status == "failed"
+    assert "no artifact exported: parity: max |Δ|" in manifest.stages["export"].error
+    assert "exceeds export.parity.fp32_atol 0.0001" in manifest.stages["export"].error
+
+
+def test_parity_tolerances_per_precision():
+    from edgedistill.config.pipeline import Export, Parity
+
+    parity = Parity()
+    assert parity.problem("fp32", 2e-4, 1.0, 10.0).startswith("max |Δ| 2.00e-04 exceeds export.parity.fp32_atol")
+    assert parity.problem("fp32", 5e-5, 0.5, 10.0) is None  # fp32 is judged by its outputs, not agreement
+    assert parity.problem("fp16", 0.05, 1.0, 10.0) is None and parity.problem("fp16", 0.2, 1.0, 10.0)  # 1 % of 10
+    assert parity.problem("int8", 3.0, 0.95, 10.0) is None  # int8 outputs move; agreement is its floor
+    assert "below export.parity.min_agreement 90%" in parity.problem("int8-dynamic", 0.1, 0.8, 10.0)
+    # Pipelines written before parity and gate were sections still read the same.
+    old = Export(parity_atol=1e-3, gate=False)
+    assert old.parity.fp32_atol == 1e-3 and old.gate.enabled is False and old.gate.max_drop == 0.01
+
+
+def test_calibration_draws_every_class_from_a_class_sorted_split():
+    from edgedistill.data import stratified_indices
+
+    labels = np.repeat(np.arange(10), 100)  # sorted by class: the first 128 rows are classes 0 and 1
+    picked = stratified_indices(labels, 128, seed=0)
+    counts = np.bincount(labels[picked], minlength=10)
+    assert len(picked) == 128 and counts.min() >= 12 and counts.max() <= 13
+    assert np.array_equal(picked, stratified_indices(labels, 128, seed=0))
+    assert not np.array_equal(picked, stratified_indices(labels, 128, seed=1))
+    assert np.array_equal(stratified_indices(labels[:50], 128, seed=0), np.arange(50))
+
+
+@NEEDS_TFLITE
+def test_tflite_records_the_calibration_it_used(tmp_path):
+    """ai-edge-quantizer calibrates by min/max only: asked for entropy, the artifact says minmax, and a warning
+    says why."""
+    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+    spec = tiny_pipeline_dict(export={"formats": ["tflite"], "precisions": ["int8"], "gate": {"enabled": False},
+                                      "calibration": {"method": "entropy", "samples": 64}})
+    r = cli("run", write_pipeline(tmp_path / "p.yaml", spec), "--out", tmp_path / "run", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "calibration entropy is not available" in " ".join(r.stderr.split())
+    assert FORMATS["tflite"].read_metadata(tmp_path / "run" / "export" / "student-int8.tflite")["calibration"] == \
+        "minmax"

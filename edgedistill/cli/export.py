@@ -74,7 +74,7 @@ def export_command(
     arch: Optional[Path] = typer.Option(None, "--arch", help="arch.json (default: beside the weights)."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help=".npz with x and y, for parity."),
-    method: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile (ONNX)."),
+    method: str = typer.Option("minmax", "--calibration", help="int8: minmax; ONNX also entropy, percentile."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside the checkpoint)."),
     allow_factory: bool = typer.Option(False, "--allow-factory", help="Let arch.json name a user factory "
                                        "(package.module:function), which imports that module."),
@@ -88,15 +88,18 @@ def export_command(
     fmt = get_format(format)
     if precision not in PRECISIONS:
         raise UserError(f"--precision: {unknown_choice('precision', precision, PRECISIONS)}")
+    if method not in fmt.calibration_methods:
+        raise UserError(f"--calibration: {unknown_choice('calibration method', method, fmt.calibration_methods)}")
     model, info, run_dir = _checkpoint(checkpoint, arch, allow_factory)
     calib_x, test = None, None
     if run_dir is not None:
         from edgedistill.config.pipeline import load_pipeline
-        from edgedistill.data import load_dataset
+        from edgedistill.data import load_dataset, stratified_indices
 
         spec = load_pipeline(run_dir / "pipeline.resolved.yaml")
         data = load_dataset(spec.data, spec.seed)
-        calib_x, test = data.train.x[:spec.export.calibration.samples], (data.test.x, data.test.y)
+        picked = stratified_indices(data.train.y, spec.export.calibration.samples, spec.seed)
+        calib_x, test = data.train.x[picked], (data.test.x, data.test.y)
     shape = [None, info.in_channels, *info.input_hw]
     if calibration_data:
         calib_x, _ = _load_npz(calibration_data, "--calibration-data", shape)
@@ -112,7 +115,7 @@ def export_command(
                 "model": f"{info.family} x{info.width} depth x{info.depth}"}
     fmt.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
     try:
-        fmt.variant(fp32, out, precision, calib_x, method, [], metadata)
+        fmt.variant(fp32, out, precision, calib_x, method if precision == "int8" else None, [], metadata)
     finally:
         if scratch_fp32:
             fp32.unlink(missing_ok=True)
@@ -130,7 +133,7 @@ def quantize_command(
     model: Path = typer.Argument(..., help="An fp32 .onnx or .tflite file."),
     precision: str = typer.Option("int8", "--precision", help="fp16, int8-dynamic or int8."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
-    method: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile (ONNX)."),
+    method: str = typer.Option("minmax", "--calibration", help="int8: minmax; ONNX also entropy, percentile."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: MODEL-PRECISION.suffix)."),
 ) -> None:
     """Quantize an exported fp32 model file, keeping its metadata."""
@@ -156,7 +159,7 @@ def quantize_command(
     if precision == "int8" and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     try:
-        fmt.variant(model, out, precision, calib_x, method, [], metadata)
+        fmt.variant(model, out, precision, calib_x, method if precision == "int8" else None, [], metadata)
     except Exception as exc:  # noqa: BLE001 - the quantizer refusing the user's file or data, in one line
         raise UserError(f"{model}: {precision} quantization failed: {' '.join(str(exc).split())[-300:]}") from None
     typer.echo(f"{precision}: {out} ({out.stat().st_size / 1024:.1f} KiB, from {model.stat().st_size / 1024:.1f} KiB)")

@@ -206,8 +206,45 @@ Distill = create_model("Distill", __base__=_Distill, **{
 
 
 class Calibration(Strict):
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    samples: int = Field(default=128, ge=1, le=100_000, description="drawn from the training split")
+    method: Literal["minmax", "entropy", "percentile"] = Field(
+        default="minmax", description="ONNX has all three; TFLite's quantizer min/max only (used, and recorded, "
+                                      "whatever is asked)")
+    samples: int = Field(default=128, ge=1, le=100_000, description="a seeded draw from the training split, "
+                                                                    "stratified by class")
+
+
+class Parity(Strict):
+    """How close an artifact's outputs on the test split must be to PyTorch's, or it fails (a failed cell)."""
+
+    fp32_atol: float = Field(default=1e-4, gt=0, description="fp32: max |output difference|")
+    # fp16 keeps ~3 significant digits: measured on the quickstart student, 1.8e-2 (ONNX) and 2.1e-2 (TFLite)
+    # against outputs up to ~20, about 0.1 % of their range; the bound leaves ten times that.
+    fp16_rtol: float = Field(default=1e-2, gt=0, le=1, description="fp16: max |output difference| as a share of "
+                                                                   "PyTorch's largest |output|")
+    min_agreement: float = Field(default=0.9, ge=0, le=1, description="int8 and int8-dynamic: the least top-1 "
+                                                                      "agreement with PyTorch (their outputs move "
+                                                                      "by design; the accuracy gate judges them)")
+
+    def problem(self, precision: str, max_abs_diff: float, agreement: float, reference_scale: float) -> str | None:
+        """Why an artifact of `precision` fails parity, or None when it passes."""
+        if precision == "fp32" and max_abs_diff > self.fp32_atol:
+            return f"max |Δ| {max_abs_diff:.2e} exceeds export.parity.fp32_atol {self.fp32_atol:g}"
+        if precision == "fp16" and max_abs_diff > self.fp16_rtol * reference_scale:
+            return (f"max |Δ| {max_abs_diff:.2e} exceeds export.parity.fp16_rtol {self.fp16_rtol:g} of the largest "
+                    f"|output| {reference_scale:.3g}")
+        if precision.startswith("int8") and agreement < self.min_agreement:
+            return f"top-1 agreement {agreement:.2%} is below export.parity.min_agreement {self.min_agreement:.0%}"
+        return None
+
+
+class Gate(Strict):
+    """The accuracy gate of quantized artifacts (edgedistill/quantize/gate.py)."""
+
+    enabled: bool = True
+    max_drop: float = Field(default=0.01, ge=0, le=1, description="the most validation accuracy a quantized "
+                                                                  "artifact may lose against the float student before "
+                                                                  "the gate falls back (the budget max_accuracy_drop "
+                                                                  "is against the teacher)")
 
 
 class Export(Strict):
@@ -217,9 +254,21 @@ class Export(Strict):
     precisions: list[Literal[PRECISIONS + ("auto",)]] = Field(
         default_factory=lambda: ["fp32"], min_length=1, description="auto: the device profile's default precision")
     opset: int = Field(default=17, ge=11, le=21)
-    parity_atol: float = Field(default=1e-4, gt=0, description="max |output difference| of fp32 artifacts")
+    parity: Parity = Field(default_factory=Parity)
     calibration: Calibration = Field(default_factory=Calibration)
-    gate: bool = Field(default=True, description="fall back when quantization loses more than max_accuracy_drop")
+    gate: Gate = Field(default_factory=Gate)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_spellings(cls, data):
+        # Pipelines written before parity and gate were sections: parity_atol: X, gate: true|false.
+        if isinstance(data, dict):
+            data = dict(data)
+            if "parity_atol" in data and "parity" not in data:
+                data["parity"] = {"fp32_atol": data.pop("parity_atol")}
+            if isinstance(data.get("gate"), bool):
+                data["gate"] = {"enabled": data["gate"]}
+        return data
 
 
 class Bench(Strict):

@@ -10,7 +10,7 @@ import os
 import shutil
 
 from edgedistill.cost import is_linear_heavy
-from edgedistill.data import load_dataset
+from edgedistill.data import load_dataset, stratified_indices
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
 from edgedistill.export.formats import artifact_name, get_format
@@ -43,8 +43,7 @@ def run(spec, ctx) -> StageResult:
     load_weights(model, ctx.output("distill", "weights"))
     reference = predict(model, data.test.x)
     val_reference = accuracy(predict(model, data.val.x), data.val.y)
-    calibration_x = data.train.x[:cfg.calibration.samples]
-    max_drop = ctx.budgets.max_accuracy_drop
+    calibration_x = data.train.x[stratified_indices(data.train.y, cfg.calibration.samples, spec.seed)]
     precisions = requested_precisions(spec, ctx.device, is_linear_heavy(model, data.input_shape))
     out = ctx.stage_dir("export")
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
@@ -64,7 +63,7 @@ def run(spec, ctx) -> StageResult:
         for precision in precisions:
             record, path = _gated_artifact(ctx, name, precision, fp32_path, shared={
                 "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
-                "data": data, "metadata": metadata, "max_drop": max_drop}, warnings=warnings)
+                "data": data, "metadata": metadata}, warnings=warnings)
             artifacts.append(record)
             if path is not None:
                 outputs[f"{name}-{precision}"] = path
@@ -72,7 +71,7 @@ def run(spec, ctx) -> StageResult:
     if not outputs:
         raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "gate_reference_accuracy": val_reference,
-                                                 "max_accuracy_drop": max_drop}, warnings=warnings)
+                                                 "gate_max_drop": cfg.gate.max_drop}, warnings=warnings)
 
 
 def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, warnings: list[str]):
@@ -85,10 +84,15 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     record = {"format": name, "requested_precision": precision}
     work = out / "attempts"
     work.mkdir(exist_ok=True)
+    calibration = cfg.calibration.method
+    if precision == "int8" and calibration not in fmt.calibration_methods:
+        calibration = fmt.calibration_methods[0]  # what the quantizer can do, and what the metadata will say
+        warnings.append(f"{name}: calibration {cfg.calibration.method} is not available ({fmt.quantizer} does "
+                        f"{', '.join(fmt.calibration_methods)}); {calibration} used")
     gate = run_gate(
-        precision, reference_accuracy=shared["val_reference"], max_drop=shared["max_drop"],
-        calibration=cfg.calibration.method, other_calibrations=list(fmt.calibration_methods), workdir=work,
-        enabled=cfg.gate,
+        precision, reference_accuracy=shared["val_reference"], max_drop=cfg.gate.max_drop,
+        calibration=calibration, other_calibrations=list(fmt.calibration_methods), workdir=work,
+        enabled=cfg.gate.enabled,
         make=lambda p, calib, keep, dest: fmt.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
                                                      shared["calibration_x"], calib, keep, metadata),
         evaluate=lambda path: accuracy(fmt.outputs(path, data.val.x), data.val.y),
@@ -112,15 +116,21 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
         warnings.append(f"{name} {precision}: {final.reason}")
     try:
         parity = compare(shared["reference"], fmt.outputs(target, data.test.x), data.test.y,
-                         cfg.parity_atol, f"{name} {final.precision}")
+                         cfg.parity.fp32_atol, f"{name} {final.precision}")
     except (StageFailed, ValueError) as exc:  # a shape mismatch: this artifact cannot ship
         record.update(status="failed", error=str(exc), path=str(target.relative_to(ctx.run_dir)))
         warnings.append(f"{name} {precision}: {exc}")
         return record, None
-    record.update(status="ok", path=str(target.relative_to(ctx.run_dir)), bytes=target.stat().st_size,
-                  parity=parity.as_dict())
-    if final.precision == "fp32" and not parity.within_tolerance:
-        warnings.append(f"{name} fp32: max |Δ| {parity.max_abs_diff:.2e} exceeds parity_atol {cfg.parity_atol:g}")
+    record.update(path=str(target.relative_to(ctx.run_dir)), bytes=target.stat().st_size, parity=parity.as_dict())
+    problem = cfg.parity.problem(final.precision, parity.max_abs_diff, parity.top1_agreement,
+                                 float(abs(shared["reference"]).max()))
+    record["parity"]["within_tolerance"] = problem is None
+    if problem is not None:  # the artifact does not compute what the student computes: it does not ship
+        record.update(status="failed", error=f"parity: {problem}")
+        warnings.append(f"{name} {final.precision}: parity: {problem}")
+        ctx.console.print(f"  [red]{name} {final.precision}: parity failed[/red]: {problem}")
+        return record, None
+    record["status"] = "ok"
     asked = f" (asked {precision})" if gate.fell_back else ""
     ctx.console.print(f"  {name} {final.precision}{asked}: {target.stat().st_size / 1024:.1f} KiB, max |Δ| "
                       f"{parity.max_abs_diff:.1e}, top-1 agreement {parity.top1_agreement:.1%}, "
