@@ -94,3 +94,28 @@ def test_local_transport_reports_failures_as_one_line(onnx_model, tmp_path):
         run_local(tmp_path / "x.onnx", data, threads=1, warmup_runs=1, warmup_s=0, runs=5, min_time_s=0, timeout_s=60)
     with pytest.raises(BenchFailed, match="timed out"):
         run_local(model, data, threads=1, warmup_runs=1, warmup_s=0, runs=5, min_time_s=0, timeout_s=0.001)
+
+
+def test_peak_rss_does_not_grow_with_the_test_split(tmp_path):
+    """The runner streams the test split a chunk at a time and times a fixed set of samples, so its peak RSS is
+    the runtime's and the model's: 20,000 32x32 test images (78 MB as float32; loaded whole and copied by the
+    earlier runner, they took its peak from 61 to 185 MB) leave it where 64 images leave it, and every one of
+    them is still scored."""
+    from edgedistill.export.onnx import torch_to_onnx
+    from edgedistill.models import build_model
+
+    model = build_model("mobilenetv2", width=0.125, depth=0.5, in_channels=1, num_classes=10, input_hw=(32, 32))
+    path = torch_to_onnx(model.eval(), (1, 1, 32, 32), tmp_path / "m.onnx", opset=17, metadata={})
+    rng = np.random.default_rng(0)
+    peaks, results = {}, {}
+    for n in (64, 20_000):
+        data = tmp_path / f"test-{n}.npz"
+        np.savez(data, x=rng.random((n, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, n))
+        result = run_local(path, data, threads=1, warmup_runs=1, warmup_s=0, runs=20, min_time_s=0, timeout_s=300)
+        results[n] = result
+        peaks[n] = (result["peak_rss_mb"], result["peak_rss_with_data_mb"])
+    print("peak RSS (timing, with the accuracy pass) by test-split size:", peaks)
+    assert results[20_000]["samples"] == 20_000 and results[20_000]["accuracy"] is not None
+    assert peaks[20_000][0] - peaks[64][0] < 10, peaks  # while timing: the same samples either way
+    assert peaks[20_000][1] - peaks[64][1] < 10, peaks  # with the accuracy pass: one chunk at a time
+    assert results[20_000]["data_mb"] < 2 and results[20_000]["input_conversion_ms"] >= 0

@@ -47,7 +47,7 @@ def test_parity_outputs_agree_with_the_benchmark_runner(name, tmp_path):
     assert fmt.read_metadata(path)["answer"] == 42
     x = (load_digits().images[:16, None] / 16).astype(np.float32)
     ours = fmt.outputs(path, x)
-    run, _, _ = runner.RUNTIMES[fmt.suffix](str(path), 1, ["CPUExecutionProvider"])
+    run = runner.RUNTIMES[fmt.suffix](str(path), 1, ["CPUExecutionProvider"])
     theirs = np.concatenate([run(x[i:i + 1]) for i in range(len(x))])
     with torch.no_grad():
         reference = net(torch.from_numpy(x)).numpy()

@@ -67,6 +67,18 @@ ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 FEEDABLE = tuple(ONNX_DTYPES.values())
 
 
+class Loaded:
+    """A model loaded on its runtime. `prepare` turns float samples into what the model takes (a cast, or int8
+    quantization with the input's scale and zero point), as an application would before calling it; `infer`
+    runs prepared inputs and returns float32 outputs. Only `infer` is timed; `prepare`'s cost is its own figure."""
+
+    def __init__(self, infer, prepare, info: dict, input_shape: list):
+        self.infer, self.prepare, self.info, self.input_shape = infer, prepare, info, input_shape
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.infer(self.prepare(x))
+
+
 def check_feedable(path: str, name: str, dtype: str) -> None:
     """Refuse an input the runner cannot fill with meaningful values (bool masks, strings, complex...)."""
     if dtype not in FEEDABLE:
@@ -77,8 +89,8 @@ def check_feedable(path: str, name: str, dtype: str) -> None:
 def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int = 32):
     """An onnxruntime session on the first requested providers this device has, CPU last.
 
-    Returns (run(x) -> outputs, runtime info incl. the providers that actually ran, input shape).
-    A model with integer inputs (a language model) runs on token feeds of `seq_len` tokens; x is unused.
+    Its info names the providers that actually ran. A model with integer inputs (a language model) runs on
+    token feeds of `seq_len` tokens; x is unused.
     """
     try:
         import onnxruntime as ort
@@ -101,12 +113,14 @@ def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int
     if any(i.type in ("tensor(int32)", "tensor(int64)") for i in inputs):
         feeds = token_feeds([(i.name, i.shape, ONNX_DTYPES[i.type]) for i in inputs], seq_len)
         info.update(input_dtype=inputs[0].type[7:-1], seq_len=seq_len)
-        return (lambda x: session.run(None, feeds)[0]), info, list(next(iter(feeds.values())).shape)
+        return Loaded(lambda _: session.run(None, feeds)[0], lambda x: x, info,
+                      list(next(iter(feeds.values())).shape))
     inp = inputs[0]
     shape = [d if isinstance(d, int) else None for d in inp.shape]  # None: a named (dynamic) axis
     dtype = ONNX_DTYPES[inp.type]
     info["input_dtype"] = dtype
-    return (lambda x: session.run(None, {inp.name: x.astype(dtype, copy=False)})[0]), info, shape
+    return Loaded(lambda prepared: session.run(None, {inp.name: prepared})[0],
+                  lambda x: x.astype(dtype, copy=False), info, shape)
 
 
 def _tflite_interpreter_class():
@@ -138,7 +152,7 @@ def from_output(y: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32):
-    """A TFLite interpreter for batch-1 inference; int8 inputs/outputs are converted both ways.
+    """A TFLite interpreter for batch-1 inference; int8 inputs are quantized by `prepare`, outputs dequantized.
     A model with integer token inputs runs on ones of its own fixed length (`seq_len` does not apply)."""
     interpreter_class, runtime = _tflite_interpreter_class()
     try:
@@ -154,7 +168,7 @@ def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32
         details = interpreter.get_input_details()
         feeds = token_feeds([(d["index"], [int(v) for v in d["shape"]], d["dtype"]) for d in details], seq_len)
 
-        def run_tokens(x):
+        def run_tokens(_):
             for index, value in feeds.items():
                 interpreter.set_tensor(index, value)
             interpreter.invoke()
@@ -162,15 +176,15 @@ def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32
 
         info = {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name,
                 "seq_len": int(inp["shape"][-1])}
-        return run_tokens, info, [int(d) for d in inp["shape"]]
+        return Loaded(run_tokens, lambda x: x, info, [int(d) for d in inp["shape"]])
 
-    def run(x):
-        interpreter.set_tensor(inp["index"], to_input(x, inp))
+    def run(prepared):
+        interpreter.set_tensor(inp["index"], prepared)
         interpreter.invoke()
         return from_output(interpreter.get_tensor(out["index"]), out)
 
     info = {runtime: getattr(module, "__version__", "unknown"), "input_dtype": np.dtype(inp["dtype"]).name}
-    return run, info, [int(d) for d in inp["shape"]]
+    return Loaded(run, lambda x: to_input(x, inp), info, [int(d) for d in inp["shape"]])
 
 
 RUNTIMES = {".onnx": load_onnxruntime, ".tflite": load_tflite}
@@ -236,6 +250,57 @@ def match_input(x: np.ndarray, input_shape: list, data: str) -> np.ndarray:
     return x
 
 
+class NpzRows:
+    """The rows of array `name` in an .npz, read a chunk at a time from the zip member (stored or deflated), so
+    that a large test split costs one chunk of memory, not the whole array (and never a pickle)."""
+
+    def __init__(self, path: str, name: str):
+        import zipfile
+
+        self.path, self.member = path, f"{name}.npy"
+        with zipfile.ZipFile(path) as archive, archive.open(self.member) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            self.shape, fortran, self.dtype = read_header(f)
+        if fortran or self.dtype.hasobject or not self.shape:
+            raise ValueError(f"{name} must be a C-ordered numeric array with a first axis")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def chunks(self, rows: int):
+        """Float32 arrays of up to `rows` rows, in order."""
+        import zipfile
+
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as f:
+            version = np.lib.format.read_magic(f)
+            (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+            for start in range(0, len(self), rows):
+                n = min(rows, len(self) - start)
+                raw = f.read(n * row_bytes)
+                if len(raw) != n * row_bytes:
+                    raise ValueError(f"{self.member} ends after {start} rows; its header says {len(self)}")
+                yield np.frombuffer(raw, dtype=self.dtype).reshape(n, *self.shape[1:]).astype(np.float32)
+
+
+CHUNK_ROWS = 256  # test rows read at a time
+TIMING_SAMPLES = 64  # distinct samples the timed loop cycles through
+
+
+def read_data(path: str) -> tuple[NpzRows, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            y = arrays["y"]
+        x = NpzRows(path, "x")
+    except (OSError, KeyError, ValueError) as exc:
+        raise RunnerError(2, f"--data {path!r}: expected an .npz with arrays x and y ({exc})") from None
+    if len(x) == 0 or len(x) != len(y):
+        raise RunnerError(2, f"--data {path!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
+    return x, y
+
+
 def benchmark(args) -> dict:
     if args.cores:
         try:
@@ -245,36 +310,35 @@ def benchmark(args) -> dict:
     suffix = os.path.splitext(args.model)[1]
     if suffix not in RUNTIMES:
         raise RunnerError(2, f"--model {args.model!r}: unknown suffix {suffix!r} (valid: {', '.join(RUNTIMES)})")
-    x = y = None
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as arrays:
-                x, y = arrays["x"].astype(np.float32), arrays["y"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise RunnerError(2, f"--data {args.data!r}: expected an .npz with arrays x and y ({exc})") from None
-        if len(x) == 0 or len(x) != len(y):
-            raise RunnerError(2, f"--data {args.data!r}: x has {len(x)} rows and y {len(y)}; need the same, > 0")
+    x_rows, y = read_data(args.data) if args.data else (None, None)
     rss_before = _peak_rss_mb()
     temperature_before = _read_sys(TEMPERATURE)
     t0 = time.perf_counter()
     providers = [p for p in args.providers.split(",") if p]
-    infer, versions, input_shape = RUNTIMES[suffix](args.model, args.threads, providers, args.seq_len)
-    if x is not None and "seq_len" in versions:
+    model = RUNTIMES[suffix](args.model, args.threads, providers, args.seq_len)
+    if x_rows is not None and "seq_len" in model.info:
         raise RunnerError(2, f"--data {args.data!r}: {args.model} takes tokens; accuracy on --data is for image models")
-    if x is not None:
-        x = match_input(x, input_shape, args.data)
     init_ms = (time.perf_counter() - t0) * 1e3
-    if x is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
-        x = np.zeros([len(input_shape) and 1] + [d or 1 for d in input_shape[1:]], dtype=np.float32)  # dynamic: 1
-    samples = [x[i:i + 1] for i in range(len(x))]
+    if x_rows is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
+        first = np.zeros([len(model.input_shape) and 1] + [d or 1 for d in model.input_shape[1:]], dtype=np.float32)
+    else:
+        first = match_input(next(x_rows.chunks(TIMING_SAMPLES)), model.input_shape, args.data)
     try:
+        # What an application feeds: inputs already converted to the model's dtype. The conversion's own cost
+        # (int8 quantization of a float sample) is timed apart.
+        conversion = []
+        samples = []
+        for i in range(len(first)):
+            t0 = time.perf_counter()
+            samples.append(model.prepare(first[i:i + 1]))
+            conversion.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
-        infer(samples[0])
+        model.infer(samples[0])
         first_ms = (time.perf_counter() - t0) * 1e3
         # Warm-up: at least warmup_runs and at least warmup_s seconds.
         i, start = 0, time.perf_counter()
         while i < args.warmup_runs or time.perf_counter() - start < args.warmup_s:
-            infer(samples[i % len(samples)])
+            model.infer(samples[i % len(samples)])
             i += 1
         # Timed runs: at least `runs` and at least `min_time_s` seconds (capped at 100x runs).
         times, start = [], time.perf_counter()
@@ -282,13 +346,28 @@ def benchmark(args) -> dict:
                and len(times) < 100 * args.runs):
             sample = samples[len(times) % len(samples)]
             t0 = time.perf_counter()
-            infer(sample)
+            model.infer(sample)
             times.append((time.perf_counter() - t0) * 1e3)
-        outputs = np.concatenate([infer(s) for s in samples]) if y is not None else None
+        peak_timing_mb = _peak_rss_mb()
+        # Accuracy: the whole test split, one sample at a time, read a chunk at a time; the outputs are kept
+        # only when asked for (--save-outputs), in one preallocated array.
+        correct, outputs, seen = 0, None, 0
+        if x_rows is not None:
+            for chunk in x_rows.chunks(CHUNK_ROWS):
+                chunk = match_input(chunk, model.input_shape, args.data)
+                for j in range(len(chunk)):
+                    out = model(chunk[j:j + 1])
+                    correct += int(out.argmax(1)[0] == y[seen])
+                    if args.save_outputs:
+                        if outputs is None:
+                            outputs = np.empty((len(x_rows), *out.shape[1:]), dtype=np.float32)
+                        outputs[seen] = out[0]
+                    seen += 1
     except RunnerError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(5, f"inference failed: {exc}") from None
+    data_mb = 0.0 if x_rows is None else (TIMING_SAMPLES + CHUNK_ROWS) * float(np.prod(first.shape[1:])) * 4 / 2**20
     result = {
         "schema_version": SCHEMA_VERSION, "status": "ok", "model": os.path.basename(args.model),
         "model_bytes": os.path.getsize(args.model), "threads": args.threads, "cores": args.cores,
@@ -296,9 +375,13 @@ def benchmark(args) -> dict:
         "latency_ms": percentile_stats(times), "throughput_per_s": 1e3 / float(np.mean(times)),
         # Up to 1,000 evenly spaced samples, in run order, so reports can draw the distribution.
         "samples_ms": [round(times[int(i)], 5) for i in np.linspace(0, len(times) - 1, min(1000, len(times)))],
-        "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before,
-        "accuracy": None if y is None else float((outputs.argmax(1) == y).mean()),
-        "samples": 0 if y is None else len(y), "runtime": versions, "device": device_info(),
+        "input_conversion_ms": float(np.median(conversion)),
+        # Peak RSS while timing: the runtime, the model and TIMING_SAMPLES inputs; the accuracy pass after it
+        # adds one chunk of the test split at most (data_mb bounds what the data ever held).
+        "peak_rss_mb": peak_timing_mb, "peak_rss_with_data_mb": _peak_rss_mb(), "data_mb": data_mb,
+        "rss_before_load_mb": rss_before,
+        "accuracy": None if y is None else correct / len(y),
+        "samples": 0 if y is None else len(y), "runtime": model.info, "device": device_info(),
         "temperature_before_c": temperature_before,
     }
     if args.save_outputs and outputs is not None:
