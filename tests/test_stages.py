@@ -130,3 +130,19 @@ def test_report_results_json_schema(tiny_run):
     md = (run_dir / "report" / "report.md").read_text()
     assert md.startswith("# Deployment report: tiny → raspberry-pi-4")
     assert "FITS" in md and "| onnx | fp32 |" in md
+
+
+def test_emulation_is_asked_of_arm_devices_only():
+    """bench.emulate: on for a device that names no ARM core stops the bench stage before any work; auto skips
+    it; a Pi 4 emulates its Cortex-A72 (when qemu-user is there, for auto)."""
+    from edgedistill.bench import emulated
+    from edgedistill.config.device import load_device
+    from edgedistill.errors import StageFailed
+    from edgedistill.stages.bench import emulation_cpu
+
+    host, pi4 = load_device("host"), load_device("raspberry-pi-4")
+    with pytest.raises(StageFailed, match="bench.emulate: on, but device 'host' names no hardware.arm_cpu"):
+        emulation_cpu("on", host, tokens=False)
+    assert emulation_cpu("auto", host, tokens=False) is None and emulation_cpu("off", pi4, tokens=False) is None
+    assert emulation_cpu("on", pi4, tokens=False) == "cortex-a72" and emulation_cpu("on", pi4, tokens=True) is None
+    assert emulation_cpu("auto", pi4, tokens=False) == ("cortex-a72" if emulated.available() else None)

@@ -11,6 +11,7 @@ import numpy as np
 from edgedistill.bench.local import BenchFailed
 from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
 from edgedistill.data import load_dataset
+from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output, atomic_write_json
 from edgedistill.pipeline.engine import StageResult
 
@@ -31,6 +32,7 @@ def run(spec, ctx) -> StageResult:
     threads = bench_threads(target, ctx.device, cfg.threads)
     where = describe(target, ctx.device, threads) + (f", {seq_len} tokens" if tokens else "")
     measured_on = measured_where(target, ctx.device)
+    arm_cpu = emulation_cpu(cfg.emulate, ctx.device, tokens)  # before any work: `on` without a CPU stops here
     student = None if tokens else load_student(spec, ctx)
     predictions = {} if tokens else device_predictions(spec, ctx, student, data.input_shape)
     cells, warnings = [], []
@@ -68,7 +70,6 @@ def run(spec, ctx) -> StageResult:
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "samples_ms": result.get("samples_ms", []),
                       "runtime": result["runtime"], "device": result["device"]})
-    arm_cpu = emulation_cpu(cfg.emulate, ctx.device, tokens)
     if arm_cpu is not None:
         emulate_artifacts(ctx, spec, arm_cpu, student, data, cells, warnings)
     return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu},
@@ -140,7 +141,7 @@ def emulate_artifacts(ctx, spec, cpu: str, student, data, cells: list[dict], war
             with ctx.console.status(f"  {artifact['format']} {artifact['precision']} on emulated {cpu}…"):
                 fidelity = emulated.arm_fidelity(ctx.output("export", key), data.test.x, data.test.y, reference,
                                                  cpu=cpu, timeout_s=spec.bench.timeout_s)
-        except BenchFailed as exc:
+        except (BenchFailed, UserError) as exc:  # UserError: the userland could not be built (tools, network)
             cell["arm"] = {"cpu": cpu, "status": "failed", "error": str(exc)}
             warnings.append(f"{key}: emulated {cpu}: {exc}")
             continue
