@@ -60,6 +60,7 @@ def run_command(
     """Distill, export, benchmark and report: teacher to a student that fits the device, with proof."""
     from edgedistill.config.device import load_device
     from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.distill.compute import resolve
     from edgedistill.distill.worker import check_torchrun_run, torchrun_rank
 
     path = _pipeline_path(pipeline)
@@ -72,6 +73,7 @@ def run_command(
         "target": target, "trust_new_host": trust_new_host or None}})
     profile = load_device(spec.device)
     check_ssh_config(spec.bench.target, profile, ssh_config)
+    resolve(spec.train.device, spec.train.precision)  # a GPU asked for and not there: one line before any work
     rank = torchrun_rank()
     if rank is not None:
         check_torchrun_run(spec, out)

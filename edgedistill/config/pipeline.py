@@ -293,6 +293,16 @@ class Report(Strict):
     formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"], min_length=1)
 
 
+class TrainOn(Strict):
+    """Where every training loop of the run runs (edgedistill/distill/compute.py)."""
+
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",
+                        description="auto: CUDA when torch sees a GPU, else the CPU; cpu; cuda (under torchrun: "
+                                    "each rank's GPU); cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="bf16 / fp16: the forward pass under autocast (fp16 with loss scaling)")
+
+
 class PipelineBase(Strict):
     """What every kind of pipeline has: its name, seed, device and budgets, benchmark and report."""
 
@@ -304,6 +314,8 @@ class PipelineBase(Strict):
     budgets: Budgets = Field(default_factory=Budgets, description="overrides the device profile's budgets")
     bench: Bench = Field(default_factory=Bench)
     report: Report = Field(default_factory=Report)
+    train: TrainOn = Field(default_factory=TrainOn, description="the training device and precision, for every "
+                                                               "stage that trains")
 
     _known_device = field_validator("device")(lambda value, info: check_device(value, info))
 

@@ -57,13 +57,14 @@ def compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs:
             batch_size: int = 256) -> TeacherOutputs:
     """One pass of the teacher over `x` in eval mode, with the named layers' outputs and inputs."""
     teacher.eval()
+    device = next(teacher.parameters()).device  # the teacher runs where it is; what is kept is on the CPU
     logits, outs, ins = [], {p: [] for p in outputs}, {p: [] for p in inputs}
     with FeatureHooks(teacher, outputs) as out_hooks, FeatureHooks(teacher, inputs, "input") as in_hooks:
         for i in range(0, len(x), batch_size):
-            logits.append(teacher(torch.from_numpy(x[i:i + batch_size])).numpy())
+            logits.append(teacher(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy())
             for store, hooks in ((outs, out_hooks), (ins, in_hooks)):
                 for path, tensor in hooks.collect("teacher pass").items():
-                    store[path].append(tensor.numpy())
+                    store[path].append(tensor.float().cpu().numpy())
     return TeacherOutputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in outs.items()},
                           {k: np.concatenate(v) for k, v in ins.items()})
 

@@ -12,7 +12,9 @@ import torch
 from rich.console import Console
 
 from edgedistill.data import Dataset
-from edgedistill.distill.cache import TeacherOutputs, cache_key, compute, load_or_compute, lookup, merge_shards, store
+from edgedistill.distill.cache import TeacherOutputs, cache_key, load_or_compute, lookup, merge_shards, store
+from edgedistill.distill.cache import compute as teacher_pass
+from edgedistill.distill.compute import CPU, Compute
 from edgedistill.distill.hooks import FeatureHooks
 from edgedistill.distill.mapping import probe_shapes, stage_layers
 from edgedistill.distill.objective import DistillObjective
@@ -45,20 +47,22 @@ def shift_augment(max_shift: int):
 
 
 def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Dataset, cfg, *, seed: int, label: str,
-                  console: Console, state_path: Path | None = None, parallel: DataParallel = SINGLE) -> Distilled:
+                  console: Console, state_path: Path | None = None, parallel: DataParallel = SINGLE,
+                  compute: Compute = CPU) -> Distilled:
     """Train `student` from `teacher` with every loss term, phase and cache setting of `cfg` (a Distill), on
     this rank's shard when `parallel` has several."""
     start = time.perf_counter()
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    objective = DistillObjective(cfg, student, teacher, torch.from_numpy(data.train.x[:2]))
+    objective = DistillObjective(cfg, student, teacher, torch.from_numpy(data.train.x[:2]))  # planned on the CPU
+    teacher.to(compute.device)  # its pass over the data (cached or online) runs where training does
     s_out = FeatureHooks(student, objective.student_outputs, only_training=True)
     s_in = FeatureHooks(student, objective.student_inputs, "input", only_training=True)
     online = cfg.augment is not None or cfg.cache == "off"
     t_all: TeacherOutputs
     if online:
-        t_all = compute(teacher, data.train.x, [], [])  # logits only: to rank examples by difficulty
+        t_all = teacher_pass(teacher, data.train.x, [], [])  # logits only: to rank examples by difficulty
         cache = "bypass" if cfg.augment is not None else "online"
         t_out = FeatureHooks(teacher, objective.teacher_outputs)
         t_in = FeatureHooks(teacher, objective.teacher_inputs, "input")
@@ -77,25 +81,30 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
             with torch.no_grad():
                 t_logits = teacher(x)
             t_feats, t_ins = t_out.collect(step), t_in.collect(step)
-        else:
+        else:  # the cache lives in host memory: this batch's rows go to the device
             t_logits, t_feats, t_ins = t_all.batch(idx)
+            t_logits = t_logits.to(x.device, non_blocking=True)
+            t_feats = {k: v.to(x.device, non_blocking=True) for k, v in t_feats.items()}
+            t_ins = {k: v.to(x.device, non_blocking=True) for k, v in t_ins.items()}
         return objective(logits, y, s_feats, s_ins, t_logits, t_feats, t_ins, plan, schedule.temperature(epoch),
                          epoch)
 
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
                      state_path=state_path, extra=objective.adapters, schedule=schedule,
-                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, parallel=parallel)
+                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, parallel=parallel,
+                     compute=compute)
     finally:
         for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
             hooks.remove()
+        teacher.to("cpu")
     phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
                "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
     return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start, objective.names)
 
 
 def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int, console: Console,
-                      state_path: Path | None = None) -> Distilled:
+                      state_path: Path | None = None, compute: Compute = CPU) -> Distilled:
     """The scratch baseline: `student` trained on the true labels alone with distillation's epochs, batch,
     optimizer, learning rate and augmentation, so that the gain of distilling is measured, not assumed."""
     import torch.nn.functional as F
@@ -103,7 +112,7 @@ def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int
     start = time.perf_counter()
     result = fit(student, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                  seed=seed, label="baseline (labels only)", console=console, state_path=state_path,
-                 augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
+                 augment=shift_augment(cfg.augment.shift) if cfg.augment else None, compute=compute)
     return Distilled(result, "not used", {}, [], time.perf_counter() - start, ["ce"])
 
 
@@ -124,7 +133,7 @@ def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],
     if everywhere.item():
         return cached
     shards: list = [None] * world
-    dist.all_gather_object(shards, compute(teacher, x[rank::world], outputs, inputs))
+    dist.all_gather_object(shards, teacher_pass(teacher, x[rank::world], outputs, inputs))
     merged = merge_shards(shards, len(x))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         store(key, merged)

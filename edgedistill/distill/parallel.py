@@ -5,6 +5,7 @@ collectives the training loop needs. One process is `SINGLE`; the distill stage 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -30,16 +31,17 @@ class DataParallel:
         """Rank 0: the one that writes files and shows progress."""
         return self.rank == 0
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
         """`model` for the forward pass: under DistributedDataParallel (gradients all-reduced in backward) when
-        there are several processes."""
+        there are several processes; on CUDA, each rank's own GPU."""
         if self.world == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         # 1x1 convolutions get gradients in another memory layout than DDP's buckets: a copy, not an error.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        return DistributedDataParallel(model)
+        cuda = device is not None and device.type == "cuda"
+        return DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
 
     def batch_size(self, global_batch: int) -> int:
         """Each rank's share of the global batch, which stays what the pipeline asks for."""
@@ -75,16 +77,26 @@ class DataParallel:
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
 
-    def reduce_totals(self, totals: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
-        """Loss sums and example counts over all ranks."""
+    def reduce_totals(self, totals: dict[str, float], seen: int,
+                      device: torch.device | None = None) -> tuple[dict[str, float], int]:
+        """Loss sums and example counts over all ranks (on `device`: nccl moves only CUDA tensors)."""
         if self.world == 1:
             return totals, seen
         import torch.distributed as dist
 
         names = sorted(totals)
-        values = torch.tensor([totals[n] for n in names] + [float(seen)], dtype=torch.float64)
+        values = torch.tensor([totals[n] for n in names] + [float(seen)], dtype=torch.float64, device=device)
         dist.all_reduce(values)
         return dict(zip(names, values[:-1].tolist())), int(values[-1].item())
+
+
+def backend() -> str:
+    """nccl where the ranks train on GPUs, gloo on CPUs (EDGEDISTILL_DIST_BACKEND overrides: the process group
+    starts before a rank has read the pipeline, so a CPU run on GPU machines sets gloo there)."""
+    chosen = os.environ.get("EDGEDISTILL_DIST_BACKEND")
+    if chosen:
+        return chosen
+    return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 SINGLE = DataParallel()

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgedistill.data import Split
+from edgedistill.distill.compute import CPU, Compute, to_cpu
 from edgedistill.distill.parallel import SINGLE, DataParallel
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import atomic_output
@@ -62,9 +63,11 @@ class FitResult:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits for `x` in eval mode, as a numpy array."""
+    """Logits for `x` in eval mode, as a numpy array, computed on the device the model is on."""
     model.eval()
-    outs = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    device = next(model.parameters()).device
+    outs = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
+            for i in range(0, len(x), batch_size)]
     return torch.cat(outs).numpy()
 
 
@@ -80,7 +83,8 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
         console: Console, state_path: Path | None = None, extra: torch.nn.Module | None = None,
-        schedule=None, augment: Augment | None = None, parallel: DataParallel = SINGLE) -> FitResult:
+        schedule=None, augment: Augment | None = None, parallel: DataParallel = SINGLE,
+        compute: Compute = CPU) -> FitResult:
     """Train `model` (see `_fit`), with PyTorch's oneDNN (mkldnn) kernels off for models with thin convolutions
     (see `onednn_safe`).
 
@@ -88,12 +92,19 @@ def fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, 
     `schedule` (a distill.schedule.Schedule) picks each epoch's examples and LR scale.
     `state_path`, when given, holds the training state after each epoch; an existing one is resumed.
     `parallel` says which rank of how many this process is: each trains its shard of every epoch.
+    `compute` says where (and in what precision) to train; the model and `extra` are back on the CPU after.
     A NaN or inf in any loss term stops training, naming the term and the step; the last epoch's state
     and the best weights so far are kept.
     """
     with onednn(onednn_safe(model, extra)):
-        return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console, state_path=state_path,
-                    extra=extra, schedule=schedule, augment=augment, parallel=parallel)
+        try:
+            return _fit(model, train, val, loss_fn, cfg, seed=seed, label=label, console=console,
+                        state_path=state_path, extra=extra, schedule=schedule, augment=augment, parallel=parallel,
+                        compute=compute)
+        finally:  # what callers save, evaluate and export is on the CPU, whatever trained it
+            for module in (model, extra):
+                if module is not None:
+                    module.to("cpu")
 
 
 THIN_CONV_CHANNELS = 8
@@ -127,7 +138,7 @@ def onednn_safe(*modules: torch.nn.Module | None) -> bool:
 
 def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg, *, seed: int, label: str,
          console: Console, state_path: Path | None, extra: torch.nn.Module | None, schedule, augment: Augment | None,
-         parallel: DataParallel) -> FitResult:
+         parallel: DataParallel, compute: Compute) -> FitResult:
     """Train `model` for cfg.epochs with cosine LR; keep the weights with the best validation accuracy.
 
     The loop only sequences its collaborators: the epoch plan (which examples, in which order, on this rank),
@@ -137,6 +148,9 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     seed_everything(seed)
     if not parallel.is_main:
         console = quiet_console()  # one progress bar: rank 0's
+    model.to(compute.device)
+    if extra is not None:
+        extra.to(compute.device)
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, cfg)
     scheduler = cosine_schedule(optimizer, cfg.epochs, schedule.lr_scale if schedule is not None else None)
@@ -145,14 +159,14 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     start_epoch = checkpoint.resume(result, console)
     generator = torch.Generator().manual_seed(seed)
     plan = EpochPlan.draw(len(train), cfg.epochs, cfg.batch_size, generator, schedule, parallel)
-    steps = Steps(model, parallel.wrap(model), extra, optimizer, loss_fn, augment, generator, parallel, label,
-                  torch.from_numpy(train.x), torch.from_numpy(train.y))
+    steps = Steps(model, parallel.wrap(model, compute.device), extra, optimizer, loss_fn, augment, generator,
+                  parallel, label, torch.from_numpy(train.x), torch.from_numpy(train.y), compute, compute.scaler())
     with progress_bar(console) as progress:
         task = progress.add_task(label, total=plan.total_steps, completed=plan.steps_before(start_epoch), info="")
         for epoch in range(start_epoch, cfg.epochs):
             totals, seen = steps.epoch(epoch, plan.orders[epoch], plan.batch_size, lambda: progress.advance(task))
             scheduler.step()
-            totals, seen = parallel.reduce_totals(totals, seen)
+            totals, seen = parallel.reduce_totals(totals, seen, compute.device)
             parallel.sync_buffers(model)
             val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
             result.record(epoch, model, val_acc, totals, seen, optimizer.param_groups[0]["lr"],
@@ -211,8 +225,10 @@ class Steps:
     generator: torch.Generator
     parallel: DataParallel
     label: str
-    x: torch.Tensor
+    x: torch.Tensor  # the training split, in host memory: each batch is moved to the device as it is taken
     y: torch.Tensor
+    compute: Compute
+    scaler: torch.amp.GradScaler
 
     def epoch(self, epoch: int, order: torch.Tensor, batch_size: int,
               advance: Callable[[], None]) -> tuple[dict[str, float], int]:
@@ -223,15 +239,18 @@ class Steps:
         seen = 0
         for step, idx in enumerate(order.split(batch_size)):
             x = self.x[idx] if self.augment is None else self.augment(self.x[idx], self.generator)
-            terms = self.loss_fn(x, self.forward(x), self.y[idx], idx, epoch)
+            x, y = self.compute.batch(x), self.compute.batch(self.y[idx])
+            with self.compute.autocast():
+                terms = self.loss_fn(x, self.forward(x), y, idx, epoch)
             terms = terms if isinstance(terms, dict) else {"loss": terms}
             if not all(torch.isfinite(v) for v in terms.values()):
                 stop_on_non_finite(terms, self.label, epoch, step,
                                    f"the last good epoch's state is kept; {why_non_finite(x, self.model)}")
             self.optimizer.zero_grad(set_to_none=True)
-            sum(terms.values()).backward()
+            self.scaler.scale(sum(terms.values())).backward()
             self.parallel.average_gradients(self.extra)  # adapters live outside the DDP wrapper
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
             seen += len(idx)
@@ -259,7 +278,8 @@ def why_non_finite(x: torch.Tensor, model: torch.nn.Module) -> str:
 
 
 def _copy_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """The model's weights, copied to the CPU: the best epoch's survive the next epoch's updates."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def quiet_console() -> Console:
@@ -287,8 +307,10 @@ class Checkpoint:
         if self.path is None or not self.writes:
             return
         with atomic_output(self.path) as tmp:
-            torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "extra": self.extra.state_dict() if self.extra is not None else {},
+            # Saved from the CPU, so a state written on a GPU resumes on a CPU and back.
+            torch.save({"epoch": epoch, "model": to_cpu(self.model.state_dict()),
+                        "optimizer": to_cpu(self.optimizer.state_dict()),
+                        "extra": to_cpu(self.extra.state_dict()) if self.extra is not None else {},
                         "scheduler": self.scheduler.state_dict(), "best_state": result.best_state,
                         "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                         "history": result.history}, tmp)

@@ -44,11 +44,17 @@ def run_distributed(spec, ctx):
     n = spec.distill.processes
     result_path = ctx.stage_dir("distill") / f"distributed-result-{ctx.inputs_digest[:12]}.json"
     result_path.unlink(missing_ok=True)
-    ctx.console.print(f"  distributed: {n} processes (torchrun, DDP, {backend()})")
+    from edgedistill.distill.compute import resolve
+    from edgedistill.distill.parallel import backend
+
+    on_gpu = resolve(spec.train.device, spec.train.precision).is_cuda
+    ctx.console.print(f"  distributed: {n} processes (torchrun, DDP, {backend() if on_gpu else 'gloo'})")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "edgedistill.distill.worker", str(ctx.run_dir), ctx.inputs_digest, str(result_path)]
     # Each rank gets an equal share of the cores instead of all of them.
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
+    if not on_gpu:  # a CPU run on a machine with GPUs: the ranks' collectives carry CPU tensors
+        env["EDGEDISTILL_DIST_BACKEND"] = "gloo"
     proc = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0 or not result_path.is_file():
         raise StageFailed(_failure(proc.stderr, proc.returncode))
@@ -56,15 +62,11 @@ def run_distributed(spec, ctx):
     return StageResult(outputs={k: Path(v) for k, v in data["outputs"].items()}, metrics=data["metrics"])
 
 
-def backend() -> str:
-    # The training loop keeps its tensors on the CPU, so gloo carries the collectives even on GPU machines
-    # (nccl only moves CUDA tensors).
-    return "gloo"
-
-
 def init_process_group() -> int:
     """Join torchrun's process group; this process's rank."""
     import torch.distributed as dist
+
+    from edgedistill.distill.parallel import backend
 
     dist.init_process_group(backend(), timeout=RANK_WAIT)
     return dist.get_rank()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from edgedistill.distill.compute import CPU, Compute
 from edgedistill.distill.losses import divergence
 from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
 from edgedistill.errors import StageFailed
@@ -137,13 +138,24 @@ class CausalTrained:
 
 
 def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig, *, topk: TopKLogits | None = None,
-                 seed: int = 0, label: str = "train", console: Console | None = None) -> CausalTrained:
-    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well."""
+                 seed: int = 0, label: str = "train", console: Console | None = None,
+                 compute: Compute = CPU) -> CausalTrained:
+    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well. On
+    `compute`'s device; the model is back on the CPU after."""
     if cfg.alpha > 0 and topk is None:
         raise ValueError("alpha > 0 needs the teacher's top-k logits")
+    try:
+        return _train_causal(model, blocks, cfg, topk=topk, seed=seed, label=label, console=console, compute=compute)
+    finally:
+        model.to("cpu")
+
+
+def _train_causal(model, blocks, cfg, *, topk, seed, label, console, compute: Compute) -> CausalTrained:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    model.to(compute.device)
     model.train()
+    scaler = compute.scaler()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * ((len(blocks) + cfg.batch_size - 1) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
@@ -154,24 +166,27 @@ def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig,
             totals: dict[str, float] = {}
             batches = torch.randperm(len(blocks), generator=generator).split(cfg.batch_size)
             for step, idx in enumerate(batches):
-                x = blocks[idx]
-                logits = model(x).logits[:, :-1]
+                x = compute.batch(blocks[idx])
                 terms = {}
-                if cfg.alpha < 1:
-                    terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                                    x[:, 1:].reshape(-1))
-                if cfg.alpha > 0:
-                    i = idx.numpy()
-                    values = torch.from_numpy(np.asarray(topk.values[i][:, :-1]))
-                    indices = torch.from_numpy(np.asarray(topk.indices[i][:, :-1]))
-                    terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
-                                                           cfg.divergence, cfg.beta)
+                with compute.autocast():
+                    logits = model(x).logits[:, :-1]
+                    if cfg.alpha < 1:
+                        terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                                        x[:, 1:].reshape(-1))
+                    if cfg.alpha > 0:
+                        i = idx.numpy()
+                        values = compute.batch(torch.from_numpy(np.asarray(topk.values[i][:, :-1])))
+                        indices = compute.batch(torch.from_numpy(np.asarray(topk.indices[i][:, :-1])))
+                        terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
+                                                               cfg.divergence, cfg.beta)
                 stop_on_non_finite(terms, label, epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item()

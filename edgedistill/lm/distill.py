@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from edgedistill.distill.compute import CPU, Compute, to_cpu
 from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output
@@ -90,8 +91,9 @@ class EncoderDistilled:
 
 def _save_encoder_state(path: Path, epoch: int, student, optimizer, schedule, history: list[dict]) -> None:
     with atomic_output(path) as tmp:
-        torch.save({"epoch": epoch, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "history": history, "torch_rng": torch.get_rng_state()}, tmp)
+        torch.save({"epoch": epoch, "student": to_cpu(student.state_dict()),
+                    "optimizer": to_cpu(optimizer.state_dict()), "schedule": schedule.state_dict(),
+                    "history": history, "torch_rng": torch.get_rng_state()}, tmp)
 
 
 def _resume_encoder(path: Path | None, student, optimizer, schedule, console) -> tuple[int, list[dict]]:
@@ -109,17 +111,30 @@ def _resume_encoder(path: Path | None, student, optimizer, schedule, console) ->
 
 
 def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[int], cfg: EncoderDistillConfig, *,
-                    seed: int = 0, console: Console | None = None,
-                    evaluate: Callable[[], float] | None = None, state_path: Path | None = None) -> EncoderDistilled:
+                    seed: int = 0, console: Console | None = None, evaluate: Callable[[], float] | None = None,
+                    state_path: Path | None = None, compute: Compute = CPU) -> EncoderDistilled:
     """Train `student` (whose layer i came from teacher layer kept[i]) to reproduce the teacher.
     `evaluate`, when given, is called after each epoch (student in eval mode) and its value is recorded
     in the history as `val_accuracy`, for the report's training curve. `state_path`, when given, holds
     the training state after each epoch; an existing one is resumed from, so a killed run loses at most
-    the epoch it was in."""
+    the epoch it was in. `compute`: where to train; both models are back on the CPU after."""
+    try:
+        return _distill_encoder(student, teacher, tokenizer, texts, kept, cfg, seed=seed, console=console,
+                                evaluate=evaluate, state_path=state_path, compute=compute)
+    finally:
+        student.to("cpu")
+        teacher.to("cpu")
+
+
+def _distill_encoder(student, teacher, tokenizer, texts, kept, cfg, *, seed, console, evaluate, state_path,
+                     compute: Compute) -> EncoderDistilled:
     torch.manual_seed(seed)
     order_rng = random.Random(seed)
+    student.to(compute.device)
+    teacher.to(compute.device)
     teacher.eval()
     student.train()
+    scaler = compute.scaler()
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = (len(texts) + cfg.batch_size - 1) // cfg.batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / (cfg.epochs * steps_per_epoch))
@@ -150,29 +165,33 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
                 batch_texts = [texts[i] for i in batch_ids]
                 batch = tokenizer(batch_texts, padding=True, truncation=True, max_length=cfg.max_length,
                                   return_tensors="pt")
+                batch = {k: compute.batch(v) for k, v in batch.items()}
                 mask = batch["attention_mask"]
-                s = student(**batch, output_hidden_states=True, output_attentions=want_attention)
-                if cached is None:
-                    with torch.no_grad():
-                        t = teacher(**batch, output_hidden_states=True, output_attentions=want_attention)
-                    t_embedding = mean_pool(t.last_hidden_state, mask)
-                else:
-                    t_embedding = cached[batch_ids]
-                terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
-                    mean_pool(s.last_hidden_state, mask, projection), t_embedding)}
-                if cfg.hidden_weight > 0:
-                    # hidden_states[0] is the embeddings' output; layer i's output is hidden_states[i + 1].
-                    # A narrower student's states reach the teacher's width through its projection.
-                    terms["hidden"] = cfg.hidden_weight * torch.stack([
-                        hidden_state_loss(widen(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask, cfg.hidden_loss)
-                        for i, j in enumerate(kept)]).mean()
-                if want_attention:
-                    terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1], mask)
+                with compute.autocast():
+                    s = student(**batch, output_hidden_states=True, output_attentions=want_attention)
+                    if cached is None:
+                        with torch.no_grad():
+                            t = teacher(**batch, output_hidden_states=True, output_attentions=want_attention)
+                        t_embedding = mean_pool(t.last_hidden_state, mask)
+                    else:
+                        t_embedding = compute.batch(cached[batch_ids])
+                    terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
+                        mean_pool(s.last_hidden_state, mask, projection), t_embedding)}
+                    if cfg.hidden_weight > 0:
+                        # hidden_states[0] is the embeddings' output; layer i's output is hidden_states[i + 1].
+                        # A narrower student's states reach the teacher's width through its projection.
+                        terms["hidden"] = cfg.hidden_weight * torch.stack([
+                            hidden_state_loss(widen(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask,
+                                              cfg.hidden_loss) for i, j in enumerate(kept)]).mean()
+                    if want_attention:
+                        terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1],
+                                                                                 mask)
                 stop_on_non_finite(terms, "encoder distillation", epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item()

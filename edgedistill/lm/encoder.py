@@ -255,11 +255,13 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 12
         width = getattr(model.config, PROJECTION, None)
         return torch.empty(0, width[1] if width else model.config.hidden_size)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    device = next(model.parameters()).device  # the model runs where it is; the embeddings come back to the CPU
     out = []
     for i in range(0, len(order), batch_size):
         batch = tokenizer([texts[j] for j in order[i:i + batch_size]], padding=True, truncation=True,
                           max_length=max_length, return_tensors="pt")
-        out.append(SentenceEncoder(model)(batch["input_ids"], batch["attention_mask"]))
+        out.append(SentenceEncoder(model)(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                   .float().cpu())
     result = torch.empty_like(torch.cat(out))
     result[torch.tensor(order)] = torch.cat(out)
     return result

@@ -184,6 +184,7 @@ def _environment(r: dict) -> str:
     env = r["environment"]
     rows = [["device profile", e(r["device"]["description"])], ["host", e(f"{env['host']}, {env['platform']}")],
             ["python", e(env["python"])],
+            ["trained on", e(", ".join(f"{k}: {v}" for k, v in (env.get("training") or {}).items()) or None)],
             ["packages", e(", ".join(f"{k} {v}" for k, v in env["packages"].items() if v))],
             ["measured on", e(", ".join(f"{k}: {v}" for k, v in (env.get("device_info") or {}).items()) or None)],
             ["seed", e(env["seed"])], ["config digest", f"<code>{e(env['config_digest'])}</code>"],

@@ -66,6 +66,7 @@ def render_markdown(results: dict) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
     lines += ["## Environment", "", f"- device profile: {_escape(device['description'])}",
               f"- host: {_escape(env['host'])}, {_escape(env['platform'])}, Python {env['python']}",
+              f"- trained on: {_escape(', '.join(f'{k}: {v}' for k, v in (env.get('training') or {}).items()) or '—')}",
               f"- packages: {packages}", f"- seed {env['seed']}, config digest `{env['config_digest'][:16]}`", ""]
     return "\n".join(lines)
 

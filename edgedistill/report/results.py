@@ -69,6 +69,8 @@ def build_results(ctx) -> dict:
         "environment": {"host": platform.node(), "platform": platform.platform(),
                         "device_info": next((c["device"] for c in (bench.metrics.get("cells", []) if bench else [])
                                              if c.get("device")), None),
+                        # Where training ran (device, precision; GPU model, memory, CUDA and driver on a GPU).
+                        "training": (d_metrics or {}).get("compute") or (t_metrics or {}).get("compute"),
                         "python": platform.python_version(),
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},

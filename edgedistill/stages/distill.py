@@ -27,9 +27,11 @@ def run(spec, ctx) -> StageResult:
 def train(spec, ctx) -> StageResult:
     """The whole stage in this process: alone, or as one rank of a distributed run (rank 0 writes). This stage
     is the data-parallel one: a torchrun rank 0 trains the teacher alone before it, and the others wait."""
+    from edgedistill.distill.compute import resolve
     from edgedistill.distill.parallel import DataParallel
 
     parallel = DataParallel.current()
+    compute = resolve(spec.train.device, spec.train.precision)
     cfg = spec.distill
     data = load_dataset(spec.data, spec.seed)
     teacher = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec)).build()
@@ -53,13 +55,13 @@ def train(spec, ctx) -> StageResult:
                               f"{count_params(assistant):,} params")
             hop = distill_model(assistant, source, data, cfg, seed=spec.seed, label=f"assistant {i + 1}",
                                 console=ctx.console, state_path=out / f"assistant-{i + 1}-train-state-{state}",
-                                parallel=parallel)
+                                parallel=parallel, compute=compute)
             assistants.append({"width": width, "params": count_params(assistant), "seconds": round(hop.seconds, 3),
                                "val_accuracy": hop.result.best_val_accuracy,
                                "accuracy": accuracy(predict(assistant, data.test.x), data.test.y)})
             source = assistant
     run = distill_model(student, source, data, cfg, seed=spec.seed, label="distill", console=ctx.console,
-                        state_path=out / f"train-state-{state}", parallel=parallel)
+                        state_path=out / f"train-state-{state}", parallel=parallel, compute=compute)
     if parallel.is_main:
         save_weights(student, out / "best.safetensors")
     test_acc = accuracy(predict(student, data.test.x), data.test.y)
@@ -67,7 +69,7 @@ def train(spec, ctx) -> StageResult:
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
     baseline = None if parallel.world > 1 else scratch_baseline(spec, ctx, student_arch, data, test_acc,
-                                                                 out / f"baseline-train-state-{state}")
+                                                                 out / f"baseline-train-state-{state}", compute)
     warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
     return StageResult(outputs={"weights": out / "best.safetensors"}, warnings=warnings, metrics={
         "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
@@ -77,10 +79,11 @@ def train(spec, ctx) -> StageResult:
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
         "resumed_from_epoch": resumed, "history": run.result.history, "processes": parallel.world,
-        "baseline": baseline})
+        "compute": compute.describe(), "baseline": baseline})
 
 
-def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, state_path) -> dict | None:
+def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, state_path,
+                     compute=None) -> dict | None:
     """The same student from the same initial weights, trained from labels alone (distill.baseline), and the
     gain of distilling over it; None when not asked for. One process: under torchrun, where each rank holds a
     shard, the distill stage does not ask for it."""
@@ -94,7 +97,10 @@ def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, s
         return None
     student = student_arch.build()
     load_weights(student, ctx.output("student", "weights"))
-    run = train_from_labels(student, data, cfg, seed=spec.seed, console=ctx.console, state_path=state_path)
+    from edgedistill.distill.compute import CPU
+
+    run = train_from_labels(student, data, cfg, seed=spec.seed, console=ctx.console, state_path=state_path,
+                            compute=compute or CPU)
     scratch = accuracy(predict(student, data.test.x), data.test.y)
     gain = distilled_accuracy - scratch
     ctx.console.print(f"  baseline: the same student from labels alone {scratch:.2%}; distillation "

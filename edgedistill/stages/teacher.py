@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from edgedistill.data import load_dataset
+from edgedistill.distill.compute import resolve
 from edgedistill.distill.distiller import shift_augment
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.models import count_params
@@ -28,11 +29,12 @@ def run(spec, ctx) -> StageResult:
         if key:
             ctx.console.print(f"  teacher weights read from the checkpoint's {key!r} entry")
     else:
+        compute = resolve(spec.train.device, spec.train.precision)
         result = fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                      seed=spec.seed, label="teacher", console=ctx.console,
                      state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt",
-                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None)
-        metrics.update(best_epoch=result.best_epoch, history=result.history)
+                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, compute=compute)
+        metrics.update(best_epoch=result.best_epoch, history=result.history, compute=compute.describe())
     metrics["val_accuracy"] = accuracy(predict(model, data.val.x), data.val.y)
     metrics["accuracy"] = accuracy(predict(model, data.test.x), data.test.y)
     ctx.console.print(f"  teacher {cfg.family} ×{cfg.width}: {metrics['params']:,} params, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgedistill.distill.compute import resolve
 from edgedistill.lm.distill import EncoderDistillConfig, distill_encoder, encoder_agreement
 from edgedistill.lm.encoder import embed, load_encoder, save_encoder
 from edgedistill.lm.text import load_texts
@@ -31,7 +32,7 @@ def run(spec, ctx) -> StageResult:
                                                hidden_weight=cfg.hidden_weight, hidden_loss=cfg.hidden_loss,
                                                attention_weight=cfg.attention_weight),
                           seed=spec.seed, console=ctx.console, evaluate=lambda: held_out()["mean_cosine"],
-                          state_path=state)
+                          state_path=state, compute=resolve(spec.train.device, spec.train.precision))
     if run.resumed_from_epoch:
         ctx.console.print(f"  resumed after epoch {run.resumed_from_epoch} of {cfg.epochs}")
     after = held_out()
