@@ -65,3 +65,87 @@ def test_not_an_npz(tmp_path):
     path.write_text("hello")
     with pytest.raises(UserError, match="not a readable .npz"):
         load_dataset(NpzData(kind="npz", path=path), seed=0)
+
+
+def _write_idx(path, array: np.ndarray, gzipped: bool, header_dims=None) -> None:
+    import gzip
+
+    dims = header_dims or array.shape
+    raw = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in dims) + \
+        array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gzipped else raw)
+
+
+def _idx_files(tmp_path, gzipped=True, n=200, n_test=50):
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, count in (("train", n), ("test", n_test)):
+        suffix = ".gz" if gzipped else ""
+        _write_idx(tmp_path / f"{name}-images{suffix}", rng.integers(0, 256, (count, 6, 5)), gzipped)
+        _write_idx(tmp_path / f"{name}-labels{suffix}", np.arange(count) % 4, gzipped)
+        files[name] = (tmp_path / f"{name}-images{suffix}", tmp_path / f"{name}-labels{suffix}")
+    return files
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_idx_reads_images_labels_and_the_given_test_split(tmp_path, gzipped):
+    from edgedistill.config.pipeline import IdxData
+
+    files = _idx_files(tmp_path, gzipped)
+    spec = IdxData(kind="idx", images=files["train"][0], labels=files["train"][1], test_images=files["test"][0],
+                   test_labels=files["test"][1], val_fraction=0.2)
+    data = load_dataset(spec, seed=0)
+    assert data.input_shape == (1, 6, 5) and data.num_classes == 4 and data.train.x.dtype == np.float32
+    assert len(data.test) == 50 and len(data.val) == 40 and len(data.train) == 160  # the test split as given
+    assert 0 <= data.train.x.min() and data.train.x.max() <= 1.0
+    assert np.bincount(data.val.y).tolist() == [10, 10, 10, 10]  # validation stratified from the training files
+    without_test = load_dataset(IdxData(kind="idx", images=files["train"][0], labels=files["train"][1]), seed=0)
+    assert len(without_test.train) + len(without_test.val) + len(without_test.test) == 200
+
+
+def test_idx_files_that_lie_are_one_line(tmp_path):
+    from edgedistill.config.pipeline import IdxData
+
+    files = _idx_files(tmp_path, gzipped=False)
+    images, labels = files["train"]
+    _write_idx(tmp_path / "short", np.zeros((10, 6, 5)), False, header_dims=(20, 6, 5))
+    with pytest.raises(UserError, match=r"short: data.images: header says \[20, 6, 5\] \(600 bytes\), the file "
+                                        r"holds 300"):
+        load_dataset(IdxData(kind="idx", images=tmp_path / "short", labels=labels), seed=0)
+    with pytest.raises(UserError, match=r"data.images: not an idx file of unsigned bytes with 3 dimensions "
+                                        r"\(magic 00000801; expected 00000803\)"):
+        load_dataset(IdxData(kind="idx", images=labels, labels=labels), seed=0)
+    _write_idx(tmp_path / "few-labels", np.arange(7) % 4, False)
+    with pytest.raises(UserError, match="7 labels for 200 images"):
+        load_dataset(IdxData(kind="idx", images=images, labels=tmp_path / "few-labels"), seed=0)
+
+
+def test_idx_config_asks_for_both_test_files_and_names_the_debian_package(tmp_path):
+    from edgedistill.config.pipeline import load_pipeline
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    files = _idx_files(tmp_path)
+    spec = tiny_pipeline_dict(data={"kind": "idx", "images": str(files["train"][0]),
+                                    "labels": str(files["train"][1]), "test_images": str(files["test"][0])})
+    with pytest.raises(UserError, match="test_images and test_labels go together"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
+    spec["data"] = {"kind": "idx", "images": "/usr/share/datasets/emnist/train-images.gz", "labels": "x"}
+    with pytest.raises(UserError, match=r"file not found: '/usr/share/datasets/emnist/train-images.gz' \(apt-get "
+                                        r"install dataset-emnist\)"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
+
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
+def test_the_real_fashion_mnist_files():
+    """Debian's dataset-fashion-mnist: the official 60,000 training and 10,000 test images, 28x28, 10 classes."""
+    from edgedistill.config.pipeline import IdxData
+
+    spec = IdxData(kind="idx", images=f"{FASHION}/train-images-idx3-ubyte.gz",
+                   labels=f"{FASHION}/train-labels-idx1-ubyte.gz", test_images=f"{FASHION}/t10k-images-idx3-ubyte.gz",
+                   test_labels=f"{FASHION}/t10k-labels-idx1-ubyte.gz")
+    data = load_dataset(spec, seed=0)
+    assert len(data.train) + len(data.val) == 60_000 and len(data.test) == 10_000
+    assert data.input_shape == (1, 28, 28) and np.bincount(data.test.y).tolist() == [1000] * 10

@@ -22,7 +22,11 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a folder; expected a file")
     if not path.is_file():
-        raise ValueError(f"file not found: {str(path)!r}")
+        # Debian ships data sets as packages: /usr/share/datasets/<name>/ comes with dataset-<name>.
+        parts = path.parts
+        debian = len(parts) > 5 and parts[1:4] == ("usr", "share", "datasets")
+        hint = f" (apt-get install dataset-{parts[4]})" if debian else ""
+        raise ValueError(f"file not found: {str(path)!r}{hint}")
     return path.resolve()
 
 
@@ -43,7 +47,28 @@ class NpzData(_SplitFractions):
     _path_exists = field_validator("path")(_existing_file)
 
 
-Data = Annotated[DigitsData | NpzData, Field(discriminator="kind")]
+class IdxData(_SplitFractions):
+    """MNIST-format (idx) files, gzipped or not: `images` (N, H, W) and `labels` (N,). With `test_images` and
+    `test_labels` (an official test split), the test split is theirs and test_fraction is not used."""
+
+    kind: Literal["idx"]
+    images: Path
+    labels: Path
+    test_images: Path | None = None
+    test_labels: Path | None = None
+    class_names: list[str] | None = None
+
+    _paths_exist = field_validator("images", "labels", "test_images", "test_labels")(
+        lambda value, info: None if value is None else _existing_file(value, info))
+
+    @model_validator(mode="after")
+    def _test_files_together(self) -> "IdxData":
+        if (self.test_images is None) != (self.test_labels is None):
+            raise ValueError("test_images and test_labels go together: give both, or neither")
+        return self
+
+
+Data = Annotated[DigitsData | NpzData | IdxData, Field(discriminator="kind")]
 
 
 class Architecture(Strict):

@@ -56,12 +56,23 @@ def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fra
 
 
 def load_dataset(spec, seed: int) -> Dataset:
-    """The dataset a pipeline's `data` section names, split by `seed`."""
-    from edgedistill.data import digits, npz
+    """The dataset a pipeline's `data` section names, split by `seed`; a data kind with an official test split
+    (idx with test files) keeps it, and only the validation split is drawn from its training part."""
+    from edgedistill.data import digits, idx, npz
 
-    loader = {"digits": digits.load, "npz": npz.load}[spec.kind]
-    x, y, class_names = loader(spec)
-    return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names)
+    loader = {"digits": digits.load, "npz": npz.load, "idx": idx.load}[spec.kind]
+    loaded = loader(spec)
+    x, y, class_names = loaded[:3]
+    given_test = loaded[3] if len(loaded) > 3 else None
+    if given_test is None:
+        return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names)
+    from sklearn.model_selection import train_test_split
+
+    # The official test split as given; validation drawn, stratified, from the training files.
+    train, val = train_test_split(np.arange(len(y)), test_size=spec.val_fraction, stratify=y, random_state=seed)
+    part = lambda i: Split(np.ascontiguousarray(x[i]), y[i])  # noqa: E731
+    return Dataset(part(np.sort(train)), part(np.sort(val)), Split(np.ascontiguousarray(given_test[0]),
+                                                                     given_test[1]), class_names)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""MNIST-format (idx) files, gzipped or not: images (N, H, W) and labels (N,), as MNIST, Fashion-MNIST and
+EMNIST ship them (the format: http://yann.lecun.com/exdb/mnist/, "FILE FORMATS FOR THE MNIST DATABASE").
+
+Read defensively: the header's magic, type and dimensions are checked against the bytes that follow and
+bounded before anything is allocated; the payload is one unsigned-byte array.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.data.npz import MAX_CLASSES, MAX_SIDE
+from edgedistill.errors import UserError
+
+UNSIGNED_BYTE = 0x08
+MAX_IMAGES = 10_000_000
+MAX_BYTES = 4 << 30  # pixels in one file
+
+
+def read_idx(path: Path, ndim: int, field: str) -> np.ndarray:
+    """The unsigned-byte array of `ndim` dimensions in idx file `path` (gzip if it starts like one)."""
+    try:
+        with open(path, "rb") as plain:
+            gzipped = plain.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            header = f.read(4 + 4 * ndim)
+            if len(header) < 4 + 4 * ndim or header[:2] != b"\x00\x00" or header[2] != UNSIGNED_BYTE \
+                    or header[3] != ndim:
+                raise UserError(f"{path}: data.{field}: not an idx file of unsigned bytes with {ndim} dimensions "
+                                f"(magic {header[:4].hex() or 'missing'}; expected 0000080{ndim})")
+            dims = [int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+            if dims[0] == 0 or dims[0] > MAX_IMAGES or any(not 0 < d <= MAX_SIDE for d in dims[1:]):
+                raise UserError(f"{path}: data.{field}: dimensions {dims}; expected 1..{MAX_IMAGES:,} items of at "
+                                f"most {MAX_SIDE} pixels a side")
+            size = int(np.prod(dims, dtype=np.int64))
+            if size > MAX_BYTES:
+                raise UserError(f"{path}: data.{field}: {size:,} bytes of pixels; at most {MAX_BYTES:,} are read")
+            payload = f.read(size + 1)  # one byte more: a file longer than its header says is refused too
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path}: data.{field}: not a readable idx file ({exc})") from None
+    if len(payload) != size:
+        raise UserError(f"{path}: data.{field}: header says {dims} ({size:,} bytes), the file holds "
+                        f"{len(payload):,}{' or more' if len(payload) > size else ''}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+
+
+def read_pair(images: Path, labels: Path, what: str, class_names: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(images, 3, f"{what}images")
+    y = read_idx(labels, 1, f"{what}labels").astype(np.int64)
+    if len(x) != len(y):
+        raise UserError(f"{labels}: data.{what}labels: {len(y):,} labels for {len(x):,} images in {images}")
+    limit = len(class_names) if class_names else MAX_CLASSES
+    if int(y.max()) >= limit:
+        raise UserError(f"{labels}: data.{what}labels: label {int(y.max())}; expected class indices below {limit}")
+    # Pixels 0..255 to 0..1, with a channel axis: (N, 1, H, W).
+    return (x.astype(np.float32) / 255.0)[:, None], y
+
+
+def load(spec):
+    """(x, y, class names, the given test split or None)."""
+    x, y = read_pair(spec.images, spec.labels, "", spec.class_names)
+    test = None
+    if spec.test_images is not None:
+        test = read_pair(spec.test_images, spec.test_labels, "test_", spec.class_names)
+        if test[0].shape[1:] != x.shape[1:]:
+            raise UserError(f"{spec.test_images}: data.test_images: images of {test[0].shape[2:]} pixels; the "
+                            f"training images are {x.shape[2:]}")
+    num_classes = int(max(y.max(), test[1].max() if test else 0)) + 1
+    names = spec.class_names or [str(i) for i in range(num_classes)]
+    if len(names) != num_classes and not spec.class_names:
+        raise UserError(f"{spec.labels}: data.class_names: {len(names)} names for {num_classes} classes")
+    return x, y, list(names), test
