@@ -149,3 +149,31 @@ def test_the_real_fashion_mnist_files():
     data = load_dataset(spec, seed=0)
     assert len(data.train) + len(data.val) == 60_000 and len(data.test) == 10_000
     assert data.input_shape == (1, 28, 28) and np.bincount(data.test.y).tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize("shape,layout,expect", [
+    ((20, 32, 32, 3), "auto", (3, 32, 32)),  # NHWC RGB: read as 3 channels, not 32
+    ((20, 3, 32, 32), "auto", (3, 32, 32)),
+    ((20, 1, 8, 8), "auto", (1, 8, 8)),
+    ((20, 8, 16, 16), "nchw", (8, 16, 16)),  # 8 bands: the shape cannot say, the pipeline does
+    ((20, 16, 16, 8), "nhwc", (8, 16, 16)),
+])
+def test_npz_layouts(tmp_path, shape, layout, expect):
+    rng = np.random.default_rng(0)
+    x = rng.random(shape, dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(shape[0]) % 2)
+    data = load_dataset(NpzData(kind="npz", path=tmp_path / "d.npz", layout=layout, val_fraction=0.2,
+                                test_fraction=0.2), seed=0)
+    assert data.input_shape == expect
+    whole = np.concatenate([data.train.x, data.val.x, data.test.x])
+    # The same pixels, moved: every sample's top-left pixel, all its channels, is where (N, C, H, W) puts it.
+    given = x[:, 0, 0, :] if x.shape[1:] != expect else x[:, :, 0, 0]
+    assert np.array_equal(np.sort(whole[:, :, 0, 0], axis=0), np.sort(given, axis=0))
+
+
+@pytest.mark.parametrize("shape", [(20, 3, 3, 3), (20, 8, 16, 16)])
+def test_npz_shapes_that_do_not_say_their_layout_ask_for_it(tmp_path, shape):
+    np.savez(tmp_path / "d.npz", x=np.zeros(shape, np.float32), y=np.arange(shape[0]) % 2)
+    with pytest.raises(UserError, match=r"data.layout: x has shape .* could be \(N, C, H, W\) or \(N, H, W, C\); set "
+                                        r"data.layout: nchw or nhwc"):
+        load_dataset(NpzData(kind="npz", path=tmp_path / "d.npz"), seed=0)

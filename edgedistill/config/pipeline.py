@@ -43,6 +43,9 @@ class NpzData(_SplitFractions):
     kind: Literal["npz"]
     path: Path
     class_names: list[str] | None = None
+    layout: Literal["auto", "nchw", "nhwc"] = Field(
+        default="auto", description="of a 4-D x: auto reads (N, C, H, W) or (N, H, W, C) by where the 1, 3 or 4 "
+                                    "channels are, and asks when the shape does not say")
 
     _path_exists = field_validator("path")(_existing_file)
 

@@ -18,6 +18,22 @@ MAX_CHANNELS = 64
 MAX_ABS_VALUE = 1e6  # 16-bit images reach 65,535; beyond this, activations overflow float32
 
 
+IMAGE_CHANNELS = (1, 3, 4)  # gray, RGB, RGBA
+
+
+def channels_last(shape: tuple[int, ...], layout: str, path) -> bool:
+    """Whether a 4-D x is (N, H, W, C). `auto` decides by where the 1, 3 or 4 channels are; a shape that
+    does not say (both places or neither hold such a count, as (N, 3, 3, 3) or (N, 8, 16, 16)) is one line
+    asking for data.layout instead of a silent guess."""
+    if layout != "auto":
+        return layout == "nhwc"
+    first, last = shape[1] in IMAGE_CHANNELS, shape[3] in IMAGE_CHANNELS
+    if first != last:
+        return last
+    raise UserError(f"{path}: data.layout: x has shape {tuple(shape)}, which could be (N, C, H, W) or (N, H, W, C); "
+                    "set data.layout: nchw or nhwc")
+
+
 def load(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
     path = spec.path
     try:
@@ -29,8 +45,10 @@ def load(spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise UserError(f"{path}: data.path: not a readable .npz without pickles ({exc})") from None
     if x.ndim == 3:
         x = x[:, None]
+    elif x.ndim == 4 and channels_last(x.shape, getattr(spec, "layout", "auto"), path):
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     if x.ndim != 4:
-        raise UserError(f"{path}: data.path: x has shape {x.shape}; expected (N, H, W) or (N, C, H, W)")
+        raise UserError(f"{path}: data.path: x has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)")
     if len(x) == 0:
         raise UserError(f"{path}: data.path: x holds no samples")
     if x.shape[1] > MAX_CHANNELS or max(x.shape[2:]) > MAX_SIDE:
