@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from edgedistill import __version__
+from edgedistill.distill.compute import device_of
 from edgedistill.distill.hooks import FeatureHooks
 from edgedistill.fileio import cache_root, sha256_file, sha256_json
 
@@ -57,7 +58,7 @@ def compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs:
             batch_size: int = 256) -> TeacherOutputs:
     """One pass of the teacher over `x` in eval mode, with the named layers' outputs and inputs."""
     teacher.eval()
-    device = next(teacher.parameters()).device  # the teacher runs where it is; what is kept is on the CPU
+    device = device_of(teacher)  # the teacher runs where it is; what is kept is on the CPU
     logits, outs, ins = [], {p: [] for p in outputs}, {p: [] for p in inputs}
     with FeatureHooks(teacher, outputs) as out_hooks, FeatureHooks(teacher, inputs, "input") as in_hooks:
         for i in range(0, len(x), batch_size):

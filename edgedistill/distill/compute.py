@@ -78,6 +78,12 @@ def resolve(device: str = "auto", precision: str = "fp32") -> Compute:
     return Compute(torch.device("cuda", index), precision)
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def to_cpu(state):
     """A state dict (nested dicts and lists of tensors, as optimizers keep) with every tensor on the CPU."""
     if isinstance(state, torch.Tensor):

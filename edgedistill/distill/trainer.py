@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgedistill.data import Split
-from edgedistill.distill.compute import CPU, Compute, to_cpu
+from edgedistill.distill.compute import CPU, Compute, device_of, to_cpu
 from edgedistill.distill.parallel import SINGLE, DataParallel
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import atomic_output
@@ -65,7 +65,7 @@ class FitResult:
 def predict(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits for `x` in eval mode, as a numpy array, computed on the device the model is on."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     outs = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
             for i in range(0, len(x), batch_size)]
     return torch.cat(outs).numpy()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgedistill.distill.compute import device_of
 from edgedistill.errors import UserError
 
 
@@ -255,7 +256,7 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 12
         width = getattr(model.config, PROJECTION, None)
         return torch.empty(0, width[1] if width else model.config.hidden_size)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    device = next(model.parameters()).device  # the model runs where it is; the embeddings come back to the CPU
+    device = device_of(model)  # the model runs where it is; the embeddings come back to the CPU
     out = []
     for i in range(0, len(order), batch_size):
         batch = tokenizer([texts[j] for j in order[i:i + batch_size]], padding=True, truncation=True,
