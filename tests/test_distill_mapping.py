@@ -134,3 +134,37 @@ def test_hooks_work_under_a_real_ddp_wrapper(process_group):
         loss.backward()
     assert loss.item() > 0
     assert student.stages[1][0].conv1[0].weight.grad.abs().sum() > 0
+
+
+class TorchvisionStyleResNet(torch.nn.Module):
+    """The module tree of torchvision's ResNet (conv1, bn1, relu, maxpool, layer1..3, avgpool, fc), no `stages`."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        nn = torch.nn
+
+        def block(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.conv1, self.bn1, self.relu = nn.Conv2d(1, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU()
+        self.maxpool = nn.MaxPool2d(2)
+        self.layer1, self.layer2 = block(width, width, 1), block(width, 2 * width, 2)
+        self.layer3 = block(2 * width, 4 * width, 2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, 10)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def test_auto_finds_the_stages_of_a_model_we_did_not_write():
+    """The last module at each resolution, in forward order: whole blocks, not bn1/relu/maxpool/avgpool."""
+    sample = torch.zeros(2, 1, 32, 32)
+    teacher, student = TorchvisionStyleResNet(16), TorchvisionStyleResNet(4)
+    assert stage_layers(teacher, sample) == ["relu", "layer1", "layer2", "layer3"]  # 16, 8, 4, 2 pixels a side
+    assert stage_layers(teacher) == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "avgpool"]
+    pairs = plan_pairs("auto", student, teacher, sample)
+    assert [(p.student, p.teacher) for p in pairs] == [("relu", "relu"), ("layer1", "layer1"), ("layer2", "layer2"),
+                                                       ("layer3", "layer3")]
+    assert pairs[-1].student_shape == (16, 2, 2) and pairs[-1].teacher_shape == (64, 2, 2)

@@ -143,7 +143,7 @@ def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],
 
 def width_ratio(student: torch.nn.Module, teacher: torch.nn.Module, sample: torch.Tensor) -> float:
     """Teacher over student channels at their last stages: the gap teacher assistants bridge."""
-    s_stages, t_stages = stage_layers(student), stage_layers(teacher)
+    s_stages, t_stages = stage_layers(student, sample), stage_layers(teacher, sample)
     if not s_stages or not t_stages:
         return 1.0  # no stages to compare (a model that is a single layer): no gap to bridge
     s_last, t_last = s_stages[-1], t_stages[-1]

@@ -35,11 +35,54 @@ class LayerPair:
         return self.teacher_shape[0] / self.student_shape[0]
 
 
-def stage_layers(model: nn.Module) -> list[str]:
-    """The default layers to distill: `stages.i` when the model has them, else its top-level children."""
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def stage_layers(model: nn.Module, sample: torch.Tensor | None = None) -> list[str]:
+    """The default layers to distill: `stages.i` when the model has them; else, for a model we did not write
+    (a torchvision-style ResNet has conv1, bn1, relu, maxpool, layer1..4, avgpool, fc), the last module to
+    produce each spatial resolution on one forward of `sample`; without a sample, its top-level children."""
     inner = unwrap(model)
     names = [n for n, _ in inner.named_modules() if n.count(".") == 1 and n.startswith("stages.")]
-    return names or [n for n, _ in inner.named_children()][:-1]
+    if names:
+        return names
+    if sample is not None:
+        traced = last_module_per_resolution(inner, sample)
+        if traced:
+            return traced
+    return [n for n, _ in inner.named_children()][:-1]
+
+
+@torch.no_grad()
+def last_module_per_resolution(model: nn.Module, sample: torch.Tensor) -> list[str]:
+    """For each spatial size a forward of `sample` passes through, the module that finishes last with a map of
+    that size (a block's container finishes after its layers, so whole blocks are chosen), in forward order.
+    Pooling layers, and modules called more than once (a shared activation), are left out: a hook on those
+    would not say which call it saw."""
+    finished: list[tuple[str, tuple[int, int]]] = []
+    calls: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and not isinstance(module, POOLS):
+                finished.append((name, tuple(output.shape[-2:])))
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    was_training = model.training
+    model.eval()
+    try:
+        model(sample)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    last: dict[tuple[int, int], tuple[int, str]] = {}
+    for order, (name, size) in enumerate(finished):
+        if calls[name] == 1:
+            last[size] = (order, name)
+    return [name for _, name in sorted(last.values())]
 
 
 @torch.no_grad()
@@ -71,8 +114,8 @@ def plan_pairs(mode: str, student: nn.Module, teacher: nn.Module, sample: torch.
                pairs: list[tuple[str, str]] | None = None, student_layers: list[str] | None = None,
                teacher_layers: list[str] | None = None, depth: str | list[int] = "uniform") -> list[LayerPair]:
     """Resolve a mapping mode to concrete (student, teacher) layer pairs with their feature shapes."""
-    s_layers = student_layers or stage_layers(student)
-    t_layers = teacher_layers or stage_layers(teacher)
+    s_layers = student_layers or stage_layers(student, sample)
+    t_layers = teacher_layers or stage_layers(teacher, sample)
     if pairs:
         s_layers, t_layers = [p[0] for p in pairs], [p[1] for p in pairs]
     s_shapes = probe_shapes(student, s_layers, sample)
