@@ -13,6 +13,7 @@ wrong TFLite int8 results, so a named CPU is always set.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -190,6 +191,7 @@ def _write_cpuinfo(root: Path, cpu: str) -> None:
         atomic_write_text(path, CPUS[cpu].cpuinfo())
 
 
+@functools.cache  # asked once per process, not once per emulated run
 def qemu_version() -> str | None:
     try:
         out = subprocess.run([_tool("qemu-aarch64-static", "qemu-user-static"), "--version"], capture_output=True,
@@ -236,13 +238,9 @@ def run_emulated(model: Path, data: Path | None, *, cpu: str, runner_args: list[
         raise BenchFailed(f"emulated runner exited {code} without a result: {tail}")
     result = check_result(answer)
     result["target"] = f"emulated:{cpu}"
-    result["emulated"] = {"cpu": cpu, "qemu": qemu_version(), "userland": root_name(),
+    result["emulated"] = {"cpu": cpu, "qemu": qemu_version(), "userland": userland_dir().name,
                           "timing": "emulated: not a device latency"}
     return result
-
-
-def root_name() -> str:
-    return userland_dir().name
 
 
 # The emulated run checks numbers, not speed: one timed run, and at most this many test samples (a tiny model

@@ -31,7 +31,7 @@ def bench_command(
 ) -> None:
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
     from edgedistill.bench.local import BenchFailed
-    from edgedistill.bench.targets import bench_threads, resolve_target, run_on
+    from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
     from edgedistill.cli.run import check_ssh_config
     from edgedistill.config.device import check_target, load_device
     from edgedistill.export.formats import format_of
@@ -63,7 +63,8 @@ def bench_command(
         return
     lat, dev = result["latency_ms"], result["device"]
     acc = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.2%} on {result['samples']} samples"
-    typer.echo(f"{model.name} on {result['target']} ({dev.get('cpu_model', dev.get('machine'))}, {n} threads): "
+    cpu = dev.get("cpu_model", dev.get("machine"))
+    typer.echo(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
 

@@ -62,7 +62,10 @@ def run(spec, ctx) -> StageResult:
         quality = result["accuracy"]
         if quality is None:
             quality = (artifact.get("parity") or {}).get("accuracy")
-        ctx.console.print(f"  {artifact['format']} {artifact['precision']} on {result['device'].get('hostname')}: "
+        host = result["device"].get("hostname")
+        on = {"device": f"{host} (the device)", "host": f"{host} (this host)",
+              "stand-in": f"{host} (this host, standing in for {ctx.device.name})"}[measured_on]
+        ctx.console.print(f"  {artifact['format']} {artifact['precision']} on {on}: "
                           f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms, "
                           f"{'cosine' if tokens else 'accuracy'} {quality:.2%}, "
                           f"peak RSS {result['peak_rss_mb']:.0f} MB")
