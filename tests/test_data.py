@@ -177,3 +177,12 @@ def test_npz_shapes_that_do_not_say_their_layout_ask_for_it(tmp_path, shape):
     with pytest.raises(UserError, match=r"data.layout: x has shape .* could be \(N, C, H, W\) or \(N, H, W, C\); set "
                                         r"data.layout: nchw or nhwc"):
         load_dataset(NpzData(kind="npz", path=tmp_path / "d.npz"), seed=0)
+
+
+def test_an_idx_file_longer_than_its_header_says_is_refused(tmp_path):
+    from edgedistill.config.pipeline import IdxData
+
+    _write_idx(tmp_path / "long", np.zeros((20, 6, 5)), False, header_dims=(10, 6, 5))
+    _write_idx(tmp_path / "labels", np.arange(10) % 2, False)
+    with pytest.raises(UserError, match=r"header says \[10, 6, 5\] \(300 bytes\), the file holds 301 or more"):
+        load_dataset(IdxData(kind="idx", images=tmp_path / "long", labels=tmp_path / "labels"), seed=0)
