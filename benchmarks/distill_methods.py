@@ -32,7 +32,8 @@ from rich.console import Console
 
 from edgedistill.config.pipeline import DigitsData, Distill, TrainedTeacher
 from edgedistill.data import Split, load_dataset
-from edgedistill.distill.distiller import assistant_widths, distill_model, shift_augment, width_ratio
+from edgedistill.distill.augment import shift as shift_augment
+from edgedistill.distill.distiller import assistant_widths, distill_model, width_ratio
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.models import build_model, count_params
 

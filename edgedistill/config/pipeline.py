@@ -30,6 +30,25 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     return path.resolve()
 
 
+def _existing_folder(value: str, info: ValidationInfo) -> Path:
+    """A folder, relative to the pipeline file's; `package:NAME/sub/folder` is a folder inside an installed
+    Python package (found without importing it), for data that ships as a wheel."""
+    if value.startswith("package:"):
+        import importlib.util
+
+        name, _, rest = value.removeprefix("package:").partition("/")
+        found = importlib.util.find_spec(name) if name.isidentifier() else None
+        if found is None or not found.submodule_search_locations:
+            raise ValueError(f"{value!r}: no installed Python package {name!r} (pip install {name})")
+        path = Path(list(found.submodule_search_locations)[0]) / rest
+    else:
+        base = (info.context or {}).get("base_dir")
+        path = Path(value) if Path(value).is_absolute() or base is None else Path(base) / value
+    if not path.is_dir():
+        raise ValueError(f"folder not found: {str(path)!r}")
+    return path.resolve()
+
+
 class _SplitFractions(Strict):
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
@@ -71,7 +90,72 @@ class IdxData(_SplitFractions):
         return self
 
 
-Data = Annotated[DigitsData | NpzData | IdxData, Field(discriminator="kind")]
+class Preprocessing(Strict):
+    """How an image file becomes the model's input; it travels with every exported artifact."""
+
+    resize: int = Field(default=256, ge=1, le=4096, description="the shorter side is resized to this")
+    crop: int | None = Field(default=224, ge=1, le=4096, description="then a centre square of this side "
+                                                                     "(default: resize)")
+    channels: Literal["rgb", "gray"] = "rgb"
+    mean: list[float] | None = Field(default=None, min_length=1, max_length=3,
+                                     description="per channel, on 0..1 pixel values, with std: (x - mean) / std")
+    std: list[float] | None = Field(default=None, min_length=1, max_length=3)
+    scale: list[float] = Field(default=[1 / 255], min_length=1, max_length=3,
+                               description="or: each 0..255 pixel value times scale plus offset")
+    offset: list[float] = Field(default=[0.0], min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _one_normalization(self) -> "Preprocessing":
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together: give both, or neither")
+        if self.mean is not None and {"scale", "offset"} & self.model_fields_set:
+            raise ValueError("give mean and std, or scale and offset, not both")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ValueError(f"std {self.std}: every value must be above 0")
+        if self.crop is not None and self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}; crop at most the resized side")
+        return self
+
+
+class ImageFolderData(_SplitFractions):
+    """Image files: `root/<class>/<image>` (class names from the folders), or file names that hold the class
+    index (`labels_from: filename`). With `root/train/` and `root/test/` (and optionally `root/val/`), those
+    are the splits. Images are decoded batch by batch, never all at once."""
+
+    kind: Literal["imagefolder"]
+    root: Path
+    preprocess: Preprocessing = Field(default_factory=Preprocessing)
+    labels_from: Literal["folders", "filename"] = "folders"
+    label_pattern: str = Field(default=r"_(\d+)\.\w+$", max_length=200,
+                               description="labels_from filename: a regex whose first group is the class index")
+    include: str = Field(default="*", max_length=200, description="labels_from filename: a glob of file names")
+    class_names: list[str] | None = None
+    num_classes: int | None = Field(default=None, ge=1, le=100_000,
+                                    description="labels_from filename: the class count, when not every class "
+                                                "appears (an ImageNet teacher's 1,000)")
+    stratify: bool = Field(default=True, description="false: a seeded shuffle split, for a handful of images "
+                                                     "whose classes appear once or twice")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_exists(cls, value, info: ValidationInfo) -> Path:
+        return _existing_folder(str(value), info)
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _one_group(cls, value: str) -> str:
+        import re
+
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a regular expression ({exc})") from None
+        if groups < 1:
+            raise ValueError(f"{value!r} has no group; put the class index in ( )")
+        return value
+
+
+Data = Annotated[DigitsData | NpzData | IdxData | ImageFolderData, Field(discriminator="kind")]
 
 
 class Architecture(Strict):
@@ -97,12 +181,18 @@ class Training(Strict):
 
 
 class Augment(Strict):
-    shift: int = Field(default=1, ge=0, le=8, description="random translation by up to this many pixels")
+    """Training augmentations, drawn per batch from the run's seed: a random resized crop, a left-right flip,
+    a shift (in that order). In distillation the teacher sees the same augmented batch as the student."""
+
+    shift: int = Field(default=1, ge=0, le=64, description="random translation by up to this many pixels")
+    flip: bool = Field(default=False, description="mirror left-right with probability 1/2 (not for digits or text)")
+    crop_area: float = Field(default=1.0, gt=0, le=1,
+                             description="below 1: random resized crop of this much to all of the image's area")
 
 
 class TrainedTeacher(Architecture, Training):
     kind: Literal["train"]
-    augment: Augment | None = Field(default=None, description="random shifts of the training images")
+    augment: Augment | None = Field(default=None, description="random crops, flips and shifts of the training images")
 
 
 class CheckpointTeacher(Architecture):

@@ -1,4 +1,5 @@
-"""Datasets as numpy arrays, split deterministically by seed. Only numpy and scikit-learn here."""
+"""Datasets as numpy arrays (or images read from files on demand, data.images.ImageArray), split
+deterministically by seed. Only numpy, scikit-learn and Pillow here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # float32, (N, C, H, W)
+    x: np.ndarray  # float32, (N, C, H, W); or an ImageArray, which reads its files batch by batch
     y: np.ndarray  # int64, (N,)
 
     def __len__(self) -> int:
@@ -32,13 +33,28 @@ class Dataset:
         return len(self.class_names)
 
 
+def take(x, indices: np.ndarray, labels: np.ndarray) -> Split:
+    """The samples at `indices` as a Split: copied out of an array, or a lazy subset of image files."""
+    if hasattr(x, "subset"):
+        return Split(x.subset(indices), labels[indices].astype(np.int64))
+    return Split(np.ascontiguousarray(x[indices], dtype=np.float32), labels[indices].astype(np.int64))
+
+
 def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
-                     class_names: list[str]) -> Dataset:
-    """Train/val/test split that keeps each class's share, the same for the same seed."""
+                     class_names: list[str], stratify: bool = True) -> Dataset:
+    """Train/val/test split that keeps each class's share, the same for the same seed. With `stratify` off
+    (a handful of images with classes seen once) a seeded shuffle that only keeps each part non-empty."""
     from sklearn.model_selection import train_test_split
 
     from edgedistill.errors import UserError
 
+    idx = np.arange(len(y))
+    if not stratify:
+        if len(y) < 3:
+            raise UserError(f"data: {len(y)} samples; a train/val/test split needs at least 3")
+        rest, test = train_test_split(idx, test_size=max(1, round(test_fraction * len(y))), random_state=seed)
+        train, val = train_test_split(rest, test_size=max(1, round(val_fraction * len(y))), random_state=seed)
+        return Dataset(take(x, np.sort(train), y), take(x, np.sort(val), y), take(x, np.sort(test), y), class_names)
     counts = np.bincount(y, minlength=len(class_names))
     fewest = int(counts.argmin())
     # Each class must reach train, validation and test, and each held-out part must hold every class once.
@@ -47,32 +63,36 @@ def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fra
         raise UserError(f"data: class {class_names[fewest]!r} has {counts[fewest]} samples of {len(y)} in all; a "
                         f"stratified train/val/test split of {len(class_names)} classes needs at least {needed} of "
                         f"each, and val_fraction and test_fraction x {len(y)} samples of at least {len(class_names)}")
-    idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
                                   random_state=seed)
-    part = lambda i: Split(np.ascontiguousarray(x[i], dtype=np.float32), y[i].astype(np.int64))  # noqa: E731
-    return Dataset(part(np.sort(train)), part(np.sort(val)), part(np.sort(test)), class_names)
+    return Dataset(take(x, np.sort(train), y), take(x, np.sort(val), y), take(x, np.sort(test), y), class_names)
 
 
 def load_dataset(spec, seed: int) -> Dataset:
-    """The dataset a pipeline's `data` section names, split by `seed`; a data kind with an official test split
-    (idx with test files) keeps it, and only the validation split is drawn from its training part."""
-    from edgedistill.data import digits, idx, npz
+    """The dataset a pipeline's `data` section names, split by `seed`. A data kind with an official test split
+    (idx with test files, an image folder with train/ and test/) keeps it, and its validation split when it
+    has one; otherwise validation is drawn, stratified, from the training part."""
+    from edgedistill.data import digits, idx, images, npz
 
-    loader = {"digits": digits.load, "npz": npz.load, "idx": idx.load}[spec.kind]
+    loader = {"digits": digits.load, "npz": npz.load, "idx": idx.load, "imagefolder": images.load}[spec.kind]
     loaded = loader(spec)
     x, y, class_names = loaded[:3]
     given_test = loaded[3] if len(loaded) > 3 else None
+    given_val = loaded[4] if len(loaded) > 4 else None
+    stratify = getattr(spec, "stratify", True)
     if given_test is None:
-        return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names)
+        return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names, stratify)
+    test = Split(given_test[0], given_test[1])
+    everything = np.arange(len(y))
+    if given_val is not None:
+        return Dataset(take(x, everything, y), Split(given_val[0], given_val[1]), test, class_names)
     from sklearn.model_selection import train_test_split
 
-    # The official test split as given; validation drawn, stratified, from the training files.
-    train, val = train_test_split(np.arange(len(y)), test_size=spec.val_fraction, stratify=y, random_state=seed)
-    part = lambda i: Split(np.ascontiguousarray(x[i]), y[i])  # noqa: E731
-    return Dataset(part(np.sort(train)), part(np.sort(val)), Split(np.ascontiguousarray(given_test[0]),
-                                                                     given_test[1]), class_names)
+    # The official test split as given; validation drawn (stratified unless told not to) from the training part.
+    train, val = train_test_split(everything, test_size=spec.val_fraction, stratify=y if stratify else None,
+                                  random_state=seed)
+    return Dataset(take(x, np.sort(train), y), take(x, np.sort(val), y), test, class_names)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -48,7 +48,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str]) -> str:
-    data = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+    # Image files are digested file by file (ImageArray.digest), never read into one array.
+    data = x.digest() if hasattr(x, "digest") else hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
     return sha256_json({"weights": weights_digest(teacher), "data": data, "shape": list(x.shape), "outputs": outputs,
                         "inputs": inputs, "version": __version__})[:32]
 

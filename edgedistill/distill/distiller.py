@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 from edgedistill.data import Dataset
+from edgedistill.distill import augment as augmentation
 from edgedistill.distill.cache import TeacherOutputs, cache_key, load_or_compute, lookup, merge_shards, store
 from edgedistill.distill.cache import compute as teacher_pass
 from edgedistill.distill.compute import CPU, Compute
@@ -32,18 +33,6 @@ class Distilled:
     seconds: float
     terms: list[str] = field(default_factory=list)  # the loss terms trained on (kd, ce, then the registry's)
     assistants: list[dict] = field(default_factory=list)
-
-
-def shift_augment(max_shift: int):
-    """Random translation of each image by up to `max_shift` pixels, zero-filled."""
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
-        padded = torch.nn.functional.pad(x, (max_shift,) * 4)
-        offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-        return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
-
-    return augment
 
 
 def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Dataset, cfg, *, seed: int, label: str,
@@ -92,7 +81,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
                      state_path=state_path, extra=objective.adapters, schedule=schedule,
-                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, parallel=parallel,
+                     augment=augmentation.build(cfg.augment), parallel=parallel,
                      compute=compute)
     finally:
         for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
@@ -112,7 +101,7 @@ def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int
     start = time.perf_counter()
     result = fit(student, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                  seed=seed, label="baseline (labels only)", console=console, state_path=state_path,
-                 augment=shift_augment(cfg.augment.shift) if cfg.augment else None, compute=compute)
+                 augment=augmentation.build(cfg.augment), compute=compute)
     return Distilled(result, "not used", {}, [], time.perf_counter() - start, ["ce"])
 
 

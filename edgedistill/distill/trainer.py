@@ -160,7 +160,7 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     generator = torch.Generator().manual_seed(seed)
     plan = EpochPlan.draw(len(train), cfg.epochs, cfg.batch_size, generator, schedule, parallel)
     steps = Steps(model, parallel.wrap(model, compute.device), extra, optimizer, loss_fn, augment, generator,
-                  parallel, label, torch.from_numpy(train.x), torch.from_numpy(train.y), compute, compute.scaler())
+                  parallel, label, train.x, torch.from_numpy(train.y), compute, compute.scaler())
     with progress_bar(console) as progress:
         task = progress.add_task(label, total=plan.total_steps, completed=plan.steps_before(start_epoch), info="")
         for epoch in range(start_epoch, cfg.epochs):
@@ -225,7 +225,7 @@ class Steps:
     generator: torch.Generator
     parallel: DataParallel
     label: str
-    x: torch.Tensor  # the training split, in host memory: each batch is moved to the device as it is taken
+    x: np.ndarray  # the training split (an array, or image files read batch by batch); each batch goes to the device
     y: torch.Tensor
     compute: Compute
     scaler: torch.amp.GradScaler
@@ -238,7 +238,8 @@ class Steps:
         totals: dict[str, float] = {}
         seen = 0
         for step, idx in enumerate(order.split(batch_size)):
-            x = self.x[idx] if self.augment is None else self.augment(self.x[idx], self.generator)
+            x = torch.from_numpy(np.ascontiguousarray(self.x[idx.numpy()]))
+            x = x if self.augment is None else self.augment(x, self.generator)
             x, y = self.compute.batch(x), self.compute.batch(self.y[idx])
             with self.compute.autocast():
                 terms = self.loss_fn(x, self.forward(x), y, idx, epoch)

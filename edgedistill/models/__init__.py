@@ -19,6 +19,11 @@ from edgedistill.errors import UserError, unknown_choice
 _FAMILIES: dict[str, str] = {
     "resnet": "edgedistill.models.resnet:ResNet",
     "mobilenetv2": "edgedistill.models.mobilenetv2:MobileNetV2",
+    # The published 224x224 designs (models/mobilenet.py); the two above are for small inputs.
+    "mobilenet_v2": "edgedistill.models.mobilenet:mobilenet_v2",
+    "mobilenet_v3_large": "edgedistill.models.mobilenet:mobilenet_v3_large",
+    "mobilenet_v3_small": "edgedistill.models.mobilenet:mobilenet_v3_small",
+    "efficientnet_lite0": "edgedistill.models.mobilenet:efficientnet_lite0",
 }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from edgedistill.data import load_dataset
+from edgedistill.distill import augment as augmentation
 from edgedistill.distill.compute import resolve
-from edgedistill.distill.distiller import shift_augment
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.models import count_params
 from edgedistill.models.io import ArchInfo, load_weights, save_weights
@@ -33,7 +33,7 @@ def run(spec, ctx) -> StageResult:
         result = fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                      seed=spec.seed, label="teacher", console=ctx.console,
                      state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt",
-                     augment=shift_augment(cfg.augment.shift) if cfg.augment else None, compute=compute)
+                     augment=augmentation.build(cfg.augment), compute=compute)
         metrics.update(best_epoch=result.best_epoch, history=result.history, compute=compute.describe())
     metrics["val_accuracy"] = accuracy(predict(model, data.val.x), data.val.y)
     metrics["accuracy"] = accuracy(predict(model, data.test.x), data.test.y)

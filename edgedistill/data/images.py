@@ -1,0 +1,227 @@
+"""Folders of image files (JPEG, PNG, ...), decoded on demand: a stage holds the batch it works on, never
+the whole data set.
+
+`ImageArray` stands where the other data kinds put a numpy array (N, C, H, W): `len`, `shape`, slicing and
+fancy indexing return float32 batches, decoded and preprocessed from the files by a thread pool (Pillow
+releases the GIL while it decodes and resizes, so threads decode in parallel without forking workers).
+
+Read defensively: a file's header is read before its pixels, and images over MAX_PIXELS are refused before
+they are decoded (a "decompression bomb" is a small file that inflates to gigabytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.errors import UserError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_PIXELS = 64_000_000  # 8,000 x 8,000: larger is not a photo a model is trained on here
+MAX_FILES = 5_000_000
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a file becomes a model input: shorter side resized to `resize`, centre-cropped to `crop` x `crop`,
+    read as RGB or gray, then each channel c of the 0..255 pixel values mapped to `value * scale[c] + offset[c]`.
+
+    The per-channel affine is the one form every app can apply; `mean`/`std` (on 0..1 values) and
+    `scale`/`offset` in a pipeline both become it (see `from_spec`).
+    """
+
+    resize: int
+    crop: int
+    channels: str  # rgb | gray
+    scale: tuple[float, ...]
+    offset: tuple[float, ...]
+
+    @classmethod
+    def from_spec(cls, spec) -> Preprocess:
+        count = 3 if spec.channels == "rgb" else 1
+        if spec.mean is not None:
+            mean, std = per_channel(spec.mean, count, "mean"), per_channel(spec.std, count, "std")
+            scale = tuple(1 / (255 * s) for s in std)
+            offset = tuple(-m / s for m, s in zip(mean, std))
+        else:
+            scale, offset = per_channel(spec.scale, count, "scale"), per_channel(spec.offset, count, "offset")
+        return cls(spec.resize, spec.crop or spec.resize, spec.channels, scale, offset)
+
+    def describe(self) -> dict:
+        """What travels with the model (artifact metadata, report): enough for an app to feed it the same way."""
+        return {"resize_shorter_side": self.resize, "center_crop": self.crop, "layout": "NCHW",
+                "channels": "RGB" if self.channels == "rgb" else "gray", "pixel_range": "0..255",
+                "input = pixel * scale + offset": {"scale": list(self.scale), "offset": list(self.offset)}}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3 if self.channels == "rgb" else 1, self.crop, self.crop)
+
+    def load(self, path: Path) -> np.ndarray:
+        """One file as a (C, crop, crop) float32 array."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise UserError(f"{path}: data.root: {image.width}x{image.height} pixels; at most "
+                                    f"{MAX_PIXELS:,} are decoded")
+                # JPEG can decode at 1/2, 1/4, 1/8 scale: no larger than the resize needs.
+                image.draft("RGB" if self.channels == "rgb" else "L", (self.resize, self.resize))
+                image = image.convert("RGB" if self.channels == "rgb" else "L")
+                w, h = image.size
+                ratio = self.resize / min(w, h)
+                image = image.resize((max(self.crop, round(w * ratio)), max(self.crop, round(h * ratio))),
+                                     Image.Resampling.BILINEAR)
+                w, h = image.size
+                left, top = (w - self.crop) // 2, (h - self.crop) // 2
+                pixels = np.asarray(image.crop((left, top, left + self.crop, top + self.crop)), dtype=np.float32)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            raise UserError(f"{path}: data.root: not a readable image ({' '.join(str(exc).split())[:200]})") from None
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return pixels * np.asarray(self.scale, np.float32)[:, None, None] \
+            + np.asarray(self.offset, np.float32)[:, None, None]
+
+
+def per_channel(values: list[float], count: int, field: str) -> tuple[float, ...]:
+    """One value per channel: a single value applies to all."""
+    if len(values) == 1:
+        return tuple(values) * count
+    if len(values) != count:
+        raise UserError(f"data.preprocess.{field}: {len(values)} values for {count} channels; give 1 or {count}")
+    return tuple(values)
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="decode")
+
+
+class ImageArray:
+    """Images in files, read as a float32 (N, C, H, W) array one batch at a time."""
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, paths: list[Path], preprocess: Preprocess):
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), *self.preprocess.shape)
+
+    def subset(self, indices) -> ImageArray:
+        """The images at `indices`, still on disk."""
+        return ImageArray([self.paths[i] for i in np.asarray(indices).tolist()], self.preprocess)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self.preprocess.load(self.paths[key])
+        if isinstance(key, slice):
+            picked = range(*key.indices(len(self.paths)))
+        else:
+            picked = np.asarray(key.numpy() if hasattr(key, "numpy") else key).reshape(-1).tolist()
+        batch = np.empty((len(picked), *self.preprocess.shape), np.float32)
+        for i, image in enumerate(_pool().map(self.preprocess.load, [self.paths[j] for j in picked])):
+            batch[i] = image
+        return batch
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def digest(self) -> str:
+        """sha256 over every file's bytes, in order, and the preprocessing: what the teacher cache is keyed by."""
+        from edgedistill.fileio import sha256_file
+
+        total = hashlib.sha256(repr(self.preprocess).encode())
+        for path in self.paths:
+            total.update(sha256_file(path).encode())
+        return total.hexdigest()
+
+
+def image_files(folder: Path, include: str = "*") -> list[Path]:
+    """Image files under `folder` (any depth), sorted; hidden files and other extensions left out."""
+    found = sorted(p for p in folder.rglob(include) if p.suffix.lower() in EXTENSIONS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if len(found) > MAX_FILES:
+        raise UserError(f"{folder}: data.root: {len(found):,} images; at most {MAX_FILES:,} are read")
+    return found
+
+
+def by_folder(root: Path, class_names: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """`root/<class>/...` images: the class is the first folder under root; classes sorted by name."""
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = class_names or folders
+    unknown = sorted(set(folders) - set(names))
+    if unknown:
+        raise UserError(f"{root}: data.class_names: folder {unknown[0]!r} is not a class name (valid: "
+                        f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        if (root / name).is_dir():
+            found = image_files(root / name)
+            paths += found
+            labels += [label] * len(found)
+    return paths, np.asarray(labels, np.int64), list(names)
+
+
+def by_file_name(root: Path, pattern: str, include: str) -> tuple[list[Path], np.ndarray]:
+    """Images whose class index is in their file name: the first group of `pattern`."""
+    regex = re.compile(pattern)
+    paths, labels = [], []
+    for path in image_files(root, include):
+        match = regex.search(path.name)
+        if match is None or not match.group(1).isdigit():
+            raise UserError(f"{path}: data.label_pattern: {pattern!r} finds no class index in the file name")
+        paths.append(path)
+        labels.append(int(match.group(1)))
+    return paths, np.asarray(labels, np.int64)
+
+
+def read_folder(root: Path, spec) -> tuple[ImageArray, np.ndarray, list[str]]:
+    """The images of one folder, labelled as the pipeline says; an empty folder is an error."""
+    preprocess = Preprocess.from_spec(spec.preprocess)
+    if spec.labels_from == "folders":
+        paths, labels, names = by_folder(root, spec.class_names)
+    else:
+        paths, labels = by_file_name(root, spec.label_pattern, spec.include)
+        count = len(spec.class_names) if spec.class_names else spec.num_classes
+        if count is None:
+            count = int(labels.max()) + 1 if len(labels) else 0
+        if len(labels) and labels.max() >= count:
+            raise UserError(f"{root}: data.num_classes: a file name holds class {int(labels.max())}; expected "
+                            f"class indices below {count}")
+        names = spec.class_names or [str(i) for i in range(count)]
+    if not paths:
+        raise UserError(f"{root}: data.root: no images found (extensions: {', '.join(EXTENSIONS)}); expected "
+                        + ("root/<class>/<image>" if spec.labels_from == "folders" else
+                           f"files matching {spec.include!r} with a class index found by {spec.label_pattern!r}"))
+    return ImageArray(paths, preprocess), labels, names
+
+
+def load(spec):
+    """(images, labels, class names, the given test split or None, the given validation split or None).
+
+    With `root/train`, `root/test` (and optionally `root/val`), those are the splits."""
+    root = spec.root
+    given = {name: root / name for name in SPLITS if (root / name).is_dir()}
+    if "train" not in given or "test" not in given:
+        x, y, names = read_folder(root, spec)
+        return x, y, names, None, None
+    x, y, names = read_folder(given["train"], spec)
+    spec_names = spec.model_copy(update={"class_names": names}) if spec.labels_from == "folders" else spec
+    test = read_folder(given["test"], spec_names)[:2]
+    val = read_folder(given["val"], spec_names)[:2] if "val" in given else None
+    return x, y, names, test, val

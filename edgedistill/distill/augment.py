@@ -1,0 +1,75 @@
+"""Training augmentations on a batch (N, C, H, W), drawn from the training loop's generator so a seed gives the
+same views. In distillation the teacher runs online on the very batch the student sees (the cache is bypassed),
+so teacher and student are always shown the same augmented images."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from edgedistill.distill.trainer import Augment
+
+
+def shift(max_shift: int) -> Augment:
+    """Random translation of each image by up to `max_shift` pixels, zero-filled."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        padded = F.pad(x, (max_shift,) * 4)
+        offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+        return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+    return augment
+
+
+def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2."""
+    mirrored = torch.rand(len(x), generator=generator) < 0.5
+    return torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+
+
+def resized_crop(min_area: float, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Augment:
+    """Random resized crop (Szegedy et al. 2015, as torchvision's RandomResizedCrop): a box of `min_area`..1 of
+    the image's area and aspect ratio in `ratio` (log-uniform), resized back to the image's size, bilinear."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        area = min_area + (1 - min_area) * torch.rand(n, generator=generator)
+        log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=generator)
+        aspect = torch.exp(log_ratio)
+        crop_w = (torch.sqrt(area * aspect) * w).round().clamp(1, w).long()
+        crop_h = (torch.sqrt(area / aspect) * h).round().clamp(1, h).long()
+        u, v = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
+        out = torch.empty_like(x)
+        for i in range(n):
+            top = int(v[i] * (h - crop_h[i] + 1))
+            left = int(u[i] * (w - crop_w[i] + 1))
+            box = x[i:i + 1, :, top:top + crop_h[i], left:left + crop_w[i]]
+            out[i] = F.interpolate(box, size=(h, w), mode="bilinear", align_corners=False)[0]
+        return out
+
+    return augment
+
+
+def build(cfg) -> Augment | None:
+    """The augmentation a pipeline's `augment` section asks for (crop, then flip, then shift), or None."""
+    if cfg is None:
+        return None
+    steps = []
+    if cfg.crop_area < 1:
+        steps.append(resized_crop(cfg.crop_area))
+    if cfg.flip:
+        steps.append(flip)
+    if cfg.shift:
+        steps.append(shift(cfg.shift))
+    if not steps:
+        return None
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for step in steps:
+            x = step(x, generator)
+        return x
+
+    return augment
