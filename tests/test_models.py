@@ -34,7 +34,8 @@ def test_stages_have_stable_paths():
 
 
 def test_unknown_family_lists_choices():
-    assert family_names() == ["mobilenetv2", "resnet"]
+    assert family_names() == ["efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                              "mobilenetv2", "resnet"]
     with pytest.raises(UserError, match=r"unknown model family 'resnt'; did you mean 'resnet'\?"):
         get_family("resnt")
 
@@ -72,3 +73,42 @@ def test_user_factory_is_imported_only_where_the_pipeline_names_it(tmp_path):
     odd = write_pipeline(tmp_path / "odd.yaml", tiny_pipeline_dict(teacher={"family": "os.system('x')"}))
     proc = cli("validate", odd, cwd=tmp_path)
     assert proc.returncode == 2 and "teacher.family" in proc.stderr
+
+
+# Parameter counts of the published models at 224x224 and 1,000 classes: torchvision's model pages list
+# mobilenet_v2 3,504,872, mobilenet_v3_large 5,483,032, mobilenet_v3_small 2,542,856 (the same architectures);
+# the released EfficientNet-Lite0 weights hold 4,652,008 parameters. Multiply-adds as the papers give them:
+# Sandler et al. 2018 Table 4: 300 M; Howard et al. 2019 Table 3: 219 M (Large) and 56 M (Small).
+PUBLISHED = {"mobilenet_v2": (3_504_872, 300e6), "mobilenet_v3_large": (5_483_032, 219e6),
+             "mobilenet_v3_small": (2_542_856, 56e6), "efficientnet_lite0": (4_652_008, None)}
+
+
+@pytest.mark.parametrize("family", sorted(PUBLISHED))
+def test_real_resolution_families_match_the_published_counts(family):
+    from edgedistill.cost import model_cost
+
+    params, macs = PUBLISHED[family]
+    model = build_model(family, width=1.0, depth=1.0, in_channels=3, num_classes=1000, input_hw=(224, 224))
+    assert count_params(model) == params
+    if macs is not None:  # the papers round; our count is convolutions and linear layers
+        assert model_cost(model, (3, 224, 224)).macs == pytest.approx(macs, rel=0.015)
+    assert model.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+    names = dict(model.named_modules())
+    assert {"stem", "stages.0", "stages.3", "head_conv", "head"} <= set(names)
+
+
+@pytest.mark.parametrize("family", sorted(PUBLISHED))
+def test_real_resolution_families_scale_and_take_small_inputs(family):
+    small = build_model(family, width=0.35, depth=0.5, in_channels=1, num_classes=10, input_hw=(64, 64))
+    full = build_model(family, width=1.0, depth=1.0, in_channels=1, num_classes=10, input_hw=(64, 64))
+    assert count_params(small) < count_params(full) / 2
+    assert small.eval()(torch.zeros(2, 1, 64, 64)).shape == (2, 10)
+
+
+def test_efficientnet_lite0_pads_like_tensorflow():
+    """Stride-2 convolutions on even sizes pad one more pixel at the bottom and right, as TensorFlow's SAME."""
+    model = build_model("efficientnet_lite0", width=1.0, depth=1.0, in_channels=3, num_classes=1000,
+                        input_hw=(224, 224))
+    pad = model.stem[0]
+    assert isinstance(pad, torch.nn.ZeroPad2d) and pad.padding == (0, 1, 0, 1)
+    assert model.stem[1].padding == (0, 0) and model.stem[2].eps == 1e-3

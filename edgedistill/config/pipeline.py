@@ -93,9 +93,10 @@ class IdxData(_SplitFractions):
 class Preprocessing(Strict):
     """How an image file becomes the model's input; it travels with every exported artifact."""
 
-    resize: int = Field(default=256, ge=1, le=4096, description="the shorter side is resized to this")
-    crop: int | None = Field(default=224, ge=1, le=4096, description="then a centre square of this side "
-                                                                     "(default: resize)")
+    resize: int = Field(default=224, ge=1, le=4096, description="the shorter side is resized to this")
+    crop: int | None = Field(default=None, ge=1, le=4096,
+                             description="then a centre square of this side (default: resize; ImageNet models are "
+                                         "usually evaluated at resize 256, crop 224)")
     channels: Literal["rgb", "gray"] = "rgb"
     mean: list[float] | None = Field(default=None, min_length=1, max_length=3,
                                      description="per channel, on 0..1 pixel values, with std: (x - mean) / std")

@@ -119,9 +119,9 @@ class MobileNet(nn.Module):
     """Stem, `stages.<i>` of bottlenecks, a 1x1 head conv, pooling and the classifier (`head`). A stage's rows are
     (expansion, kernel, output channels, squeeze-excite, activation, stride), one per block."""
 
-    def __init__(self, stages: list[list[tuple]], *, expansion_is_ratio: bool, stem: int, head_conv: int, head_hidden: int | None,
-                 act: str, in_channels: int, num_classes: int, input_hw: tuple[int, int], width: float,
-                 dropout: float, same_pad: bool = False, eps: float = 1e-5):
+    def __init__(self, stages: list[list[tuple]], *, expansion_is_ratio: bool, stem: int, head_conv: int,
+                 head_hidden: int | None, act: str, in_channels: int, num_classes: int, input_hw: tuple[int, int],
+                 width: float, dropout: float, same_pad: bool = False, eps: float = 1e-5):
         super().__init__()
         side = min(input_hw) if same_pad else None
         self.stem = ConvBN(in_channels, stem, 3, 2, act=ACTIVATIONS[act], same_pad=side, eps=eps)
@@ -161,14 +161,16 @@ def ratio_stages(table, depth: float) -> list[list[tuple]]:
 
 def mobilenet_v2(*, width=1.0, depth=1.0, in_channels=3, num_classes=1000, input_hw=(224, 224)) -> MobileNet:
     """MobileNetV2: 3.50 M parameters and 300 M multiply-adds at width 1.0, 224x224, 1,000 classes."""
-    return MobileNet(ratio_stages(MOBILENET_V2, depth), expansion_is_ratio=True, stem=divisible(32 * width), head_conv=divisible(1280 * max(1.0, width)), head_hidden=None, act="relu6",
+    return MobileNet(ratio_stages(MOBILENET_V2, depth), expansion_is_ratio=True, stem=divisible(32 * width),
+                     head_conv=divisible(1280 * max(1.0, width)), head_hidden=None, act="relu6",
                      in_channels=in_channels, num_classes=num_classes, input_hw=input_hw, width=width, dropout=0.2)
 
 
 def _mobilenet_v3(table, last: int, hidden: int, width, depth, in_channels, num_classes, input_hw) -> MobileNet:
     stages = [[(expanded, kernel, cout, se, act, stride) for _, kernel, expanded, cout, se, act, stride in stage]
               for stage in v3_stages(table, depth)]
-    return MobileNet(stages, expansion_is_ratio=False, stem=divisible(16 * width), head_conv=divisible(last * width), head_hidden=hidden,
+    return MobileNet(stages, expansion_is_ratio=False, stem=divisible(16 * width),
+                     head_conv=divisible(last * width), head_hidden=hidden,
                      act="hswish", in_channels=in_channels, num_classes=num_classes, input_hw=input_hw, width=width,
                      dropout=0.2)
 
@@ -188,5 +190,6 @@ def efficientnet_lite0(*, width=1.0, depth=1.0, in_channels=3, num_classes=1000,
     """EfficientNet-Lite0: 4.65 M parameters at 224x224, 1,000 classes. Stem (32) and head (1,280) stay fixed
     under `width`, as in the Lite models; TensorFlow padding and batch-norm epsilon (1e-3), so the released
     weights (models.pretrained) give their outputs."""
-    return MobileNet(ratio_stages(EFFICIENTNET_LITE0, depth), expansion_is_ratio=True, stem=32, head_conv=1280, head_hidden=None, act="relu6", in_channels=in_channels,
+    return MobileNet(ratio_stages(EFFICIENTNET_LITE0, depth), expansion_is_ratio=True, stem=32, head_conv=1280,
+                     head_hidden=None, act="relu6", in_channels=in_channels,
                      num_classes=num_classes, input_hw=input_hw, width=width, dropout=0.2, same_pad=True, eps=1e-3)
