@@ -191,6 +191,14 @@ class Augment(Strict):
                              description="below 1: random resized crop of this much to all of the image's area")
 
 
+class Finetune(Training):
+    """A new head for a teacher whose classes are not the data's, trained on the data with the rest frozen."""
+
+    epochs: int = Field(default=5, ge=1, le=1000)
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+
+
 class TrainedTeacher(Architecture, Training):
     kind: Literal["train"]
     augment: Augment | None = Field(default=None, description="random crops, flips and shifts of the training images")
@@ -201,11 +209,57 @@ class CheckpointTeacher(Architecture):
 
     kind: Literal["checkpoint"]
     path: Path
+    finetune: Finetune | None = Field(default=None, description="when the checkpoint's head has other classes than "
+                                                                "the data: a new head, fitted on the data")
 
     _path_exists = field_validator("path")(_existing_file)
 
 
-Teacher = Annotated[TrainedTeacher | CheckpointTeacher, Field(discriminator="kind")]
+class _ForeignTeacher(Strict):
+    """A teacher from another framework (models/teachers.py): logits from its file or folder."""
+
+    path: Path
+    finetune: Finetune | None = Field(default=None, description="when its classes are not the data's: a new head, "
+                                                                "fitted on the data with the rest frozen")
+
+
+class HuggingFaceTeacher(_ForeignTeacher):
+    """transformers' AutoModelForImageClassification from a local folder (save_pretrained), no remote code."""
+
+    kind: Literal["huggingface"]
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _folder_exists(cls, value, info: ValidationInfo) -> Path:
+        return _existing_folder(str(value), info)
+
+
+class TorchScriptTeacher(_ForeignTeacher):
+    """A TorchScript file (torch.jit.save)."""
+
+    kind: Literal["torchscript"]
+
+    _path_exists = field_validator("path")(_existing_file)
+
+
+class ExportedTeacher(_ForeignTeacher):
+    """A torch.export program (torch.export.save, .pt2)."""
+
+    kind: Literal["exported"]
+
+    _path_exists = field_validator("path")(_existing_file)
+
+
+class OnnxTeacher(_ForeignTeacher):
+    """An ONNX classifier, run by onnxruntime: logit terms only."""
+
+    kind: Literal["onnx"]
+
+    _path_exists = field_validator("path")(_existing_file)
+
+
+Teacher = Annotated[TrainedTeacher | CheckpointTeacher | HuggingFaceTeacher | TorchScriptTeacher | ExportedTeacher
+                    | OnnxTeacher, Field(discriminator="kind")]
 
 
 class Student(Architecture):
@@ -454,6 +508,18 @@ class PipelineSpec(PipelineBase):
     student: Student
     distill: Distill = Field(default_factory=Distill)
     export: Export = Field(default_factory=Export)
+
+    @model_validator(mode="after")
+    def _terms_the_teacher_can_give(self) -> "PipelineSpec":
+        # ONNX, TorchScript and torch.export teachers are compiled graphs: logits, no layers to hook by name.
+        if self.teacher.kind in ("onnx", "torchscript", "exported"):
+            used = [name for name, term in TERMS.items()
+                    if getattr(self.distill, name) is not None and term.needs_teacher_layers]
+            if used:
+                raise ValueError(f"distill.{used[0]}: reads the teacher's layers, and a teacher of kind "
+                                 f"{self.teacher.kind} gives logits only; remove distill.{used[0]} (kd and dkd work "
+                                 "on logits), or use a checkpoint, factory or huggingface teacher")
+        return self
 
 
 def check_device(value: str, info: ValidationInfo) -> str:

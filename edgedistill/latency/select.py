@@ -145,13 +145,18 @@ def select_for_pipeline(spec, device, profile_path, budgets, *, family: str | No
     """Selection for a pipeline's data and teacher on `device`; also returns the calibration used (or None)."""
     from edgedistill.data import load_dataset
     from edgedistill.latency.calibration import predictor_for
-    from edgedistill.models import build_model, count_params
+    from edgedistill.models import FOREIGN_TEACHERS, build_model, count_params
 
     data = load_dataset(spec.data, seed=spec.seed)
     c, h, w = input_shape or data.input_shape
     shape = dict(in_channels=c, num_classes=data.num_classes, input_hw=(h, w))
     t = spec.teacher
-    teacher_params = count_params(build_model(t.family, width=t.width, depth=t.depth, **shape))
+    if t.kind in FOREIGN_TEACHERS:
+        from edgedistill.models.teachers import load_foreign, parameter_count
+
+        teacher_params = parameter_count(load_foreign(t.kind, t.path))
+    else:
+        teacher_params = count_params(build_model(t.family, width=t.width, depth=t.depth, **shape))
     default_fmt, default_precision = deployment(spec, device)
     predictor, calibration = predictor_for(device, profile_path)
     selection = select(family or spec.student.family, device=device, predictor=predictor, budgets=budgets,

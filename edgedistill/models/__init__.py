@@ -27,6 +27,11 @@ _FAMILIES: dict[str, str] = {
 }
 
 
+# Teachers from other frameworks (models/teachers.py has the loaders): an arch.json may name these as its
+# family; they are loaded from the pipeline's teacher.path, never built.
+FOREIGN_TEACHERS = ("huggingface", "torchscript", "exported", "onnx")
+
+
 def register_family(name: str, target: str) -> None:
     """Register a family as 'package.module:callable'; the callable takes the arguments of `build_model`."""
     _FAMILIES[name] = target

@@ -39,7 +39,7 @@ class ArchInfo:
         `factories` (the ones the pipeline names), or any factory if `factories` is True (--allow-factory):
         an arch.json is data, and naming `module:function` in it must not import code by itself."""
         from edgedistill.config.loading import read_text_file
-        from edgedistill.models import family_names, is_factory
+        from edgedistill.models import FOREIGN_TEACHERS, family_names, is_factory
 
         try:
             raw = json.loads(read_text_file(path, 1 << 20, "arch.json"))
@@ -52,7 +52,8 @@ class ArchInfo:
         if problems:
             raise UserError("\n".join(f"{path}: {p}" for p in problems))
         family = raw["family"]
-        if family not in family_names() and not (factories is True or family in (factories or ())):
+        known = family in family_names() or family in FOREIGN_TEACHERS
+        if not known and not (factories is True or family in (factories or ())):
             what = "a user factory, imported only when the pipeline names it or with --allow-factory" \
                 if is_factory(family) else f"unknown (valid: {', '.join(family_names())})"
             raise UserError(f"{path}: family: {family!r} is {what}")
@@ -156,13 +157,20 @@ def nested_state_dict(checkpoint) -> tuple[object, str | None]:
     return checkpoint, None
 
 
-def load_weights(model, path: Path) -> str | None:
+def load_weights(model, path: Path, new_head: str | None = None) -> str | None:
     """Load weights strictly; a mismatch names the file and the first missing or unexpected keys. Returns the
-    key of a training checkpoint the weights were found under (see STATE_KEYS), or None."""
+    key of a training checkpoint the weights were found under (see STATE_KEYS), or None.
+
+    `new_head`: the module path of a head that will be trained anew (teacher.finetune); its weights may have
+    another shape (another class count) and are then left as initialised."""
     state, key = read_checkpoint(path)
     # A DDP checkpoint prefixes every key with 'module.'; the weights are the same.
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
+    if new_head is not None:
+        state = {k: v for k, v in state.items() if not k.startswith(f"{new_head}.") or k not in expected
+                 or tuple(v.shape) == tuple(expected[k].shape)}
+        state.update({k: v for k, v in expected.items() if k.startswith(f"{new_head}.") and k not in state})
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]

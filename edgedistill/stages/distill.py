@@ -29,20 +29,21 @@ def train(spec, ctx) -> StageResult:
     is the data-parallel one: a torchrun rank 0 trains the teacher alone before it, and the others wait."""
     from edgedistill.distill.compute import resolve
     from edgedistill.distill.parallel import DataParallel
+    from edgedistill.models.teachers import has_layers
 
     parallel = DataParallel.current()
     compute = resolve(spec.train.device, spec.train.precision)
     cfg = spec.distill
     data = load_dataset(spec.data, spec.seed)
-    teacher = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec)).build()
-    load_weights(teacher, ctx.output("teacher", "weights"))
+    teacher = load_teacher(spec, ctx)
     student_arch = ArchInfo.load(ctx.output("student", "arch"), pipeline_families(spec))
     student = student_arch.build()
     load_weights(student, ctx.output("student", "weights"))
     out = ctx.stage_dir("distill")
     state = f"{ctx.inputs_digest[:12]}.pt"
 
-    ratio = width_ratio(student, teacher, torch.from_numpy(data.train.x[:2]))
+    # A compiled teacher has no layers to measure: no width gap is known, so no assistants unless asked for.
+    ratio = width_ratio(student, teacher, torch.from_numpy(data.train.x[:2])) if has_layers(teacher) else 1.0
     progressive = cfg.progressive.mode == "on" or (cfg.progressive.mode == "auto"
                                                    and ratio >= cfg.progressive.threshold)
     assistants, source = [], teacher
@@ -107,3 +108,14 @@ def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, s
                       f"{'gained' if gain > 0 else 'did not help:'} {gain * 100:+.2f} points")
     return {"kind": "scratch", "accuracy": scratch, "val_accuracy": run.result.best_val_accuracy,
             "best_epoch": run.result.best_epoch, "epochs": cfg.epochs, "gain": gain, "seconds": round(run.seconds, 3)}
+
+
+def load_teacher(spec, ctx):
+    """The teacher stage's teacher: its saved weights, or the foreign model with the head it fitted."""
+    from edgedistill.models.teachers import teacher_from_run
+
+    outputs = ctx.record("teacher").outputs
+    arch = ArchInfo.load(ctx.output("teacher", "arch"), pipeline_families(spec))
+    return teacher_from_run(arch, getattr(spec.teacher, "path", None),
+                            ctx.output("teacher", "weights") if "weights" in outputs else None,
+                            ctx.output("teacher", "head") if "head" in outputs else None)

@@ -1,44 +1,112 @@
-"""Teacher stage: train a teacher on the data, or load the checkpoint the pipeline names."""
+"""Teacher stage: train a teacher on the data, or load the one the pipeline names (a checkpoint of a family or
+factory, or a Hugging Face, TorchScript, torch.export or ONNX model); a teacher whose classes are not the
+data's gets a new head fitted on the data (teacher.finetune), or stops with one line saying so."""
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
 from edgedistill.data import load_dataset
 from edgedistill.distill import augment as augmentation
 from edgedistill.distill.compute import resolve
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
-from edgedistill.models import count_params
-from edgedistill.models.io import ArchInfo, load_weights, save_weights
+from edgedistill.errors import UserError
+from edgedistill.models import FOREIGN_TEACHERS
+from edgedistill.models.io import ArchInfo, load_weights, read_state_dict, save_weights
+from edgedistill.models.teachers import (
+    HeadOnlyTraining,
+    attach_head,
+    last_linear,
+    load_foreign,
+    output_width,
+    parameter_count,
+)
 from edgedistill.pipeline.engine import StageResult
 
 
 def run(spec, ctx) -> StageResult:
     cfg = spec.teacher
     data = load_dataset(spec.data, spec.seed)
-    arch = ArchInfo(cfg.family, cfg.width, cfg.depth, data.input_shape[0], data.num_classes,
-                    tuple(data.input_shape[1:]), data.class_names)
+    foreign = cfg.kind in FOREIGN_TEACHERS
+    arch = ArchInfo(cfg.kind if foreign else cfg.family, getattr(cfg, "width", 1.0), getattr(cfg, "depth", 1.0),
+                    data.input_shape[0], data.num_classes, tuple(data.input_shape[1:]), data.class_names)
     seed_everything(spec.seed)
-    model = arch.build()
-    metrics: dict = {"family": cfg.family, "width": cfg.width, "depth": cfg.depth, "params": count_params(model),
-                     "source": cfg.kind}
     out = ctx.stage_dir("teacher")
-    if cfg.kind == "checkpoint":
-        key = load_weights(model, cfg.path)
-        metrics["checkpoint"] = str(cfg.path) + (f" (weights under {key!r})" if key else "")
-        if key:
-            ctx.console.print(f"  teacher weights read from the checkpoint's {key!r} entry")
+    compute = resolve(spec.train.device, spec.train.precision)
+    metrics: dict = {"family": arch.family, "width": arch.width, "depth": arch.depth, "source": cfg.kind}
+    outputs = {"arch": out / "arch.json"}
+    head = None
+    if foreign:
+        model = load_foreign(cfg.kind, cfg.path)
+        metrics["path"] = str(cfg.path)
+        width = output_width(model, torch.from_numpy(np.ascontiguousarray(data.train.x[:2])))
+        if width != data.num_classes:
+            require_finetune(cfg, width, data.num_classes)
+            model, head = attach_head(model, width, data.num_classes)
     else:
-        compute = resolve(spec.train.device, spec.train.precision)
-        result = fit(model, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
-                     seed=spec.seed, label="teacher", console=ctx.console,
-                     state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt",
-                     augment=augmentation.build(cfg.augment), compute=compute)
-        metrics.update(best_epoch=result.best_epoch, history=result.history, compute=compute.describe())
+        model = arch.build()
+        if cfg.kind == "checkpoint":
+            head, width = mismatched_head(model, cfg.path, data.num_classes)
+            if head is not None:
+                require_finetune(cfg, width, data.num_classes)
+            key = load_weights(model, cfg.path, new_head=head)
+            metrics["checkpoint"] = str(cfg.path) + (f" (weights under {key!r})" if key else "")
+            if key:
+                ctx.console.print(f"  teacher weights read from the checkpoint's {key!r} entry")
+        else:
+            result = fit(model, data.train, data.val, cross_entropy, cfg, seed=spec.seed, label="teacher",
+                         console=ctx.console, state_path=out / f"train-state-{ctx.inputs_digest[:12]}.pt",
+                         augment=augmentation.build(cfg.augment), compute=compute)
+            metrics.update(best_epoch=result.best_epoch, history=result.history, compute=compute.describe())
+    if head is not None:
+        metrics["finetune"] = finetune_head(model, head, data, cfg.finetune, spec, ctx, compute)
+        outputs["head"] = out / "head.safetensors"
+        save_weights(model.get_submodule(head), outputs["head"])
+    metrics["params"] = parameter_count(model)
     metrics["val_accuracy"] = accuracy(predict(model, data.val.x), data.val.y)
     metrics["accuracy"] = accuracy(predict(model, data.test.x), data.test.y)
-    ctx.console.print(f"  teacher {cfg.family} ×{cfg.width}: {metrics['params']:,} params, "
-                      f"test accuracy {metrics['accuracy']:.2%}")
-    save_weights(model, out / "model.safetensors")
-    arch.save(out / "arch.json")
-    return StageResult(outputs={"weights": out / "model.safetensors", "arch": out / "arch.json"}, metrics=metrics)
+    ctx.console.print(f"  teacher {arch.family}" + ("" if foreign else f" ×{arch.width}")
+                      + f": {metrics['params']:,} params, test accuracy {metrics['accuracy']:.2%}")
+    if not foreign:
+        outputs["weights"] = out / "model.safetensors"
+        save_weights(model, outputs["weights"])
+    arch.save(outputs["arch"])
+    return StageResult(outputs=outputs, metrics=metrics)
+
+
+def cross_entropy(x, logits, y, idx, epoch):
+    return F.cross_entropy(logits, y)
+
+
+def mismatched_head(model, path, num_classes: int) -> tuple[str | None, int]:
+    """(the model's classifier path, the checkpoint's class count) when the checkpoint's classifier has another
+    class count than the data; (None, num_classes) when it fits."""
+    head = last_linear(model, num_classes)
+    if head is None:
+        return None, num_classes
+    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    weight = state.get(f"{head}.weight")
+    if weight is None or weight.ndim != 2 or weight.shape[0] == num_classes:
+        return None, num_classes
+    return head, int(weight.shape[0])
+
+
+def require_finetune(cfg, given: int, num_classes: int) -> None:
+    if cfg.finetune is None:
+        raise UserError(f"{cfg.path}: teacher: its head gives {given} classes and the data has {num_classes}: add "
+                        "teacher.finetune: {epochs: 5} to fit a new head on the data (the rest of the teacher "
+                        "frozen), or give a teacher trained on these classes")
+
+
+def finetune_head(model, head: str, data, cfg, spec, ctx, compute) -> dict:
+    """Fit the new head on the data with the rest of the teacher frozen (and in eval mode)."""
+    trainable = HeadOnlyTraining(model, head)
+    result = fit(trainable, data.train, data.val, cross_entropy, cfg, seed=spec.seed, label="teacher head",
+                 console=ctx.console, compute=compute)
+    ctx.console.print(f"  teacher's new head ({head}, {data.num_classes} classes) fitted for {cfg.epochs} epochs: "
+                      f"validation accuracy {result.best_val_accuracy:.2%}")
+    return {"head": head, "epochs": cfg.epochs, "best_epoch": result.best_epoch,
+            "val_accuracy": result.best_val_accuracy, "history": result.history,
+            "trainable_params": sum(p.numel() for p in model.get_submodule(head).parameters())}

@@ -57,6 +57,9 @@ class LossTerm:
     name: ClassVar[str]
     Config: ClassVar[type[Strict]]
     in_warmup: ClassVar[bool] = True  # whether the standard schedule's warm-up keeps it (fine-tune drops every term)
+    # Whether it reads the teacher's layers (hooks, its head): a compiled teacher (ONNX, TorchScript, a
+    # torch.export program) gives logits only.
+    needs_teacher_layers: ClassVar[bool] = True
 
     def __init__(self, cfg, student: nn.Module, teacher: nn.Module, sample: torch.Tensor):
         from torch import nn

@@ -49,6 +49,7 @@ class Dkd(LossTerm):
     name = "dkd"
     Config = DkdConfig
     in_warmup = False  # a logits term, like kd, which the standard warm-up turns off
+    needs_teacher_layers = False
 
     def loss(self, step):
         tckd, nckd = dkd_parts(step.logits, step.t_logits, step.labels, step.temperature)
