@@ -107,3 +107,19 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     except ValueError:  # fewer draws than classes: a plain seeded draw
         chosen = np.random.default_rng(seed).choice(len(labels), n, replace=False)
     return np.sort(chosen)
+
+
+def preprocessing(spec) -> dict:
+    """How a raw input becomes the model's input, for the artifacts' metadata and the report: what an app
+    must do to feed the model as it was trained."""
+    if spec.kind == "imagefolder":
+        from edgedistill.data.images import Preprocess
+
+        return Preprocess.from_spec(spec.preprocess).describe()
+    if spec.kind == "digits":
+        return {"source": "scikit-learn load_digits, 8x8", "layout": "NCHW", "channels": "gray",
+                "pixel_range": "0..16", "input = pixel * scale + offset": {"scale": [1 / 16], "offset": [0.0]}}
+    if spec.kind == "idx":
+        return {"source": "idx (MNIST format) files", "layout": "NCHW", "channels": "gray", "pixel_range": "0..255",
+                "input = pixel * scale + offset": {"scale": [1 / 255], "offset": [0.0]}}
+    return {"source": f"{spec.kind} arrays as stored (x as float32)", "layout": "NCHW"}

@@ -79,6 +79,18 @@ def read_metadata(path: Path) -> dict[str, object]:
     return {}
 
 
+def input_quantization(path: Path) -> dict | None:
+    """An integer input's scale and zero point (input = round(x / scale) + zero_point), or None for float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        detail = Interpreter(model_path=str(path)).get_input_details()[0]
+    if detail["dtype"] not in (np.int8, np.uint8):
+        return None
+    scale, zero = detail["quantization"]
+    return {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+
+
 def tflite_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     """Run the model on each sample of `x` (batch 1), converting int8 inputs and outputs."""
     from ai_edge_litert.interpreter import Interpreter

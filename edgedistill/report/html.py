@@ -14,6 +14,7 @@ from edgedistill.report.text import (
     layer_pairs,
     model_rows,
     pct,
+    preprocessing_lines,
     quantization_notes,
     selection_summary,
     verdict_word,
@@ -32,7 +33,7 @@ th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6
 code{background:#f5f5f5;padding:0 .2em}
 """
 
-SECTIONS = ("verdict", "models", "figures", "distillation", "quantization", "selection", "stages", "failures",
+SECTIONS = ("verdict", "models", "feeding", "figures", "distillation", "quantization", "selection", "stages", "failures",
             "environment")
 
 
@@ -48,8 +49,8 @@ def html_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def render_html(results: dict) -> str:
-    parts = [_verdict(results), _models(results), _figures(results), _distillation(results), _quantization(results),
-             _selection(results), _stages(results), _failures(results), _environment(results)]
+    parts = [_verdict(results), _models(results), _feeding(results), _figures(results), _distillation(results),
+             _quantization(results), _selection(results), _stages(results), _failures(results), _environment(results)]
     title = f"Deployment report: {results['pipeline']} → {results['device']['name']}"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>"
@@ -86,6 +87,13 @@ def _models(r: dict) -> str:
                                             "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")
     notes = "".join(f"<p class=muted>{e(n)}</p>" for n in quantization_notes(r["artifacts"]))
     return _section("models", "Teacher, student and artifacts", note + html_table(list(MODEL_COLUMNS), rows) + notes)
+
+
+def _feeding(r: dict) -> str:
+    lines = preprocessing_lines(r)
+    body = "<ul>" + "".join(f"<li>{e(line)}</li>" for line in lines) + "</ul>" if lines else \
+        "<p>Not known: the export stage did not complete.</p>"
+    return _section("feeding", "Feeding the model", body)
 
 
 def figure_block(svg: str | None, caption: str, missing: str) -> str:

@@ -8,6 +8,7 @@ from edgedistill.report.text import (
     layer_pairs,
     model_rows,
     pct,
+    preprocessing_lines,
     quantization_notes,
     selection_summary,
     verdict_word,
@@ -51,6 +52,9 @@ def render_markdown(results: dict) -> str:
     lines += ["| " + " | ".join(_escape(c) for c in cells) + " |" for cells, _ in model_rows(results)]
     lines.append("")
     lines += [f"{note}\n" for note in quantization_notes(results["artifacts"])]
+    feeding = preprocessing_lines(results)
+    if feeding:
+        lines += ["## Feeding the model", ""] + [f"- {_escape(line)}" for line in feeding] + [""]
     lines += _selection(results.get("selection"))
     lines += _distillation(results.get("distillation"), results["training"].get("distill"),
                            (results.get("student") or {}).get("accuracy"))

@@ -49,7 +49,9 @@ def build_results(ctx) -> dict:
         "metric": (t_metrics or {}).get("metric", "accuracy"),
         "teacher": None if t_metrics is None else {
             "arch": _arch(t_metrics), "params": t_metrics["params"], "accuracy": t_metrics["accuracy"],
-            "source": t_metrics["source"]},
+            "source": t_metrics["source"], "finetune": _finetune(t_metrics.get("finetune"))},
+        # How an app must prepare an input (the same dict is in every artifact's metadata).
+        "preprocessing": (stages["export"].metrics.get("preprocessing") if "export" in stages else None),
         "student": None if s_metrics is None else {
             "arch": _arch(s_metrics), "params": s_metrics["params"], "param_ratio": s_metrics["param_ratio"],
             "accuracy": d_metrics["accuracy"] if d_metrics else None},
@@ -75,6 +77,11 @@ def build_results(ctx) -> dict:
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
     }
+
+
+def _finetune(tuned: dict | None) -> dict | None:
+    """The new head a teacher got (teacher.finetune), without its per-epoch history."""
+    return None if tuned is None else {k: v for k, v in tuned.items() if k != "history"}
 
 
 def _arch(metrics: dict) -> str:
@@ -107,7 +114,7 @@ def _artifacts(ctx) -> list[dict]:
         rows.append({"format": art["format"], "precision": art["precision"],
                      "requested_precision": art["requested_precision"], "path": art.get("path"),
                      "bytes": art.get("bytes"), "parity": art.get("parity"), "fallback": art.get("fallback"),
-                     "attempts": art.get("attempts", []),
+                     "attempts": art.get("attempts", []), "input_quantization": art.get("input_quantization"),
                      "accuracy": cell["accuracy"] if cell.get("accuracy") is not None
                      else (art.get("parity") or {}).get("accuracy"),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),

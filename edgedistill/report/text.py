@@ -112,3 +112,24 @@ def layer_pairs(mapping: dict) -> list[tuple[str, dict]]:
     describe a list of {student, teacher, student_shape, teacher_shape})."""
     return [(term, pair) for term, rows in (mapping or {}).items() if isinstance(rows, list)
             for pair in rows if isinstance(pair, dict) and {"student", "teacher"} <= pair.keys()]
+
+
+def preprocessing_lines(results: dict) -> list[str]:
+    """How to feed the model, one line each: the data's preprocessing, then each integer-input artifact's
+    quantization, and the teacher's new head when it got one."""
+    lines = []
+    pre = results.get("preprocessing") or {}
+    for key, value in pre.items():
+        if isinstance(value, dict):
+            value = "; ".join(f"{k} {', '.join(f'{x:.6g}' for x in v)}" for k, v in value.items())
+        lines.append(f"{key}: {value}")
+    for a in results["artifacts"]:
+        q = a.get("input_quantization")
+        if q:
+            lines.append(f"{a['format']} {a['precision']} input: {q['dtype']}, round(input / {q['scale']:.6g}) + "
+                         f"{q['zero_point']}")
+    tuned = (results.get("teacher") or {}).get("finetune")
+    if tuned:
+        lines.append(f"teacher: new head {tuned['head']} fitted on this data for {tuned['epochs']} epochs (the rest "
+                     f"frozen), validation accuracy {pct(tuned['val_accuracy'])}")
+    return lines

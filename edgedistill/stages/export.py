@@ -10,7 +10,7 @@ import os
 import shutil
 
 from edgedistill.cost import is_linear_heavy
-from edgedistill.data import load_dataset, stratified_indices
+from edgedistill.data import load_dataset, preprocessing, stratified_indices
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
 from edgedistill.export.formats import artifact_name, get_format
@@ -48,7 +48,8 @@ def run(spec, ctx) -> StageResult:
     out = ctx.stage_dir("export")
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
-                "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}"}
+                "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}",
+                "preprocessing": preprocessing(spec.data)}
     artifacts, outputs, warnings = [], {}, []
     for name in cfg.formats:
         fp32_path = out / artifact_name(name, "fp32")
@@ -70,7 +71,8 @@ def run(spec, ctx) -> StageResult:
         shutil.rmtree(out / "attempts", ignore_errors=True)
     if not outputs:
         raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
-    return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "gate_reference_accuracy": val_reference,
+    return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": metadata["preprocessing"],
+                                                 "gate_reference_accuracy": val_reference,
                                                  "gate_max_drop": cfg.gate.max_drop}, warnings=warnings)
 
 
@@ -111,6 +113,7 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     elif final.path == fp32_path and target != fp32_path:
         shutil.copyfile(fp32_path, target)
     record["precision"] = final.precision
+    record["input_quantization"] = fmt.input_quantization(target) if final.precision == "int8" else None
     if gate.fell_back:
         record["fallback"] = final.reason
         warnings.append(f"{name} {precision}: {final.reason}")

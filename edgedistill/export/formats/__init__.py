@@ -34,6 +34,8 @@ class ExportFormat:
     write_metadata: Callable[[Path, dict], None]
     first_and_last_layers: Callable[[Path], list[str]]  # kept in float by the accuracy gate's second try
     outputs: Callable[[Path, np.ndarray], np.ndarray]  # the artifact's outputs on x, on its runtime's CPU path
+    # An integer input's scale and zero point, for the app that feeds the model; None for float inputs.
+    input_quantization: Callable[[Path], dict | None] = lambda path: None
     # Sentence encoders (data.kind: text); None where the format cannot take one.
     export_encoder: Callable[..., Path] | None = None  # (model, path, *, opset, seq_len, metadata) -> path
     encoder_embeddings: Callable[..., np.ndarray] | None = None  # (path, tokenizer, texts, *, seq_len)
@@ -45,7 +47,7 @@ class ExportFormat:
             return fp32_path
         self.quantize(fp32_path, out, precision, calibration_x, method, keep_float)
         self.write_metadata(out, {**metadata, "precision": precision, "calibration": method,
-                                  "kept_float": list(keep_float)})
+                                  "kept_float": list(keep_float), "input_quantization": self.input_quantization(out)})
         return out
 
 

@@ -50,6 +50,12 @@ def _outputs(path, x):
     return tflite_outputs(path, x)
 
 
+def _input_quantization(path):
+    from edgedistill.export.tflite import input_quantization
+
+    return input_quantization(path)
+
+
 def _export_encoder(model, path, *, opset, seq_len, metadata):
     from edgedistill.lm.export import encoder_to_tflite
 
@@ -68,4 +74,4 @@ FORMAT = ExportFormat(
     calibration_methods=("minmax",),  # ai-edge-quantizer estimates activation ranges by min/max only
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
-    export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings)
+    input_quantization=_input_quantization, export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings)
