@@ -16,7 +16,10 @@ def bench_command(
     target: str = typer.Option("auto", "--target", help="local, ssh://user@host[:port], emulated[:cpu] (the device's "
                                  "ARM CPU under qemu: accuracy and agreement, no latency), or auto (the device's)."),
     device: str = typer.Option("host", "--device", help="Device profile: threads, providers, connection."),
-    data: Optional[Path] = typer.Option(None, "--data", help=".npz with x and y for accuracy (default: zeros)."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with x and y for accuracy (default: zeros), or a "
+                                        "folder of <class>/<image> files, read with the model's preprocessing."),
+    samples: int = typer.Option(512, "--samples", min=1, max=100_000,
+                                help="With a --data folder: at most this many images, drawn evenly by class."),
     runs: int = typer.Option(100, "--runs", min=1, help="Timed runs (at least; also at least --min-time-s)."),
     min_time_s: float = typer.Option(0.5, "--min-time-s", min=0),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs."),
@@ -37,9 +40,12 @@ def bench_command(
     from edgedistill.export.formats import format_of
 
     format_of(model)  # a suffix some format has
-    for path, what in ((model, "MODEL"), (data, "--data")):
-        if path is not None and not path.is_file():
-            raise UserError(f"{path}: {what}: file not found")
+    if not model.is_file():
+        raise UserError(f"{model}: MODEL: file not found")
+    if data is not None and data.is_dir():
+        data = _folder_data(model, data, samples)
+    elif data is not None and not data.is_file():
+        raise UserError(f"{data}: --data: file not found")
     if data is not None:
         _check_data(data)
     profile = load_device(device)
@@ -106,6 +112,26 @@ def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeou
                f"{fidelity['accuracy']:.2%} on {fidelity['samples']} samples; top-1 agreement with this host's "
                f"{fmt.runtime} {fidelity['top1_agreement']:.2%}, max |Δ| {fidelity['max_abs_diff']:.1e}. "
                f"Timing under emulation is not a device latency: measure it on the device (--target ssh://...).")
+
+
+def _folder_data(model: Path, folder: Path, samples: int) -> Path:
+    """An image folder as the .npz the runner takes, preprocessed as the model's metadata says (in a temporary
+    folder removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from edgedistill.data.images import folder_as_arrays
+    from edgedistill.export.formats import format_of
+
+    x, y, found = folder_as_arrays(folder, format_of(model).read_metadata(model), samples, str(model))
+    typer.echo(f"--data {folder}: {len(y)} of {found} images, preprocessed as {model.name}'s metadata says", err=True)
+    tmp = Path(tempfile.mkdtemp(prefix="edgedistill-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    np.savez(tmp / "data.npz", x=x, y=y)
+    return tmp / "data.npz"
 
 
 def _check_data(data: Path) -> None:

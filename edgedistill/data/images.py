@@ -61,6 +61,21 @@ class Preprocess:
                 "channels": "RGB" if self.channels == "rgb" else "gray", "pixel_range": "0..255",
                 "input = pixel * scale + offset": {"scale": list(self.scale), "offset": list(self.offset)}}
 
+    @classmethod
+    def from_description(cls, described: dict, source: str) -> Preprocess:
+        """The preprocessing an artifact's metadata describes (`describe`'s output), checked."""
+        try:
+            affine = described["input = pixel * scale + offset"]
+            made = cls(int(described["resize_shorter_side"]), int(described["center_crop"]),
+                       {"RGB": "rgb", "gray": "gray"}[described["channels"]],
+                       tuple(float(v) for v in affine["scale"]), tuple(float(v) for v in affine["offset"]))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{source}: its metadata describes no image preprocessing (it was not trained on an "
+                            "image folder); give --data as an .npz of model inputs") from None
+        if not (0 < made.crop <= made.resize <= 4096) or len(made.scale) != made.shape[0]:
+            raise UserError(f"{source}: metadata preprocessing {described!r} is not one edgedistill writes")
+        return made
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return (3 if self.channels == "rgb" else 1, self.crop, self.crop)
@@ -225,3 +240,24 @@ def load(spec):
     test = read_folder(given["test"], spec_names)[:2]
     val = read_folder(given["val"], spec_names)[:2] if "val" in given else None
     return x, y, names, test, val
+
+
+def folder_as_arrays(folder: Path, metadata: dict, limit: int, source: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x, y, images found) for `edgedistill bench --data FOLDER`: `folder/<class>/<image>` read with the
+    preprocessing the model's metadata carries, labelled by its class names; an even draw of at most `limit`
+    images (seeded), so what is shipped to a device stays bounded."""
+    preprocess = Preprocess.from_description(metadata.get("preprocessing") or {}, source)
+    names = metadata.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{source}: its metadata lists no class names to label {folder}'s folders with")
+    paths, labels, _ = by_folder(folder, names)
+    if not paths:
+        raise UserError(f"{folder}: --data: no images in class folders named as the model's classes "
+                        f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    found = len(paths)
+    if found > limit:
+        from edgedistill.data import stratified_indices
+
+        picked = stratified_indices(labels, limit, seed=0)
+        paths, labels = [paths[i] for i in picked], labels[picked]
+    return ImageArray(paths, preprocess)[:], labels, found

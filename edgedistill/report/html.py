@@ -33,8 +33,8 @@ th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6
 code{background:#f5f5f5;padding:0 .2em}
 """
 
-SECTIONS = ("verdict", "models", "feeding", "figures", "distillation", "quantization", "selection", "stages", "failures",
-            "environment")
+SECTIONS = ("verdict", "models", "feeding", "figures", "distillation", "quantization", "selection", "stages",
+            "failures", "environment")
 
 
 def e(value) -> str:
