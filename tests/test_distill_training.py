@@ -41,7 +41,8 @@ def test_standard_schedule_phases():
     warm, mid, fine = schedule.at(0), schedule.at(5), schedule.at(9)
     assert (warm.alpha, warm.easy_fraction) == (0.0, 0.5) and mid.alpha == 0.7 and fine.lr_scale == 0.1
     assert set(fine.terms) == set(TERMS) and not any(fine.terms.values())  # the fine-tune drops every term
-    assert warm.terms == {"features": 1.0, "attention": 1.0, "classifier": 0.0, "dkd": 0.0} and mid.terms["dkd"] == 1
+    assert warm.terms == {"features": 1.0, "attention": 1.0, "classifier": 0.0, "dkd": 0.0,
+                          "consistent": 0.0} and mid.terms["dkd"] == 1
     # Warm-up trains on the easiest half (lowest difficulty), shuffled; later phases on everything.
     order = schedule.order(0, 20, torch.Generator().manual_seed(0))
     assert sorted(order.tolist()) == list(range(10))

@@ -372,6 +372,19 @@ class _Distill(Training):
                 raise ValueError(f"phase fractions must add up to 1, got {total:g}")
         return value
 
+    @model_validator(mode="after")
+    def _consistent_views(self):
+        term = getattr(self, "consistent", None)
+        if term is not None and self.augment is not None:
+            raise ValueError("distill.augment and distill.consistent both set the training views; keep one "
+                             "(consistent: crop_area, flip, shift, mixup)")
+        labels = self.alpha < 1 or getattr(self, "dkd", None) is not None or self.schedule is not None
+        if term is not None and term.mixup > 0 and labels:
+            raise ValueError(f"distill.consistent.mixup {term.mixup:g} mixes two images into each view, which the "
+                             "true labels do not describe: set distill.alpha: 1 (teacher only) and leave out dkd "
+                             "and schedule (its phases train on labels), or set mixup: 0")
+        return self
+
     def phases(self) -> list[Phase]:
         """The schedule as phases; no schedule is one distillation phase."""
         if self.schedule is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,8 +54,22 @@ def resized_crop(min_area: float, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -
     return augment
 
 
-def build(cfg) -> Augment | None:
-    """The augmentation a pipeline's `augment` section asks for (crop, then flip, then shift), or None."""
+def mixup(alpha: float) -> Augment:
+    """Mixup (Zhang et al. 2018, arXiv:1710.09412): each image blended with another of the batch, weight
+    lambda ~ Beta(alpha, alpha) for the batch. Beta draws come from numpy, seeded from the loop's generator."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+        partner = torch.randperm(len(x), generator=generator)
+        return lam * x + (1 - lam) * x[partner]
+
+    return augment
+
+
+def build(cfg, mix: float = 0.0) -> Augment | None:
+    """The augmentation a pipeline's `augment` section (or the consistent term) asks for: crop, flip, shift,
+    then mixup when `mix` > 0; None when it asks for nothing."""
     if cfg is None:
         return None
     steps = []
@@ -64,6 +79,8 @@ def build(cfg) -> Augment | None:
         steps.append(flip)
     if cfg.shift:
         steps.append(shift(cfg.shift))
+    if mix > 0:
+        steps.append(mixup(mix))
     if not steps:
         return None
 

@@ -48,11 +48,12 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     teacher.to(compute.device)  # its pass over the data (cached or online) runs where training does
     s_out = FeatureHooks(student, objective.student_outputs, only_training=True)
     s_in = FeatureHooks(student, objective.student_inputs, "input", only_training=True)
-    online = cfg.augment is not None or cfg.cache == "off"
+    augment = distill_augmentation(cfg)
+    online = augment is not None or cfg.cache == "off"
     t_all: TeacherOutputs
     if online:
         t_all = teacher_pass(teacher, data.train.x, [], [])  # logits only: to rank examples by difficulty
-        cache = "bypass" if cfg.augment is not None else "online"
+        cache = "online" if augment is None else "bypass"
         t_out = FeatureHooks(teacher, objective.teacher_outputs)
         t_in = FeatureHooks(teacher, objective.teacher_inputs, "input")
     else:
@@ -81,7 +82,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
                      state_path=state_path, extra=objective.adapters, schedule=schedule,
-                     augment=augmentation.build(cfg.augment), parallel=parallel,
+                     augment=augment, parallel=parallel,
                      compute=compute)
     finally:
         for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
@@ -101,8 +102,17 @@ def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int
     start = time.perf_counter()
     result = fit(student, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg,
                  seed=seed, label="baseline (labels only)", console=console, state_path=state_path,
-                 augment=augmentation.build(cfg.augment), compute=compute)
+                 augment=distill_augmentation(cfg, with_mixup=False), compute=compute)
     return Distilled(result, "not used", {}, [], time.perf_counter() - start, ["ce"])
+
+
+def distill_augmentation(cfg, with_mixup: bool = True):
+    """Distillation's augmentation: `distill.augment`, or the consistent term's views (crops, flips, shifts, and
+    mixup unless `with_mixup` is off: the scratch baseline trains on labels, which mixed images do not have)."""
+    term = cfg.consistent
+    if term is None:
+        return augmentation.build(cfg.augment)
+    return augmentation.build(term, term.mixup if with_mixup else 0.0)
 
 
 def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],
