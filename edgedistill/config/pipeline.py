@@ -88,6 +88,8 @@ class IdxData(_SplitFractions):
     test_images: Path | None = None
     test_labels: Path | None = None
     class_names: list[str] | None = None
+    subset: float = Field(default=1.0, gt=0, le=1, description="a seeded, class-stratified share of each file, for "
+                                                               "quick trials (1: all of it)")
 
     _paths_exist = field_validator("images", "labels", "test_images", "test_labels")(
         lambda value, info: None if value is None else _existing_file(value, info))

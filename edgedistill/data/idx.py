@@ -59,12 +59,22 @@ def read_pair(images: Path, labels: Path, what: str, class_names: list[str] | No
     return (x.astype(np.float32) / 255.0)[:, None], y
 
 
+def shared(pair: tuple[np.ndarray, np.ndarray], share: float) -> tuple[np.ndarray, np.ndarray]:
+    if share >= 1:
+        return pair
+    from edgedistill.data import stratified_indices
+
+    picked = stratified_indices(pair[1], max(1, round(share * len(pair[1]))), seed=0)
+    return pair[0][picked], pair[1][picked]
+
+
 def load(spec):
-    """(x, y, class names, the given test split or None)."""
-    x, y = read_pair(spec.images, spec.labels, "", spec.class_names)
+    """(x, y, class names, the given test split or None); with `subset` below 1, that share of each file (a
+    seeded draw keeping every class's share)."""
+    x, y = shared(read_pair(spec.images, spec.labels, "", spec.class_names), spec.subset)
     test = None
     if spec.test_images is not None:
-        test = read_pair(spec.test_images, spec.test_labels, "test_", spec.class_names)
+        test = shared(read_pair(spec.test_images, spec.test_labels, "test_", spec.class_names), spec.subset)
         if test[0].shape[1:] != x.shape[1:]:
             raise UserError(f"{spec.test_images}: data.test_images: images of {test[0].shape[2:]} pixels; the "
                             f"training images are {x.shape[2:]}")
