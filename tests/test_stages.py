@@ -146,3 +146,20 @@ def test_emulation_is_asked_of_arm_devices_only():
     assert emulation_cpu("auto", host, tokens=False) is None and emulation_cpu("off", pi4, tokens=False) is None
     assert emulation_cpu("on", pi4, tokens=False) == "cortex-a72" and emulation_cpu("on", pi4, tokens=True) is None
     assert emulation_cpu("auto", pi4, tokens=False) == ("cortex-a72" if emulated.available() else None)
+
+
+def test_a_large_test_split_ships_as_a_stated_stratified_sample(tmp_path, monkeypatch):
+    import numpy as np
+
+    from edgedistill.config.pipeline import DigitsData
+    from edgedistill.data import load_dataset
+    from edgedistill.stages import bench
+
+    data = load_dataset(DigitsData(kind="digits"), seed=0)  # 360 test images of 8x8: 256 bytes each as float32
+    monkeypatch.setattr(bench, "MAX_TEST_MB", 100 * 256 / 2**20)
+    shipped = bench.ship_test_split(data, tmp_path / "test.npz", seed=0)
+    assert shipped == {"samples": 100, "of": 360}
+    with np.load(tmp_path / "test.npz") as arrays:
+        assert arrays["x"].shape == (100, 1, 8, 8) and np.bincount(arrays["y"], minlength=10).min() >= 9
+    monkeypatch.setattr(bench, "MAX_TEST_MB", 256)
+    assert bench.ship_test_split(data, tmp_path / "all.npz", seed=0) == {"samples": 360, "of": 360}

@@ -21,12 +21,14 @@ def run(spec, ctx) -> StageResult:
     out = ctx.stage_dir("bench")
     # A sentence encoder is timed on token feeds of the exported length; its quality was measured at export.
     tokens = spec.data.kind == "text"
-    test_npz, seq_len, outputs = None, spec.export.seq_len if tokens else None, {}
+    test_npz, seq_len, outputs, shipped = None, spec.export.seq_len if tokens else None, {}, {}
     if not tokens:
         data = load_dataset(spec.data, spec.seed)
         test_npz = out / "test.npz"
-        with atomic_output(test_npz) as tmp, open(tmp, "wb") as f:
-            np.savez(f, x=data.test.x, y=data.test.y)
+        shipped = ship_test_split(data, test_npz, spec.seed)
+        if shipped["samples"] < shipped["of"]:
+            ctx.console.print(f"  accuracy on the target: {shipped['samples']:,} of the {shipped['of']:,} test samples "
+                              f"(a seeded draw keeping each class's share; at most {MAX_TEST_MB} MB are shipped)")
         outputs["test_data"] = test_npz
     target = resolve_target(cfg.target, ctx.device)
     threads = bench_threads(target, ctx.device, cfg.threads)
@@ -75,8 +77,24 @@ def run(spec, ctx) -> StageResult:
                       "runtime": result["runtime"], "device": result["device"]})
     if arm_cpu is not None:
         emulate_artifacts(ctx, spec, arm_cpu, student, data, cells, warnings)
-    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu},
-                       warnings=warnings)
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu,
+                                                 "test_data": shipped}, warnings=warnings)
+
+
+MAX_TEST_MB = 256  # test inputs shipped to the target: all of a small split, a stated sample of a large one
+
+
+def ship_test_split(data, path, seed: int) -> dict:
+    """The preprocessed test split (or a class-stratified sample of at most MAX_TEST_MB) as the .npz the runner
+    reads; says how many of how many samples it holds."""
+    from edgedistill.data import stratified_indices
+
+    per_sample = int(np.prod(data.input_shape)) * 4
+    keep = min(len(data.test), max(1, int(MAX_TEST_MB * 2**20 // per_sample)))
+    picked = stratified_indices(data.test.y, keep, seed)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x=data.test.x[picked], y=data.test.y[picked])
+    return {"samples": int(keep), "of": len(data.test)}
 
 
 def emulation_cpu(mode: str, device, tokens: bool) -> str | None:
