@@ -140,3 +140,21 @@ def test_a_file_that_is_not_the_format_is_one_line(tmp_path):
     for kind in ("onnx", "torchscript", "exported"):
         with pytest.raises(UserError, match=r"teacher.path: not a"):
             load_foreign(kind, bad)
+
+
+def test_a_release_with_other_layer_names_and_other_classes_gets_a_new_head(tmp_path):
+    """A checkpoint of the same architecture written by other code (its own layer names, 5 classes): matched in
+    order and shape, and with finetune its classifier is fitted anew for the data's 10."""
+    original = _model(num_classes=5)
+    renamed = {f"release_{i:03d}.{name.rsplit('.', 1)[-1]}": v for i, (name, v) in
+               enumerate(original.state_dict().items())}
+    torch.save(renamed, tmp_path / "release.pth")
+    with pytest.raises(UserError, match="its head gives 5 classes"):
+        _run(tmp_path, {"kind": "checkpoint", "path": str(tmp_path / "release.pth"), **ARCH})
+    stages = _run(tmp_path / "tuned", {"kind": "checkpoint", "path": str(tmp_path / "release.pth"),
+                                       "finetune": {"epochs": 1}, **ARCH})
+    assert stages["teacher"]["metrics"]["finetune"]["head"] == "head.fc"
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "tuned" / "run" / "teacher" / "model.safetensors"))
+    assert torch.equal(saved["stem.0.weight"], original.state_dict()["stem.0.weight"])

@@ -168,7 +168,7 @@ def load_weights(model, path: Path, new_head: str | None = None) -> str | None:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
     if state and not set(state) & set(expected):
-        state = by_position(state, expected, path)
+        state = by_position(state, expected, path, new_head)
     if new_head is not None:
         state = {k: v for k, v in state.items() if not k.startswith(f"{new_head}.") or k not in expected
                  or tuple(v.shape) == tuple(expected[k].shape)}
@@ -191,16 +191,19 @@ def load_weights(model, path: Path, new_head: str | None = None) -> str | None:
     return key
 
 
-def by_position(state: dict, expected: dict, path: Path) -> dict:
+def by_position(state: dict, expected: dict, path: Path, new_head: str | None = None) -> dict:
     """The weights of the same architecture written by other code (other layer names, as a released checkpoint
     of EfficientNet-Lite0 has): matched to the model's layers in order, each pair checked by its role (weight,
-    bias, running statistics) and shape; the first pair that does not fit is named."""
+    bias, running statistics) and shape (not the shape of `new_head`'s, which is trained anew); the first pair
+    that does not fit is named."""
     if len(state) != len(expected):
         raise UserError(f"{path}: no weight name matches the model's and it holds {len(state)} tensors for the "
                         f"model's {len(expected)}; check teacher.family, width and depth")
     matched = {}
     for (theirs, tensor), (name, mine) in zip(state.items(), expected.items()):
-        if theirs.rsplit(".", 1)[-1] != name.rsplit(".", 1)[-1] or tuple(tensor.shape) != tuple(mine.shape):
+        renewed = new_head is not None and name.startswith(f"{new_head}.")
+        if theirs.rsplit(".", 1)[-1] != name.rsplit(".", 1)[-1] or (
+                tuple(tensor.shape) != tuple(mine.shape) and not renewed):
             raise UserError(f"{path}: no weight name matches the model's, and in order {theirs} "
                             f"{tuple(tensor.shape)} does not fit {name} {tuple(mine.shape)}; check teacher.family, "
                             "width and depth")

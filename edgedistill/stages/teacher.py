@@ -87,6 +87,9 @@ def mismatched_head(model, path, num_classes: int) -> tuple[str | None, int]:
     if head is None:
         return None, num_classes
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    expected = list(model.state_dict())
+    if state and not set(state) & set(expected) and len(state) == len(expected):  # other names: by position
+        state = dict(zip(expected, state.values()))
     weight = state.get(f"{head}.weight")
     if weight is None or weight.ndim != 2 or weight.shape[0] == num_classes:
         return None, num_classes
