@@ -140,3 +140,16 @@ def test_bad_device_profile(tmp_path):
     path.write_text(text)
     with pytest.raises(UserError, match=r"dev\.yaml:\d+: hardware\.clock_ghz: .*greater than 0, got -1"):
         load_device(str(path))
+
+
+def test_an_unquoted_yaml_off_gets_a_hint_to_quote_it(tmp_path):
+    from edgedistill.config.pipeline import load_pipeline
+    from edgedistill.errors import UserError
+    from tests.conftest import tiny_pipeline_dict, write_pipeline
+
+    path = write_pipeline(tmp_path / "p.yaml", tiny_pipeline_dict())
+    text = path.read_text()
+    assert "baseline: 'off'" in text  # safe_dump quotes it; a person typing it often does not
+    path.write_text(text.replace("baseline: 'off'", "baseline: off"))
+    with pytest.raises(UserError, match=r"distill.baseline: unknown value False.*quote the word \('off'\)"):
+        load_pipeline(path)

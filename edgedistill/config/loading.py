@@ -136,6 +136,8 @@ def _describe_one(model: type[BaseModel], err: dict, path: Path, node: yaml.Node
         message = "required field is missing"
     elif err["type"] in ("literal_error", "enum"):
         message = unknown_choice("value", value, _split_choices(ctx.get("expected", "")))
+        if isinstance(value, bool):  # YAML 1.1 reads unquoted off/on/no/yes as booleans
+            message += "; YAML reads unquoted off, on, no and yes as true/false: quote the word ('off')"
     elif err["type"] == "value_error":
         message = _clean(err["msg"])  # our validators name the value themselves
     else:
