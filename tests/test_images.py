@@ -44,6 +44,8 @@ def test_class_folders_split_and_decode_lazily(tmp_path):
     if data.test.x.paths[0].suffix == ".png":
         assert np.allclose(first[:, 0, 0], np.array([40 * label, 10 * index, 200]) / 255)
     assert {p.parent.name for p in data.train.x.paths} == {"cat", "dog", "fox"}
+    mask = data.test.y == data.test.y[0]  # a boolean mask selects as it does on a numpy array
+    assert np.array_equal(data.test.x[mask], batch[mask])
     assert not set(data.train.x.paths) & set(data.test.x.paths)
 
 

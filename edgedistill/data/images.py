@@ -146,7 +146,8 @@ class ImageArray:
         if isinstance(key, slice):
             picked = range(*key.indices(len(self.paths)))
         else:
-            picked = np.asarray(key.numpy() if hasattr(key, "numpy") else key).reshape(-1).tolist()
+            picked = np.asarray(key.numpy() if hasattr(key, "numpy") else key).reshape(-1)
+            picked = (np.flatnonzero(picked) if picked.dtype == bool else picked).tolist()  # a mask, as numpy reads it
         batch = np.empty((len(picked), *self.preprocess.shape), np.float32)
         for i, image in enumerate(_pool().map(self.preprocess.load, [self.paths[j] for j in picked])):
             batch[i] = image
