@@ -69,6 +69,7 @@ def test_compiled_teachers_give_the_models_logits_and_distill(tmp_path, kind):
     assert np.allclose(predict(load_foreign(kind, path), data.test.x), expected, atol=1e-5)
     stages = _run(tmp_path, {"kind": kind, "path": str(path)}, stages=3)
     assert stages["teacher"]["metrics"]["source"] == kind
+    assert stages["teacher"]["metrics"]["arch"] == f"{kind} model {path.name}"
     assert stages["teacher"]["metrics"]["accuracy"] == pytest.approx(float((expected.argmax(1) == data.test.y).mean()))
     params = sum(p.numel() for p in model.parameters())
     if kind == "onnx":  # the graph's weights: batch norms are folded into the convolutions on export
@@ -158,3 +159,13 @@ def test_a_release_with_other_layer_names_and_other_classes_gets_a_new_head(tmp_
 
     saved = load_file(str(tmp_path / "tuned" / "run" / "teacher" / "model.safetensors"))
     assert torch.equal(saved["stem.0.weight"], original.state_dict()["stem.0.weight"])
+
+
+def test_the_report_says_an_onnx_teachers_accuracy_came_from_onnx_runtime():
+    from edgedistill.report.text import model_rows
+
+    teacher = {"arch": "onnx model t.onnx", "params": 5002, "accuracy": 0.9, "source": "onnx"}
+    (cells, _), = model_rows({"teacher": teacher, "student": None, "artifacts": []})
+    assert cells[:2] == ["teacher onnx model t.onnx", "ONNX Runtime"]
+    (cells, _), = model_rows({"teacher": {**teacher, "source": "torchscript"}, "student": None, "artifacts": []})
+    assert cells[1] == "PyTorch"

@@ -47,7 +47,8 @@ def model_rows(results: dict) -> list[tuple[list[str], str | None]]:
     rows = []
     teacher, student = results.get("teacher"), results.get("student")
     if teacher:
-        rows.append(([f"teacher {teacher['arch']}", "PyTorch", "fp32", f"{teacher['params']:,}",
+        runs_on = "ONNX Runtime" if teacher.get("source") == "onnx" else "PyTorch"  # where its accuracy came from
+        rows.append(([f"teacher {teacher['arch']}", runs_on, "fp32", f"{teacher['params']:,}",
                       weights_size(teacher["params"]), pct(teacher["accuracy"])] + ["—"] * 7 + ["ok"], None))
     if student:
         rows.append(([f"student {student['arch']}", "PyTorch", "fp32",

@@ -40,7 +40,7 @@ def run(spec, ctx) -> StageResult:
     head = None
     if foreign:
         model = load_foreign(cfg.kind, cfg.path)
-        metrics["path"] = str(cfg.path)
+        metrics.update(path=str(cfg.path), arch=f"{cfg.kind} model {cfg.path.name}")  # the report's name for it
         width = output_width(model, torch.from_numpy(np.ascontiguousarray(data.train.x[:2])))
         if width != data.num_classes:
             require_finetune(cfg, width, data.num_classes)
