@@ -37,6 +37,7 @@ from edgedistill.data.images import ImageArray, Preprocess
 from edgedistill.distill.trainer import predict
 from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.export.parity import compare
+from edgedistill.fileio import in_package
 from edgedistill.latency.calibration import predictor_for
 from edgedistill.models import build_model
 from edgedistill.models.pretrained import LITE0_PREPROCESS, efficientnet_lite0_imagenet
@@ -63,9 +64,7 @@ PUBLISHED = {
 
 
 def photos() -> tuple[np.ndarray, np.ndarray]:
-    import importlib.util
-
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = in_package("foolbox/data")
     paths = sorted(folder.glob("imagenet_*.jpg"))
     labels = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths])
     pre = Preprocess.from_spec(SimpleNamespace(mean=None, std=None, **LITE0_PREPROCESS))

