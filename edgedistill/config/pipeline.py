@@ -13,7 +13,7 @@ from edgedistill.distill.terms import TERMS
 from edgedistill.errors import UserError, unknown_choice
 from edgedistill.export.formats import PRECISIONS, FormatName
 from edgedistill.fileio import in_package
-from edgedistill.models import family_names, is_factory
+from edgedistill.models import FOREIGN_TEACHERS, family_names, is_factory
 
 
 def _existing_file(value: Path, info: ValidationInfo) -> Path:
@@ -532,7 +532,7 @@ class PipelineSpec(PipelineBase):
     @model_validator(mode="after")
     def _terms_the_teacher_can_give(self) -> "PipelineSpec":
         # ONNX, TorchScript and torch.export teachers are compiled graphs: logits, no layers to hook by name.
-        if self.teacher.kind in ("onnx", "torchscript", "exported"):
+        if not FOREIGN_TEACHERS.get(self.teacher.kind, True):
             used = [name for name, term in TERMS.items()
                     if getattr(self.distill, name) is not None and term.needs_teacher_layers]
             if used:

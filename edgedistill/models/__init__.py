@@ -27,9 +27,10 @@ _FAMILIES: dict[str, str] = {
 }
 
 
-# Teachers from other frameworks (models/teachers.py has the loaders): an arch.json may name these as its
-# family; they are loaded from the pipeline's teacher.path, never built.
-FOREIGN_TEACHERS = ("huggingface", "torchscript", "exported", "onnx")
+# Teachers from other frameworks, each with whether its layers can be hooked by name (feature, attention and
+# classifier terms need that; compiled graphs give logits only). models/teachers.py has their loaders; an
+# arch.json may name these as its family: they are loaded from the pipeline's teacher.path, never built.
+FOREIGN_TEACHERS = {"huggingface": True, "torchscript": False, "exported": False, "onnx": False}
 
 
 def register_family(name: str, target: str) -> None:

@@ -2,8 +2,8 @@
 classes are not the data's.
 
 One table, `FOREIGN`: a pipeline's `teacher.kind` names how its file or folder becomes a module. Feature
-and attention terms hook a teacher's layers by name, so they need a module tree (`hookable`); the others
-give logits only, which is all logit KD needs.
+and attention terms hook a teacher's layers by name, so they need a module tree (`models.FOREIGN_TEACHERS`
+says which kinds have one); the others give logits only, which is all logit KD needs.
 
 Loading is read-only and bounded to what each format is: Hugging Face folders without remote code,
 TorchScript's own interpreter (never Python's pickle), torch.export's program format, and an ONNX graph run
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ import torch
 from torch import nn
 
 from edgedistill.errors import UserError
-
-
-@dataclass(frozen=True)
-class ForeignKind:
-    name: str
-    loader: Callable[[Path], nn.Module]
-    hookable: bool  # has named layers that feature/attention terms can hook
-    what: str  # what the path must be, for errors and the docs
 
 
 class HuggingFaceLogits(nn.Module):
@@ -120,17 +111,18 @@ def _onnx(path: Path) -> nn.Module:
                         f"({' '.join(str(exc).split())[:200]})") from None
 
 
-FOREIGN: dict[str, ForeignKind] = {kind.name: kind for kind in (
-    ForeignKind("huggingface", _huggingface, True, "a folder saved by save_pretrained (config.json + weights)"),
-    ForeignKind("torchscript", _torchscript, False, "a file saved by torch.jit.save"),
-    ForeignKind("exported", _exported, False, "a .pt2 file saved by torch.export.save"),
-    ForeignKind("onnx", _onnx, False, "an .onnx file"),
-)}
+# kind -> the loader of its file or folder; models.FOREIGN_TEACHERS says which can be hooked.
+FOREIGN: dict[str, Callable[[Path], nn.Module]] = {
+    "huggingface": _huggingface,  # a folder saved by save_pretrained (config.json + weights)
+    "torchscript": _torchscript,  # a file saved by torch.jit.save
+    "exported": _exported,  # a .pt2 file saved by torch.export.save
+    "onnx": _onnx,  # an .onnx file
+}
 
 
 def load_foreign(kind: str, path: Path) -> nn.Module:
     """The teacher at `path` as a module in eval mode with frozen weights."""
-    model = FOREIGN[kind].loader(path)
+    model = FOREIGN[kind](path)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
