@@ -113,7 +113,7 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     elif final.path == fp32_path and target != fp32_path:
         shutil.copyfile(fp32_path, target)
     record["precision"] = final.precision
-    record["input_quantization"] = fmt.input_quantization(target) if final.precision == "int8" else None
+    record["input_quantization"] = fmt.read_metadata(target).get("input_quantization")  # written with the variant
     if gate.fell_back:
         record["fallback"] = final.reason
         warnings.append(f"{name} {precision}: {final.reason}")
