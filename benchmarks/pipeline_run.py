@@ -2,7 +2,8 @@
 the machine it ran on, so that a README can quote a long run (Fashion-MNIST takes a quarter of an hour) with a
 results file behind it.
 
-Writes benchmarks/results/run_<pipeline>.json. Usage: python benchmarks/pipeline_run.py RUN_DIR [--note TEXT]
+Writes benchmarks/results/run_<pipeline>.json and a table between its markers in benchmarks/README.md.
+Usage: python benchmarks/pipeline_run.py RUN_DIR [--note TEXT]
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import platform
 from pathlib import Path
+
+from _readme import update_section
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,12 +33,38 @@ def main() -> None:
         "resumed": [name for name, s in manifest["stages"].items() if s.get("resumed")],
         "teacher": results["teacher"], "student": results["student"],
         "artifacts": [{k: a.get(k) for k in ("format", "precision", "bytes", "accuracy", "latency_ms", "peak_rss_mb",
-                                             "arm", "status")} for a in results["artifacts"]],
+                                             "arm", "measured_on", "status")} for a in results["artifacts"]],
         "verdict": {k: results["verdict"].get(k) for k in ("fits", "scope", "summary")},
     }
     out = HERE / "results" / f"run_{results['pipeline']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
+    _update_readme(record)
     print(out)
+
+
+def _update_readme(r: dict) -> None:
+    stages = ", ".join(f"{name} {seconds:.0f} s" + (" (kept from an earlier run)" if name in r["resumed"] else "")
+                       for name, seconds in r["stages_s"].items())
+    lines = [f"`edgedistill run` of {r['pipeline']} → {r['device']}, {r['generated_at'][:10]}, host {r['host']} "
+             f"({r['cpus']} CPUs). Stages: {stages}; {sum(r['stages_s'].values()) / 60:.1f} min in all. "
+             f"{r['note']}", "",
+             f"Teacher {r['teacher']['arch']}, {r['teacher']['params']:,} params, {r['teacher']['accuracy']:.2%}; "
+             f"student {r['student']['arch']}, {r['student']['params']:,} params, {r['student']['accuracy']:.2%} "
+             "(PyTorch, test split).", "",
+             "| artifact | size KiB | accuracy | p50 ms | p90 ms | peak RSS MB | on emulated ARM | where timed |",
+             "|---|---|---|---|---|---|---|---|"]
+    where = {"device": f"on {r['device']}", "host": "this host", None: "not timed",
+             "stand-in": f"this host, standing in for {r['device']}"}
+    for a in r["artifacts"]:
+        lat, arm = a.get("latency_ms") or {}, a.get("arm") or {}
+        arm_cell = f"{arm['top1_agreement']:.1%} agreement ({arm['cpu']})" if arm.get("top1_agreement") is not None \
+            else "—"
+        lines.append(f"| {a['format']} {a['precision']} | {(a['bytes'] or 0) / 1024:.1f} | "
+                     f"{a['accuracy']:.2%} | {lat.get('p50', float('nan')):.3f} | {lat.get('p90', float('nan')):.3f} | "
+                     f"{a.get('peak_rss_mb') or float('nan'):.0f} | {arm_cell} | {where[a.get('measured_on')]} |")
+    lines += ["", f"Verdict: {r['verdict']['summary']}."]
+    update_section(f"run_{r['pipeline']}", f"## Run: {r['pipeline']}\n\n`python benchmarks/pipeline_run.py RUN_DIR` "
+                   "after `edgedistill run`", lines)
 
 
 if __name__ == "__main__":
