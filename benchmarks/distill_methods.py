@@ -104,6 +104,31 @@ def train_teacher(data, width: float, depth: float, epochs: int, shift: int = 0)
     return teacher
 
 
+def trained_teacher(args, data) -> tuple[torch.nn.Module, float]:
+    """The teacher and the seconds its training took: trained here, or loaded from --teacher-checkpoint when that
+    was trained with the same settings (its .json sidecar says which and how long it took)."""
+    t_width, t_depth = map(float, args.teacher.split(":"))
+    settings = {"teacher": args.teacher, "epochs": args.teacher_epochs, "shift": args.teacher_shift,
+                "data": args.data}
+    ckpt = args.teacher_checkpoint
+    if ckpt and ckpt.exists():
+        sidecar = json.loads(ckpt.with_suffix(".json").read_text())
+        if sidecar["settings"] != settings:
+            sys.exit(f"--teacher-checkpoint: {ckpt} was trained with {sidecar['settings']}, not {settings}")
+        teacher = build_model("resnet", width=t_width, depth=t_depth, in_channels=1, num_classes=10,
+                              input_hw=_input_hw[0])
+        teacher.load_state_dict(torch.load(ckpt, weights_only=True))
+        return teacher.eval(), sidecar["seconds"]
+    started = time.perf_counter()
+    teacher = train_teacher(data, t_width, t_depth, args.teacher_epochs, args.teacher_shift)
+    seconds = time.perf_counter() - started
+    if ckpt:
+        torch.save(teacher.state_dict(), ckpt)
+        ckpt.with_suffix(".json").write_text(json.dumps({"settings": settings, "seconds": seconds,
+                                                         "threads": torch.get_num_threads()}))
+    return teacher, seconds
+
+
 def run_method(name, overrides, teacher, data, student_spec: str, seed, epochs) -> dict:
     cfg = Distill(**{**BASE, "epochs": epochs, **overrides})
     seed_everything(seed)
@@ -169,16 +194,21 @@ def main() -> None:
     parser.add_argument("--data", choices=sorted(INPUT_HW), default="digits")
     parser.add_argument("--long-epochs", type=int, default=0,
                         help="fashion-mnist: also run the two best methods for this many epochs (patience)")
+    parser.add_argument("--batch-size", type=int, default=BASE["batch_size"], help="the students' batch size")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--teacher-checkpoint", type=Path,
+                        help="load the teacher from this state dict if it exists, else train it and save it there "
+                             "(the teacher's training time is then read from its .json beside it)")
     parser.add_argument("--reuse-whole-split", action="store_true",
                         help="take the whole-split comparison from the results file instead of running it again "
                              "(the runs are deterministic: same settings, same numbers); only with the same settings")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    BASE["batch_size"] = args.batch_size
     _input_hw[0] = INPUT_HW[args.data]
     data = load(args.data)
-    t_width, t_depth = map(float, args.teacher.split(":"))
-    started = time.perf_counter()
-    teacher = train_teacher(data, t_width, t_depth, args.teacher_epochs, args.teacher_shift)
-    teacher_seconds = time.perf_counter() - started
+    teacher, teacher_seconds = trained_teacher(args, data)
     if args.data == "fashion-mnist":
         return fashion(args, data, teacher, teacher_seconds)
     make_student = student_factory(args.student)
@@ -209,34 +239,73 @@ def main() -> None:
 
 def fashion(args, data, teacher, teacher_seconds: float) -> None:
     """The Fashion-MNIST comparison: whole training split, official test split, FASHION_METHODS, seeds; then the
-    two best for --long-epochs; and the teacher-output cache's timing on this data."""
+    two best for --long-epochs; and the teacher-output cache's timing on this data. The results file is written
+    after every method, so a run cut short keeps what it measured."""
     make_student = student_factory(args.student)
+    out = HERE / "results" / "distill_methods_fashion.json"
     summary = {"benchmark": "distill_methods_fashion", "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
-               "epochs": args.epochs, "student": args.student, "student_params": count_params(make_student()),
+               "epochs": args.epochs, "batch_size": BASE["batch_size"], "threads": torch.get_num_threads(),
+               "student": args.student, "student_params": count_params(make_student()),
                "teacher": f"resnet:{args.teacher}", "teacher_epochs": args.teacher_epochs,
                "teacher_shift": args.teacher_shift, "teacher_params": count_params(teacher),
-               "teacher_seconds": teacher_seconds, "load_average": os.getloadavg(),
+               "teacher_seconds": teacher_seconds, "machine": f"{os.cpu_count()} CPUs",
                "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y),
-               "train_examples": len(data.train), "test_examples": len(data.test)}
+               "train_examples": len(data.train), "test_examples": len(data.test), "methods": {}}
     print(f"teacher {summary['teacher_accuracy']:.2%} in {teacher_seconds:.0f} s", file=sys.stderr)
-    summary["methods"] = compare_methods(teacher, data, args.student, args.seeds, args.epochs, FASHION_METHODS)
-    if args.long_epochs:
-        best = sorted((m for m in summary["methods"] if m != "scratch"),
-                      key=lambda m: -summary["methods"][m]["mean"])[:2]
-        summary["long_epochs"] = args.long_epochs
-        summary["long"] = compare_methods(teacher, data, args.student, args.seeds, args.long_epochs,
-                                          {m: FASHION_METHODS[m] for m in ["scratch", *best]})
-    out = HERE / "results" / "distill_methods_fashion.json"
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [f"Teacher ResNet {args.teacher.replace(':', '×')}, {summary['teacher_params']:,} params, trained "
-            f"{args.teacher_epochs} epochs here in {teacher_seconds / 60:.0f} min, test accuracy "
-            f"{summary['teacher_accuracy']:.2%}. Student {args.student} ({summary['student_params']:,} params, "
-            f"{summary['student_params'] / summary['teacher_params']:.2%} of the teacher), {args.epochs} epochs, seeds "
-            f"0–{args.seeds - 1}, the whole {summary['train_examples']:,}-image training split (validation drawn "
-            f"from the training files), the official {summary['test_examples']:,}-image test split; {summary['date']}, "
-            f"load average {summary['load_average'][0]:.2f} at the end.", "", *_method_rows(summary["methods"])]
-    if "long" in summary:
-        rows += ["", f"The two best and scratch at {args.long_epochs} epochs:", "", *_method_rows(summary["long"])]
+
+    def save() -> None:
+        summary["load_average"] = os.getloadavg()
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["EDGEDISTILL_CACHE"] = cache  # a cold cache: the first KD run pays for the teacher's outputs
+        summary["cache"] = fashion_cache_timing(teacher, data, args.student)
+        save()
+        for name, overrides in FASHION_METHODS.items():
+            summary["methods"].update(compare_methods(teacher, data, args.student, args.seeds, args.epochs,
+                                                      {name: overrides}))
+            save()
+        if args.long_epochs:
+            best = sorted((m for m in summary["methods"] if m != "scratch"),
+                          key=lambda m: -summary["methods"][m]["mean"])[:2]
+            summary["long_epochs"], summary["long"] = args.long_epochs, {}
+            for name in ["scratch", *best]:
+                summary["long"].update(compare_methods(teacher, data, args.student, args.seeds, args.long_epochs,
+                                                       {name: FASHION_METHODS[name]}))
+                save()
+    _update_fashion_readme(summary)
+
+
+def fashion_cache_timing(teacher, data, student_spec: str) -> dict:
+    """Seconds for one KD epoch on this data: the teacher online, then its outputs computed into the cache (a
+    miss), then read from it (a hit)."""
+    out = {}
+    for label, cache_mode in (("online", "off"), ("cache miss (first run)", "auto"), ("cache hit", "auto")):
+        cfg = Distill(**{**BASE, "epochs": 1, "cache": cache_mode})
+        seed_everything(0)
+        run = distill_model(student_factory(student_spec)(), teacher, data, cfg, seed=0, label=label, console=QUIET)
+        out[label] = {"seconds_per_epoch": run.seconds, "status": run.cache}
+    out["hit_over_online"] = out["cache hit"]["seconds_per_epoch"] / out["online"]["seconds_per_epoch"]
+    return out
+
+
+def _update_fashion_readme(s: dict) -> None:
+    t_width, t_depth = s["teacher"].split(":")[1:]
+    rows = [f"Teacher ResNet {t_width}×{t_depth}, {s['teacher_params']:,} params, trained {s['teacher_epochs']} "
+            f"epochs (random shifts of up to {s['teacher_shift']} px) here in {s['teacher_seconds'] / 60:.0f} min, "
+            f"test accuracy {s['teacher_accuracy']:.2%}. Student {s['student']} ({s['student_params']:,} params, "
+            f"{s['student_params'] / s['teacher_params']:.2%} of the teacher), {s['epochs']} epochs, batch "
+            f"{s['batch_size']}, seeds 0–{s['seeds'] - 1}, the whole {s['train_examples']:,}-image training split "
+            f"(the validation split drawn from the training files), the official {s['test_examples']:,}-image test "
+            f"split; {s['date']}, {s['machine']}, {s['threads']} torch thread(s), load average "
+            f"{s['load_average'][0]:.2f} at the end.", "", *_method_rows(s["methods"])]
+    if "long" in s:
+        rows += ["", f"The two best and scratch at {s['long_epochs']} epochs:", "", *_method_rows(s["long"])]
+    c = s["cache"]
+    rows += ["", "Teacher-output cache on this data (one KD epoch of the student above; seconds):", "",
+             "| teacher outputs | s / epoch |", "|---|---|"]
+    rows += [f"| {k} | {c[k]['seconds_per_epoch']:.1f} |" for k in ("online", "cache miss (first run)", "cache hit")]
+    rows.append(f"\nCache hit / online: **{c['hit_over_online']:.2f}×** the time per epoch.")
     update_section("distill_methods_fashion", "## Distillation methods on Fashion-MNIST\n\n"
                    "`python benchmarks/distill_methods.py --data fashion-mnist`", rows)
 
