@@ -86,12 +86,9 @@ def check_feedable(path: str, name: str, dtype: str) -> None:
                              f"(valid: float32/float16 images, int8/uint8 quantized images, int32/int64 tokens)")
 
 
-def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int = 32):
-    """An onnxruntime session on the first requested providers this device has, CPU last.
-
-    Its info names the providers that actually ran. A model with integer inputs (a language model) runs on
-    token feeds of `seq_len` tokens; x is unused.
-    """
+def onnx_session(path: str, threads: int, providers: list[str]):
+    """(session, info): onnxruntime on the first requested providers this device has, CPU last; the info names
+    the providers that actually ran."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -106,10 +103,19 @@ def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int
         session = ort.InferenceSession(path, options, providers=chosen)
     except Exception as exc:  # noqa: BLE001
         raise RunnerError(4, f"onnxruntime could not load {path}: {exc}") from None
-    inputs = session.get_inputs()
-    for i in inputs:
+    for i in session.get_inputs():
         check_feedable(path, i.name, ONNX_DTYPES.get(i.type, i.type.removeprefix("tensor(").removesuffix(")")))
-    info = {"onnxruntime": ort.__version__, "providers": session.get_providers(), "requested_providers": providers}
+    return session, {"onnxruntime": ort.__version__, "providers": session.get_providers(),
+                     "requested_providers": providers}
+
+
+def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int = 32):
+    """An onnxruntime session (see `onnx_session`). A model with integer inputs (a language model) runs on
+    token feeds of `seq_len` tokens; x is unused."""
+    session, info = onnx_session(path, threads, providers)
+    if Decoder.is_decoder(session):
+        return Decoder(session, info)
+    inputs = session.get_inputs()
     if any(i.type in ("tensor(int32)", "tensor(int64)") for i in inputs):
         feeds = token_feeds([(i.name, i.shape, ONNX_DTYPES[i.type]) for i in inputs], seq_len)
         info.update(input_dtype=inputs[0].type[7:-1], seq_len=seq_len)
@@ -310,6 +316,103 @@ def read_data(path: str) -> tuple[NpzRows, np.ndarray]:
     return x, y
 
 
+class Decoder:
+    """A causal LM exported with its KV cache as inputs and outputs (edgedistill's `lm.kv_export` layout:
+    input_ids and past_key_<i> / past_value_<i> in, the last position's logits and present_* out): greedy
+    generation, one prompt at a time."""
+
+    def __init__(self, session, info: dict):
+        self.session, self.info = session, info
+        inputs = session.get_inputs()
+        self.pasts = [(i.name, i.shape) for i in inputs if i.name.startswith("past_")]
+        for name, shape in self.pasts:
+            if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
+                raise RunnerError(4, f"decoder input {name} has shape {shape}; expected (1, kv_heads, past, head_dim)")
+        self.dtype = ONNX_DTYPES.get(inputs[1].type, "float32") if len(inputs) > 1 else "float32"
+
+    @staticmethod
+    def is_decoder(session) -> bool:
+        names = [i.name for i in session.get_inputs()]
+        return "input_ids" in names and any(n.startswith("past_key_") for n in names)
+
+    def generate(self, prompt: list, new_tokens: int, stops=()) -> tuple[list, float, list]:
+        """(tokens, time to first token in ms, ms of each later token): the prompt in one call with empty
+        pasts, then one token per call, stopping after a stop token or `new_tokens` tokens."""
+        feeds = {name: np.zeros((1, shape[1], 0, shape[3]), dtype=self.dtype) for name, shape in self.pasts}
+        feeds["input_ids"] = np.asarray([prompt], dtype=np.int64)
+        tokens, steps = [], []
+        t0 = time.perf_counter()
+        while True:
+            logits, *presents = self.session.run(None, feeds)
+            token = int(np.argmax(logits[0]))
+            now = time.perf_counter()
+            if tokens:
+                steps.append((now - t0) * 1e3)
+            else:
+                ttft = (now - t0) * 1e3
+            tokens.append(token)
+            if token in stops or len(tokens) >= new_tokens:
+                return tokens, ttft, steps
+            t0 = time.perf_counter()
+            feeds = {name: present for (name, _), present in zip(self.pasts, presents)}
+            feeds["input_ids"] = np.asarray([[token]], dtype=np.int64)
+
+
+MAX_PROMPTS, MAX_NEW_TOKENS = 1000, 4096
+
+
+def read_prompts(path: str) -> tuple[list, int, set]:
+    """(prompts as token-id lists, new tokens per answer, stop ids) from an .npz with ids (all prompts' tokens,
+    concatenated), offsets (where each starts, and the end), new_tokens and stop_ids."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            ids, offsets = arrays["ids"].astype(np.int64), arrays["offsets"].astype(np.int64)
+            new_tokens, stops = int(arrays["new_tokens"]), {int(t) for t in arrays["stop_ids"].ravel()}
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise RunnerError(2, f"--data {path!r}: expected prompts as an .npz with ids, offsets, new_tokens, "
+                             f"stop_ids ({exc})") from None
+    if not (1 <= len(offsets) - 1 <= MAX_PROMPTS and 1 <= new_tokens <= MAX_NEW_TOKENS and offsets[0] == 0
+            and offsets[-1] == len(ids) and np.all(np.diff(offsets) > 0)):
+        raise RunnerError(2, f"--data {path!r}: need 1..{MAX_PROMPTS} non-empty prompts, increasing offsets from 0 "
+                             f"to len(ids), and 1..{MAX_NEW_TOKENS} new tokens")
+    return [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])], new_tokens, stops
+
+
+def benchmark_generation(args, decoder: Decoder, init_ms: float, rss_before: float, temperature_before) -> dict:
+    """A KV-cache decoder: time to first token on a prompt of --seq-len tokens and decode speed over the
+    answer's new tokens (--runs times, after one warm-up), then greedy answers to --data's prompts, if given."""
+    prompts, new_tokens, stops = read_prompts(args.data) if args.data else ([], 32, set())
+    source = [t for p in prompts for t in p] or [1]
+    timing_prompt = (source * (args.seq_len // len(source) + 1))[:args.seq_len]
+    ttfts, steps = [], []
+    try:
+        decoder.generate(timing_prompt, new_tokens)  # warm-up
+        for _ in range(max(1, args.runs)):
+            _, ttft, step_ms = decoder.generate(timing_prompt, new_tokens)  # no stop: every run decodes as long
+            ttfts.append(ttft)
+            steps += step_ms
+        peak_timing_mb = _peak_rss_mb()
+        answers = [decoder.generate(p, new_tokens, stops)[0] for p in prompts]
+    except RunnerError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError(5, f"generation failed: {exc}") from None
+    steps = steps or ttfts  # one new token: nothing decoded after the first
+    return {
+        "schema_version": SCHEMA_VERSION, "status": "ok", "model": os.path.basename(args.model),
+        "model_bytes": os.path.getsize(args.model), "threads": args.threads, "cores": args.cores,
+        "init_ms": init_ms, "first_inference_ms": ttfts[0], "warmup_runs": 1,
+        "latency_ms": percentile_stats(steps), "throughput_per_s": 1e3 / float(np.mean(steps)),
+        "samples_ms": [round(steps[int(i)], 5) for i in np.linspace(0, len(steps) - 1, min(1000, len(steps)))],
+        "input_conversion_ms": 0.0, "peak_rss_mb": peak_timing_mb, "peak_rss_with_data_mb": _peak_rss_mb(),
+        "data_mb": 0.0, "rss_before_load_mb": rss_before, "accuracy": None, "samples": len(prompts),
+        "generation": {"prompt_tokens": len(timing_prompt), "new_tokens": new_tokens, "runs": len(ttfts),
+                       "ttft_ms": percentile_stats(ttfts), "decode_tokens_per_s": 1e3 / float(np.mean(steps))},
+        "answers": answers, "runtime": {**decoder.info, "input_dtype": "int64", "seq_len": len(timing_prompt)},
+        "device": device_info(), "temperature_before_c": temperature_before,
+    }
+
+
 def benchmark(args) -> dict:
     if args.cores:
         try:
@@ -319,15 +422,17 @@ def benchmark(args) -> dict:
     suffix = os.path.splitext(args.model)[1]
     if suffix not in RUNTIMES:
         raise RunnerError(2, f"--model {args.model!r}: unknown suffix {suffix!r} (valid: {', '.join(RUNTIMES)})")
-    x_rows, y = read_data(args.data) if args.data else (None, None)
     rss_before = _peak_rss_mb()
     temperature_before = _read_sys(TEMPERATURE)
     t0 = time.perf_counter()
     providers = [p for p in args.providers.split(",") if p]
     model = RUNTIMES[suffix](args.model, args.threads, providers, args.seq_len)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    if isinstance(model, Decoder):
+        return benchmark_generation(args, model, init_ms, rss_before, temperature_before)
+    x_rows, y = read_data(args.data) if args.data else (None, None)
     if x_rows is not None and "seq_len" in model.info:
         raise RunnerError(2, f"--data {args.data!r}: {args.model} takes tokens; accuracy on --data is for image models")
-    init_ms = (time.perf_counter() - t0) * 1e3
     if x_rows is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
         first = np.zeros([len(model.input_shape) and 1] + [d or 1 for d in model.input_shape[1:]], dtype=np.float32)
     else:
@@ -402,7 +507,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default="",
-                        help=".npz with x (inputs) and y (labels); without it, zeros, no accuracy")
+                        help=".npz with x (inputs) and y (labels); without it, zeros, no accuracy. For a KV-cache "
+                             "decoder: prompts to answer (ids, offsets, new_tokens, stop_ids)")
     parser.add_argument("--providers", default="CPUExecutionProvider",
                         help="onnxruntime execution providers to try in order (CPU is always the fallback)")
     parser.add_argument("--threads", type=int, default=1)

@@ -138,19 +138,22 @@ class CausalTrained:
 
 
 def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig, *, topk: TopKLogits | None = None,
-                 seed: int = 0, label: str = "train", console: Console | None = None,
-                 compute: Compute = CPU) -> CausalTrained:
-    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well. On
-    `compute`'s device; the model is back on the CPU after."""
+                 targets: torch.Tensor | None = None, seed: int = 0, label: str = "train",
+                 console: Console | None = None, compute: Compute = CPU) -> CausalTrained:
+    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well. With
+    `targets` (bool, the shape of `blocks`), only the tokens marked there are predicted and distilled (an
+    answer after its prompt; right padding is never marked, and causal attention keeps it from the real tokens).
+    On `compute`'s device; the model is back on the CPU after."""
     if cfg.alpha > 0 and topk is None:
         raise ValueError("alpha > 0 needs the teacher's top-k logits")
     try:
-        return _train_causal(model, blocks, cfg, topk=topk, seed=seed, label=label, console=console, compute=compute)
+        return _train_causal(model, blocks, cfg, topk=topk, targets=targets, seed=seed, label=label,
+                             console=console, compute=compute)
     finally:
         model.to("cpu")
 
 
-def _train_causal(model, blocks, cfg, *, topk, seed, label, console, compute: Compute) -> CausalTrained:
+def _train_causal(model, blocks, cfg, *, topk, targets, seed, label, console, compute: Compute) -> CausalTrained:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(compute.device)
@@ -168,15 +171,17 @@ def _train_causal(model, blocks, cfg, *, topk, seed, label, console, compute: Co
             for step, idx in enumerate(batches):
                 x = compute.batch(blocks[idx])
                 terms = {}
+                # Positions whose next token counts: all, or those before a marked target.
+                keep = (compute.batch(targets[idx][:, 1:]) if targets is not None
+                        else torch.ones_like(x[:, 1:], dtype=torch.bool))
                 with compute.autocast():
-                    logits = model(x).logits[:, :-1]
+                    logits = model(x).logits[:, :-1][keep]
                     if cfg.alpha < 1:
-                        terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                                        x[:, 1:].reshape(-1))
+                        terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits, x[:, 1:][keep])
                     if cfg.alpha > 0:
                         i = idx.numpy()
-                        values = compute.batch(torch.from_numpy(np.asarray(topk.values[i][:, :-1])))
-                        indices = compute.batch(torch.from_numpy(np.asarray(topk.indices[i][:, :-1])))
+                        values = compute.batch(torch.from_numpy(np.asarray(topk.values[i][:, :-1])))[keep]
+                        indices = compute.batch(torch.from_numpy(np.asarray(topk.indices[i][:, :-1])))[keep]
                         terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
                                                                cfg.divergence, cfg.beta)
                 stop_on_non_finite(terms, label, epoch, step, "lower the learning rate")

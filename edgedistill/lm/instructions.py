@@ -1,0 +1,200 @@
+"""Prompts a program can grade, for measuring what an instruction-tuned LM can do before and after distillation.
+
+Three categories, each a table of generators (one row per kind of prompt) and a grader per kind:
+- `instructions`: verifiable instructions in the style of IFEval (Zhou et al. 2023, arXiv:2311.07911): answer
+  in upper case or lower case, in at most N words, use or avoid a given word, reply with a JSON object with
+  given keys, a list of N items;
+- `arithmetic`: a sum, difference or product of two small integers, answered with the number;
+- `facts`: questions with one right answer (capitals, and a few others), graded by the answer's presence.
+
+Training and evaluation prompts are drawn by different seeds from the same generators, and every evaluation
+prompt is removed from the training pool; the facts are split by row, so no evaluation fact is ever trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+
+CATEGORIES = ("instructions", "arithmetic", "facts")
+
+TOPICS = ["the sea", "a forest", "winter", "a city at night", "coffee", "a library", "the moon", "a garden",
+          "rain", "a mountain", "a train journey", "bread", "a river", "music", "a desert", "the sun", "a cat",
+          "a bicycle", "autumn", "a market"]
+# (topic, a word most descriptions of it use): asked to avoid it
+AVOIDABLE = [("the sea", "water"), ("winter", "cold"), ("the sun", "light"), ("a forest", "trees"),
+             ("rain", "water"), ("a library", "books"), ("coffee", "cup"), ("the moon", "night"),
+             ("a garden", "flowers"), ("a desert", "sand")]
+WORDS = ["bright", "quiet", "green", "ancient", "gentle", "blue", "small", "warm", "happy", "old"]
+KEYS = [("name", "color"), ("title", "year"), ("city", "country"), ("animal", "sound"), ("food", "taste")]
+THINGS = ["fruits", "colors", "animals", "countries", "vegetables", "sports", "musical instruments", "tools"]
+
+# Questions with one right answer, and what a right answer contains. Split by row between training and evaluation.
+FACTS = [
+    ("What is the capital of France?", "paris"), ("What is the capital of Germany?", "berlin"),
+    ("What is the capital of Italy?", "rome"), ("What is the capital of Spain?", "madrid"),
+    ("What is the capital of Japan?", "tokyo"), ("What is the capital of Egypt?", "cairo"),
+    ("What is the capital of Russia?", "moscow"), ("What is the capital of Greece?", "athens"),
+    ("What is the capital of Portugal?", "lisbon"), ("What is the capital of Norway?", "oslo"),
+    ("What is the capital of Sweden?", "stockholm"), ("What is the capital of Poland?", "warsaw"),
+    ("What is the capital of Ireland?", "dublin"), ("What is the capital of Austria?", "vienna"),
+    ("What is the capital of Kenya?", "nairobi"), ("What is the capital of Argentina?", "buenos aires"),
+    ("What is the capital of Thailand?", "bangkok"), ("What is the capital of China?", "beijing"),
+    ("What is the capital of the United Kingdom?", "london"), ("What is the capital of Peru?", "lima"),
+    ("What is the capital of Finland?", "helsinki"), ("What is the capital of Denmark?", "copenhagen"),
+    ("What is the capital of Hungary?", "budapest"), ("What is the capital of Belgium?", "brussels"),
+    ("How many days are there in a week?", "seven|7"), ("How many legs does a spider have?", "eight|8"),
+    ("What is the chemical symbol for gold?", "au"), ("What is the largest planet in the solar system?", "jupiter"),
+    ("What gas do plants take in from the air to make food?", "carbon dioxide|co2"),
+    ("How many continents are there on Earth?", "seven|7"), ("What is the freezing point of water in Celsius?",
+                                                              "0|zero"),
+    ("Which planet is known as the Red Planet?", "mars"), ("How many minutes are there in an hour?", "60|sixty"),
+    ("What is the chemical symbol for water?", "h2o"), ("Who wrote 'Romeo and Juliet'?", "shakespeare"),
+    ("What is the tallest animal in the world?", "giraffe"),
+]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    category: str
+    kind: str
+    text: str
+    check: dict  # what the grader of `kind` needs (a number, a word, keys...)
+
+
+def _upper(rng, facts):
+    q, _ = rng.choice(facts)
+    return f"Answer in capital letters only: {q}", {}
+
+
+def _lower(rng, facts):
+    q, _ = rng.choice(facts)
+    return f"Answer in lowercase letters only, no capitals at all: {q}", {}
+
+
+def _max_words(rng, facts):
+    n = rng.randint(5, 15)
+    return f"Describe {rng.choice(TOPICS)} in at most {n} words.", {"n": n}
+
+
+def _include(rng, facts):
+    word = rng.choice(WORDS)
+    return f"Write one sentence about {rng.choice(TOPICS)} that uses the word '{word}'.", {"word": word}
+
+
+def _avoid(rng, facts):
+    topic, word = rng.choice(AVOIDABLE)
+    return f"Describe {topic} in one sentence without using the word '{word}'.", {"word": word}
+
+
+def _json(rng, facts):
+    a, b = rng.choice(KEYS)
+    return (f'Reply only with a JSON object with the keys "{a}" and "{b}", about {rng.choice(TOPICS)}.',
+            {"keys": [a, b]})
+
+
+def _list(rng, facts):
+    n = rng.randint(2, 5)
+    return f"List {n} {rng.choice(THINGS)}, one per line, each line starting with '- '.", {"n": n}
+
+
+def _arithmetic(rng, facts):
+    a, b = rng.randint(2, 60), rng.randint(2, 60)
+    op = rng.choice("+-*")
+    a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
+    answer = a + b if op == "+" else a - b if op == "-" else a * b
+    word = {"+": "plus", "-": "minus", "*": "times"}[op]
+    return f"What is {a} {word} {b}? Answer with the number only.", {"answer": answer}
+
+
+# kind -> (category, generator(rng, the facts it may ask about)); graders below, one per kind.
+GENERATORS = {"upper": ("instructions", _upper), "lower": ("instructions", _lower),
+              "max_words": ("instructions", _max_words), "include_word": ("instructions", _include),
+              "avoid_word": ("instructions", _avoid), "json_keys": ("instructions", _json),
+              "list_items": ("instructions", _list), "arithmetic": ("arithmetic", _arithmetic)}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z0-9']+", text)
+
+
+def _json_object(text: str):
+    text = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(text[:10_000])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _first_integer(text: str) -> int | None:
+    found = re.search(r"-?\d[\d,]*", text)
+    return int(found.group().replace(",", "")) if found else None
+
+
+GRADERS = {
+    "upper": lambda r, c: any(ch.isalpha() for ch in r) and r == r.upper(),
+    "lower": lambda r, c: any(ch.isalpha() for ch in r) and r == r.lower(),
+    "max_words": lambda r, c: 0 < len(_words(r)) <= c["n"],
+    "include_word": lambda r, c: c["word"].lower() in (w.lower() for w in _words(r)),
+    "avoid_word": lambda r, c: bool(_words(r)) and c["word"].lower() not in (w.lower() for w in _words(r)),
+    "json_keys": lambda r, c: (obj := _json_object(r)) is not None and all(k in obj for k in c["keys"]),
+    "list_items": lambda r, c: sum(line.strip().startswith("- ") for line in r.splitlines()) == c["n"],
+    "arithmetic": lambda r, c: _first_integer(r) == c["answer"],
+    "fact": lambda r, c: any(re.search(rf"\b{re.escape(a)}\b", r.lower()) for a in c["answer"].split("|")),
+}
+
+
+def grade(prompt: Prompt, response: str) -> bool:
+    return bool(GRADERS[prompt.kind](response.strip(), prompt.check))
+
+
+def prompt_sets(train_size: int, eval_per_category: int, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """(training prompts, evaluation prompts): disjoint; evaluation holds `eval_per_category` of each category
+    (facts: at most the evaluation half of FACTS), training `train_size` prompts drawn from every kind."""
+    fact_rows = list(FACTS)
+    random.Random(seed).shuffle(fact_rows)
+    eval_facts, train_facts = fact_rows[:len(fact_rows) // 2], fact_rows[len(fact_rows) // 2:]
+    evaluation = _draw(random.Random(seed + 1), eval_per_category, eval_facts, per_category=True)
+    seen = {p.text for p in evaluation}
+    pool = [p for p in _draw(random.Random(seed + 2), 4 * train_size, train_facts) if p.text not in seen]
+    training = list({p.text: p for p in pool}.values())[:train_size]  # distinct texts, in draw order
+    return training, evaluation
+
+
+def _draw(rng: random.Random, n: int, facts: list, per_category: bool = False) -> list[Prompt]:
+    kinds = list(GENERATORS) + ["fact"]
+    out: list[Prompt] = []
+    if per_category:
+        for category in CATEGORIES:
+            own = [k for k in kinds if (GENERATORS[k][0] if k in GENERATORS else "facts") == category]
+            count = min(n, len(facts)) if category == "facts" else n
+            out += [_make(rng, own[i % len(own)], facts, i) for i in range(count)]
+        return out
+    return [_make(rng, rng.choice(kinds), facts, i) for i in range(n)]
+
+
+def _make(rng: random.Random, kind: str, facts: list, i: int) -> Prompt:
+    if kind == "fact":
+        question, answer = facts[i % len(facts)]
+        return Prompt("facts", "fact", f"{question} Answer briefly.", {"answer": answer})
+    category, generate = GENERATORS[kind]
+    text, check = generate(rng, facts)
+    return Prompt(category, kind, text, check)
+
+
+def scores(prompts: list[Prompt], responses: list[str]) -> dict:
+    """Share of prompts answered right, per category and over all."""
+    out: dict = {}
+    for category in CATEGORIES:
+        pairs = [(p, r) for p, r in zip(prompts, responses) if p.category == category]
+        if pairs:
+            out[category] = sum(grade(p, r) for p, r in pairs) / len(pairs)
+    out["all"] = sum(grade(p, r) for p, r in zip(prompts, responses)) / max(1, len(prompts))
+    return out
+
+
+def describe(prompts: list[Prompt]) -> list[dict]:
+    return [asdict(p) for p in prompts]
