@@ -192,6 +192,13 @@ def validate_one(path: Path) -> None:
         typer.echo(f"ok: {path} (text: {len(texts.train):,} training sentences from {texts.documents[0]} "
                    f"documents, {len(texts.test)} held out from {texts.documents[1]} others)")
         return
+    if spec.data.kind == "instructions":
+        from edgedistill.lm.instructions import pipeline_prompts
+
+        train, evaluation = pipeline_prompts(spec.data, spec.seed)
+        typer.echo(f"ok: {path} (instructions: {len(train):,} training prompts, {len(evaluation)} graded held-out "
+                   "prompts)")
+        return
     dataset = load_dataset(spec.data, spec.seed)
     shape = "×".join(str(d) for d in dataset.input_shape)
     typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "

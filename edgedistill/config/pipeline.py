@@ -554,8 +554,17 @@ def check_device(value: str, info: ValidationInfo) -> str:
     return value
 
 
+# The kinds of pipeline other than image classification, by their data.kind: (module, spec class, stages package).
+# The stages package holds the stages that differ (teacher, student, distill, export, and bench where it does);
+# the others are the image pipeline's.
+PIPELINE_KINDS = {
+    "text": ("edgedistill.config.encoder", "EncoderPipelineSpec", "edgedistill.stages.encoder"),
+    "instructions": ("edgedistill.config.causal", "CausalPipelineSpec", "edgedistill.stages.causal"),
+}
+
+
 def load_pipeline(path: Path, overrides: dict | None = None):
-    """Load and validate a pipeline file (a PipelineSpec, or an EncoderPipelineSpec when data.kind is text);
+    """Load and validate a pipeline file (a PipelineSpec, or the spec of PIPELINE_KINDS for its data.kind);
     `overrides` (from the CLI) replace top-level keys first."""
     data, node = read_yaml(path)
     if isinstance(data, dict) and overrides:
@@ -567,8 +576,10 @@ def load_pipeline(path: Path, overrides: dict | None = None):
             elif value is not None:
                 data[key] = value
     kind = PipelineSpec
-    if isinstance(data, dict) and isinstance(data.get("data"), dict) and data["data"].get("kind") == "text":
-        from edgedistill.config.encoder import EncoderPipelineSpec
+    data_kind = data["data"].get("kind") if isinstance(data, dict) and isinstance(data.get("data"), dict) else None
+    if isinstance(data_kind, str) and data_kind in PIPELINE_KINDS:
+        import importlib
 
-        kind = EncoderPipelineSpec  # a sentence encoder's pipeline
+        module, name, _ = PIPELINE_KINDS[data_kind]
+        kind = getattr(importlib.import_module(module), name)
     return validate(kind, data, path, node, context={"base_dir": path.resolve().parent})

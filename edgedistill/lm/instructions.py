@@ -198,3 +198,29 @@ def scores(prompts: list[Prompt], responses: list[str]) -> dict:
 
 def describe(prompts: list[Prompt]) -> list[dict]:
     return [asdict(p) for p in prompts]
+
+
+MAX_FILE_PROMPTS = 20_000
+MAX_PROMPT_CHARS = 4_000
+
+
+def pipeline_prompts(cfg, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """The training and evaluation prompts of an instructions pipeline (config.causal.InstructionData): the
+    generated ones, plus the lines of its prompts_file for training (ungraded; any that is an evaluation prompt
+    is dropped)."""
+    from edgedistill.config.loading import read_text_file
+    from edgedistill.errors import UserError
+
+    training, evaluation = prompt_sets(cfg.train_prompts, cfg.eval_per_category, seed)
+    if cfg.prompts_file is not None:
+        lines = read_text_file(cfg.prompts_file, 1 << 20, "prompts").splitlines()
+        held_out = {p.text for p in evaluation}
+        for number, line in enumerate(lines, 1):
+            if len(line) > MAX_PROMPT_CHARS:
+                raise UserError(f"{cfg.prompts_file}:{number}: a prompt of {len(line):,} characters; at most "
+                                f"{MAX_PROMPT_CHARS:,}")
+        own = [line.strip() for line in lines if line.strip() and line.strip() not in held_out]
+        if len(own) > MAX_FILE_PROMPTS:
+            raise UserError(f"{cfg.prompts_file}: {len(own):,} prompts; at most {MAX_FILE_PROMPTS:,}")
+        training += [Prompt("own", "own", text, {}) for text in own]
+    return training, evaluation

@@ -102,7 +102,8 @@ def size_bars(results: dict) -> str | None:
 
 
 def training_curves(results: dict) -> str | None:
-    training = results.get("training") or {}
+    training = {name: history for name, history in (results.get("training") or {}).items()
+                if history and all("val_accuracy" in h for h in history)}  # a causal LM's loop has no validation
     if not training.get("teacher") and not training.get("distill"):
         return None
     fig, ax = _figure()

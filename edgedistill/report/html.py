@@ -9,14 +9,21 @@ from html import escape
 
 from edgedistill.report import figures
 from edgedistill.report.text import (
+    CAPABILITY_COLUMNS,
     MODEL_COLUMNS,
+    SPEED_COLUMNS,
+    answer_cell,
+    answer_columns,
     baseline_sentence,
+    capability_rows,
     layer_pairs,
+    metric_note,
     model_rows,
     pct,
     preprocessing_lines,
     quantization_notes,
     selection_summary,
+    speed_rows,
     verdict_word,
 )
 
@@ -33,6 +40,8 @@ th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6
 code{background:#f5f5f5;padding:0 .2em}
 """
 
+# A causal LM's report adds LM_SECTIONS after "models".
+LM_SECTIONS = ("capability", "speed", "answers")
 SECTIONS = ("verdict", "models", "feeding", "figures", "distillation", "quantization", "selection", "stages",
             "failures", "environment")
 
@@ -49,7 +58,9 @@ def html_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def render_html(results: dict) -> str:
-    parts = [_verdict(results), _models(results), _feeding(results), _figures(results), _distillation(results),
+    lm = results.get("language_model")
+    parts = [_verdict(results), _models(results), *(_language_model(lm) if lm else []), _feeding(results),
+             _figures(results), _distillation(results),
              _quantization(results), _selection(results), _stages(results), _failures(results), _environment(results)]
     title = f"Deployment report: {results['pipeline']} → {results['device']['name']}"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
@@ -82,11 +93,26 @@ def _verdict(r: dict) -> str:
 def _models(r: dict) -> str:
     rows = [[e(c) for c in cells[:-1]] + [e(cells[-1]) + (f"<br><span class=muted>{e(error)}</span>" if error else "")]
             for cells, error in model_rows(r)]
-    metric = r.get("metric", "accuracy")
-    note = "" if metric == "accuracy" else (f"<p>Accuracy here is the {e(metric)} on held-out text (the teacher "
-                                            "scores 100 %); the accuracy-drop budget bounds 1 minus it.</p>")
+    note = f"<p>{e(metric_note(r))}</p>" if metric_note(r) else ""
     notes = "".join(f"<p class=muted>{e(n)}</p>" for n in quantization_notes(r["artifacts"]))
     return _section("models", "Teacher, student and artifacts", note + html_table(list(MODEL_COLUMNS), rows) + notes)
+
+
+def _language_model(lm: dict) -> list[str]:
+    """The capability, speed and answers sections of a causal LM's report; every answer is escaped text."""
+    ppl = lm.get("perplexity")
+    capability = (f"<p>{e(lm.get('prompts_how'))}</p><p>{e(lm.get('eval_prompts'))} graded held-out prompts; "
+                  f"{e(lm.get('train_prompts'))} training prompts.</p>"
+                  + html_table(list(CAPABILITY_COLUMNS), [[e(c) for c in row] for row in capability_rows(lm)])
+                  + (f"<p>Perplexity of the teacher's held-out answers: student {ppl['student']:.2f}, teacher "
+                     f"{ppl['teacher']:.2f}.</p>" if ppl else ""))
+    speed = (html_table(list(SPEED_COLUMNS), [[e(c) for c in row] for row in speed_rows(lm)]) if lm["runtimes"]
+             else "<p class=muted>No artifact generated on the target.</p>")
+    columns = answer_columns(lm)
+    answers = (html_table(columns, [[e(answer_cell(row.get(c))) for c in columns] for row in lm["side_by_side"]])
+               if columns else "<p class=muted>No answers recorded.</p>")
+    return [_section("capability", "Capability kept", capability), _section("speed", "Generation speed", speed),
+            _section("answers", "Answers side by side", answers)]
 
 
 def _feeding(r: dict) -> str:

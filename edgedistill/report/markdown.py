@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from edgedistill.report.text import (
+    CAPABILITY_COLUMNS,
     MODEL_COLUMNS,
+    SPEED_COLUMNS,
+    answer_cell,
+    answer_columns,
     baseline_sentence,
+    capability_rows,
     layer_pairs,
+    metric_note,
     model_rows,
     pct,
     preprocessing_lines,
     quantization_notes,
     selection_summary,
+    speed_rows,
     verdict_word,
 )
 
@@ -33,10 +40,9 @@ def render_markdown(results: dict) -> str:
     device = results["device"]
     lines = [f"# Deployment report: {_escape(results['pipeline'])} → {_escape(device['name'])}", "",
              f"**{mark}** — {_escape(v['summary'])}.", ""]
-    metric = results.get("metric", "accuracy")
-    if metric != "accuracy":
-        lines += [f"Accuracy in this report is the {_escape(metric)} on held-out text (the teacher scores 100 %); "
-                  "the accuracy-drop budget bounds 1 minus it.", ""]
+    note = metric_note(results)
+    if note:
+        lines += [_escape(note), ""]
     if v["checks"]:
         lines += ["| budget | limit | measured | margin | result | evidence |", "|---|---|---|---|---|---|"]
         for c in v["checks"]:
@@ -52,6 +58,7 @@ def render_markdown(results: dict) -> str:
     lines += ["| " + " | ".join(_escape(c) for c in cells) + " |" for cells, _ in model_rows(results)]
     lines.append("")
     lines += [f"{note}\n" for note in quantization_notes(results["artifacts"])]
+    lines += _language_model(results.get("language_model"))
     feeding = preprocessing_lines(results)
     if feeding:
         lines += ["## Feeding the model", ""] + [f"- {_escape(line)}" for line in feeding] + [""]
@@ -73,6 +80,31 @@ def render_markdown(results: dict) -> str:
               f"- trained on: {_escape(', '.join(f'{k}: {v}' for k, v in (env.get('training') or {}).items()) or '—')}",
               f"- packages: {packages}", f"- seed {env['seed']}, config digest `{env['config_digest'][:16]}`", ""]
     return "\n".join(lines)
+
+
+def _table(headers, rows) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(_escape(c) for c in row) + " |" for row in rows), ""]
+
+
+def _language_model(lm: dict | None) -> list[str]:
+    """Capability kept, generation speed and a few answers side by side, for a causal LM pipeline."""
+    if not lm:
+        return []
+    lines = ["## Capability kept", "", _escape(lm.get("prompts_how") or ""), "",
+             f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts.", ""]
+    lines += _table(CAPABILITY_COLUMNS, capability_rows(lm))
+    ppl = lm.get("perplexity")
+    if ppl:
+        lines += [f"Perplexity of the teacher's held-out answers: student {ppl['student']:.2f}, teacher "
+                  f"{ppl['teacher']:.2f}.", ""]
+    if lm["runtimes"]:
+        lines += ["## Generation speed", ""] + _table(SPEED_COLUMNS, speed_rows(lm))
+    columns = answer_columns(lm)
+    if columns:
+        lines += ["## Answers side by side", ""] + _table(columns, [[answer_cell(row.get(c)) for c in columns]
+                                                                     for row in lm["side_by_side"]])
+    return lines
 
 
 def _selection(sel: dict | None) -> list[str]:
@@ -97,9 +129,11 @@ def _distillation(d: dict | None, history: list | None, student_accuracy=None) -
     best = max(history, key=lambda h: h.get("val_accuracy", 0))
     logit_kd = (f"; {d['divergence']} at temperature {d['temperature']}, alpha {d['alpha']}"
                 if d.get("divergence") else "")
+    validated = (f", best validation accuracy {pct(best.get('val_accuracy'))} at epoch {best['epoch']}"
+                 if "val_accuracy" in best else "")
     lines = ["## Distillation", "",
-             f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs, best validation accuracy "
-             f"{pct(best.get('val_accuracy'))} at epoch {best['epoch']}; teacher outputs: {d['teacher_cache']}.", ""]
+             f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs{validated}; teacher outputs: "
+             f"{d['teacher_cache']}.", ""]
     sentence = baseline_sentence(d, student_accuracy)
     if sentence:
         lines += [sentence, ""]

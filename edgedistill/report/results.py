@@ -62,6 +62,8 @@ def build_results(ctx) -> dict:
                                                 "mapping", "phases", "teacher_cache", "width_ratio", "progressive",
                                                 "baseline")},
         "artifacts": artifacts,
+        # A causal LM's capability per category, generation speed and answers side by side (None otherwise).
+        "language_model": _language_model(ctx, t_metrics, d_metrics, artifacts),
         "budgets": budgets,
         "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None, ctx.device.name),
         "stages": {name: {"status": rec.status, "seconds": rec.seconds, "resumed": rec.resumed, "error": rec.error}
@@ -77,6 +79,55 @@ def build_results(ctx) -> dict:
                         "packages": {p: _version(p) for p in PACKAGES},
                         "seed": ctx.spec.seed, "config_digest": sha256_json(ctx.spec.model_dump(mode="json"))},
     }
+
+
+SIDE_BY_SIDE = 4  # held-out prompts whose answers the report shows
+
+
+def _language_model(ctx, t_metrics: dict | None, d_metrics: dict | None, artifacts: list[dict]) -> dict | None:
+    """What an instruction-following LM pipeline measured: graded scores (teacher, student, each artifact on its
+    runtime), agreement with the teacher, perplexity, time to first token and tokens/s, a few answers."""
+    if not t_metrics or "scores" not in t_metrics:
+        return None
+    import json
+
+    from edgedistill.errors import StageFailed
+
+    bench = ctx.manifest.stages.get("bench")
+    cells = {(c["format"], c["requested_precision"]): c for c in (bench.metrics.get("cells", []) if bench else [])}
+    prompts = []
+    try:
+        evaluation = json.loads(ctx.output("teacher", "prompts").read_text())["evaluation"]
+        teacher_texts = json.loads(ctx.output("teacher", "answers").read_text())["texts"]
+        student_texts = (json.loads(ctx.output("distill", "answers").read_text())["texts"] if d_metrics else [])
+    except (OSError, KeyError, ValueError, TypeError, StageFailed):
+        evaluation, teacher_texts, student_texts = [], [], []
+    # One prompt of each category first, then the rest in order.
+    order = sorted(range(len(evaluation)), key=lambda i: (i != next(
+        j for j, p in enumerate(evaluation) if p["category"] == evaluation[i]["category"]), i))
+    for i in order[:SIDE_BY_SIDE]:
+        row = {"category": evaluation[i]["category"], "prompt": evaluation[i]["text"],
+               "teacher": teacher_texts[i] if i < len(teacher_texts) else None,
+               "student": student_texts[i] if i < len(student_texts) else None}
+        for (fmt, precision), cell in cells.items():
+            if cell.get("answers") and i < len(cell["answers"]):
+                row[f"{fmt} {precision}"] = cell["answers"][i]
+        prompts.append(row)
+    runtime_rows = []
+    for a in artifacts:
+        cell = cells.get((a["format"], a["requested_precision"]), {})
+        if cell.get("status") == "ok":
+            runtime_rows.append({"artifact": f"{a['format']} {a['precision']}", "scores": cell["scores"],
+                                 "agreement": cell["agreement"], "generation": cell["generation"],
+                                 "peak_rss_mb": cell["peak_rss_mb"], "measured_on": cell["measured_on"],
+                                 "ms_per_token_p90": cell["latency_ms"]["p90"],
+                                 "target": cell["target"]})
+    d_metrics = d_metrics or {}
+    return {"teacher_scores": t_metrics["scores"], "prompts_how": t_metrics.get("prompts_how"),
+            "student_scores": d_metrics.get("scores"), "undistilled_scores": d_metrics.get("undistilled"),
+            "agreement": d_metrics.get("agreement"), "perplexity": d_metrics.get("perplexity"),
+            "runtimes": runtime_rows, "side_by_side": prompts, "eval_prompts": t_metrics.get("eval_prompts"),
+            "train_prompts": t_metrics.get("train_prompts")}
 
 
 def _finetune(tuned: dict | None) -> dict | None:
@@ -121,6 +172,7 @@ def _artifacts(ctx) -> list[dict]:
                      "init_ms": cell.get("init_ms"), "target": cell.get("target"), "arm": cell.get("arm"),
                      "measured_on": cell.get("measured_on"), "predicted": cell.get("predicted"),
                      "latency_samples_ms": cell.get("samples_ms", []),
+                     "latency_unit": (bench.metrics.get("latency_unit") if bench else None) or "ms",
                      "status": (cell.get("status", "not benchmarked") if art.get("status") == "ok"
                                 else art.get("status")),
                      "error": error})
@@ -151,7 +203,8 @@ def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | Non
     where = artifact.get("measured_on") or "stand-in"
     return [_check("model size", size, budgets.get("max_model_mb"), "MB", "file"),
             _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB", where),
-            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), "ms", where),
+            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), artifact.get("latency_unit", "ms"),
+                   where),
             _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "",
                    where if artifact.get("latency_ms") else "export")]
 

@@ -134,3 +134,65 @@ def preprocessing_lines(results: dict) -> list[str]:
         lines.append(f"teacher: new head {tuned['head']} fitted on this data for {tuned['epochs']} epochs (the rest "
                      f"frozen), validation accuracy {pct(tuned['val_accuracy'])}")
     return lines
+
+
+def metric_note(results: dict) -> str | None:
+    """What "accuracy" and "latency" mean in this report, when not a classifier's top-1 and one inference."""
+    if results.get("language_model"):
+        return ("Accuracy in this report is the share of graded held-out prompts answered right (the teacher's own "
+                "score is its row of the capability table); the accuracy-drop budget bounds the teacher's score "
+                "minus the deployed model's. Latency is the time per generated token.")
+    metric = results.get("metric", "accuracy")
+    if metric != "accuracy":
+        return (f"Accuracy in this report is the {metric} on held-out text (the teacher scores 100 %); the "
+                "accuracy-drop budget bounds 1 minus it.")
+    return None
+
+
+CAPABILITY_COLUMNS = ("model", "instructions", "arithmetic", "facts", "all", "kept (all)", "exact match w/ teacher",
+                      "ROUGE-L w/ teacher", "where")
+SPEED_COLUMNS = ("artifact", "prompt tokens", "time to first token p50 ms", "decode tokens/s", "ms/token p90",
+                 "peak RSS MB", "where")
+
+
+def capability_rows(lm: dict) -> list[list[str]]:
+    """Graded scores per category: the teacher's, the student's before and after distillation, each artifact's on
+    its runtime; "kept" is the ratio to the teacher's."""
+    teacher = lm["teacher_scores"]
+
+    def row(name: str, scores: dict | None, agreement: dict | None, where: str) -> list[str]:
+        scores = scores or {}
+        kept = scores.get("all") / teacher["all"] if teacher.get("all") and scores.get("all") is not None else None
+        return [name, *(pct(scores.get(c)) for c in ("instructions", "arithmetic", "facts", "all")),
+                "—" if kept is None else f"{kept:.0%}", pct((agreement or {}).get("exact_match")),
+                "—" if not agreement else f"{agreement['rouge_l']:.2f}", where]
+
+    rows = [row("teacher", teacher, None, "PyTorch, this host")]
+    if lm.get("undistilled_scores"):
+        rows.append(row("student before distillation", lm["undistilled_scores"], None, "PyTorch, this host"))
+    if lm.get("student_scores"):
+        rows.append(row("student", lm["student_scores"], lm.get("agreement"), "PyTorch, this host"))
+    rows += [row(r["artifact"], r["scores"], r["agreement"], r["target"]) for r in lm["runtimes"]]
+    return rows
+
+
+def speed_rows(lm: dict) -> list[list[str]]:
+    """Time to first token, decode speed and memory of each artifact, and where they were measured."""
+    from edgedistill.report.results import EVIDENCE
+
+    return [[r["artifact"], str(r["generation"]["prompt_tokens"]), f"{r['generation']['ttft_ms']['p50']:.1f}",
+             f"{r['generation']['decode_tokens_per_s']:.1f}", f"{r['ms_per_token_p90']:.2f}", f"{r['peak_rss_mb']:.0f}",
+             f"{EVIDENCE[r['measured_on']]}: {r['target']}"] for r in lm["runtimes"]]
+
+
+ANSWER_CHARS = 300  # of each answer shown side by side
+
+
+def answer_columns(lm: dict) -> list[str]:
+    rows = lm.get("side_by_side") or []
+    return list(rows[0]) if rows else []
+
+
+def answer_cell(value) -> str:
+    text = "—" if value is None else " ".join(str(value).split())
+    return text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS] + "…"

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 
 def default_stages(spec=None):
-    """The stages of `spec`'s kind of pipeline: image classification, or a sentence encoder (data.kind text)."""
+    """The stages of `spec`'s kind of pipeline: image classification, or a kind of config.PIPELINE_KINDS, whose
+    stages package replaces the stages it has."""
+    import importlib
+
+    from edgedistill.config.pipeline import PIPELINE_KINDS
     from edgedistill.pipeline.engine import Stage
     from edgedistill.stages import bench, distill, export, report, student, teacher
 
-    if spec is not None and spec.data.kind == "text":
-        from edgedistill.stages.encoder import distill, export, student, teacher  # noqa: F811 - same roles
+    run = {"teacher": teacher.run, "student": student.run, "distill": distill.run, "export": export.run,
+           "bench": bench.run}
+    if spec is not None and spec.data.kind in PIPELINE_KINDS:
+        package = PIPELINE_KINDS[spec.data.kind][2]
+        for name in run:
+            try:
+                run[name] = importlib.import_module(f"{package}.{name}").run
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{name}":
+                    raise
     return [
-        Stage("teacher", teacher.run, ("data", "teacher")),
-        Stage("student", student.run, ("data", "student"), after=("teacher",)),
-        Stage("distill", distill.run, ("data", "distill"), after=("teacher", "student")),
-        Stage("export", export.run, ("data", "export"), after=("distill",)),
-        Stage("bench", bench.run, ("data", "export", "bench", "device"), after=("export",)),
+        Stage("teacher", run["teacher"], ("data", "teacher")),
+        Stage("student", run["student"], ("data", "student"), after=("teacher",)),
+        Stage("distill", run["distill"], ("data", "distill"), after=("teacher", "student")),
+        Stage("export", run["export"], ("data", "export"), after=("distill",)),
+        Stage("bench", run["bench"], ("data", "export", "bench", "device"), after=("export",)),
         Stage("report", report.run, ("budgets", "report", "device"), after=("teacher", "distill", "export", "bench"),
               always=True),
     ]

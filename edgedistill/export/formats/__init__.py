@@ -39,6 +39,8 @@ class ExportFormat:
     # Sentence encoders (data.kind: text); None where the format cannot take one.
     export_encoder: Callable[..., Path] | None = None  # (model, path, *, opset, seq_len, metadata) -> path
     encoder_embeddings: Callable[..., np.ndarray] | None = None  # (path, tokenizer, texts, *, seq_len)
+    # Causal LMs with their KV cache as inputs and outputs (data.kind: instructions); None where not supported.
+    export_decoder: Callable[..., Path] | None = None  # (model, path, *, opset, metadata) -> path
 
     def variant(self, fp32_path: Path, out: Path, precision: str, calibration_x: np.ndarray | None,
                 method: str | None, keep_float: list[str], metadata: dict) -> Path:

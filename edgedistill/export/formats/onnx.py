@@ -62,6 +62,12 @@ def _encoder_embeddings(path, tokenizer, texts, *, seq_len):
     return onnx_embed(path, tokenizer, texts, max_length=seq_len)
 
 
+def _export_decoder(model, path, *, opset, metadata):
+    from edgedistill.lm.kv_export import decoder_to_onnx
+
+    return decoder_to_onnx(model, path, opset=opset, metadata=metadata)
+
+
 FORMAT = ExportFormat(
     name="onnx", suffix=".onnx", runtime="onnxruntime", extra="onnx", color="#1f77b4",
     converter="torch.onnx (TorchScript exporter)",
@@ -69,4 +75,5 @@ FORMAT = ExportFormat(
     calibration_methods=("minmax", "entropy", "percentile"),
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
-    export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings)
+    export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
+    export_decoder=_export_decoder)

@@ -1,0 +1,93 @@
+"""Causal-LM bench stage: each exported decoder generates on the target through the runner's generation mode:
+time to first token on a prompt of bench.prompt_tokens, decode tokens per second, peak memory, and its greedy
+answers to the graded held-out prompts, graded here (what the model can still do on the device's runtime)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgedistill.bench.local import BenchFailed
+from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+from edgedistill.fileio import atomic_output, atomic_write_json
+from edgedistill.lm.causal import rouge_l
+from edgedistill.lm.chat import chat_ids, load_causal, stop_ids
+from edgedistill.lm.instructions import scores
+from edgedistill.pipeline.engine import StageResult
+from edgedistill.stages.bench import measured_where
+from edgedistill.stages.causal.teacher import load_prompts
+
+MAX_ANSWER_IDS = 1 << 20  # tokens a runner's answers may hold in all, before they are believed
+
+
+def run(spec, ctx) -> StageResult:
+    cfg = spec.bench
+    out = ctx.stage_dir("bench")
+    model, tokenizer = load_causal(ctx.output("distill", "config").parent)
+    _, evaluation = load_prompts(ctx)
+    prompt_ids = [chat_ids(tokenizer, p.text) for p in evaluation]
+    prompts_npz = out / "prompts.npz"
+    with atomic_output(prompts_npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.array([t for p in prompt_ids for t in p], dtype=np.int32),
+                 offsets=np.cumsum([0] + [len(p) for p in prompt_ids]), new_tokens=np.array(spec.data.answer_tokens),
+                 stop_ids=np.array(sorted(stop_ids(model, tokenizer))))
+    reference = json.loads(ctx.output("teacher", "answers").read_text())["ids"]
+    target = resolve_target(cfg.target, ctx.device)
+    threads = bench_threads(target, ctx.device, cfg.threads)
+    where = describe(target, ctx.device, threads) + f", prompt of {cfg.prompt_tokens} tokens"
+    measured_on = measured_where(target, ctx.device)
+    cells, warnings, outputs = [], [], {"prompts": prompts_npz}
+    for artifact in ctx.metrics("export").get("artifacts", []):
+        key = f"{artifact['format']}-{artifact['requested_precision']}"
+        cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
+                "precision": artifact["precision"], "target": where, "measured_on": measured_on, "predicted": None}
+        if artifact.get("status") != "ok":
+            cells.append({**cell, "status": "skipped", "error": "not exported"})
+            continue
+        try:
+            with ctx.console.status(f"  generating with {artifact['format']} {artifact['precision']} on "
+                                    f"{threads} thread(s)…"):
+                result = run_on(target, ctx.device, ctx.output("export", key), prompts_npz, threads=threads,
+                                warmup_runs=1, warmup_s=0, runs=cfg.runs, min_time_s=0, timeout_s=cfg.timeout_s,
+                                trust_new_host=cfg.trust_new_host, ssh_config=ctx.ssh_config,
+                                seq_len=cfg.prompt_tokens)
+            answers = checked_answers(result, len(evaluation))
+        except BenchFailed as exc:
+            cells.append({**cell, "status": "failed", "error": str(exc)})
+            warnings.append(f"{key}: benchmark failed: {exc}")
+            continue
+        path = out / f"{key}.json"
+        atomic_write_json(path, result)
+        outputs[key] = path
+        texts = [tokenizer.decode(a, skip_special_tokens=True) for a in answers]
+        graded = scores(evaluation, texts)
+        gen = result["generation"]
+        agreement = {"exact_match": float(np.mean([a == r for a, r in zip(answers, reference)])),
+                     "rouge_l": float(np.mean([rouge_l(a, r) for a, r in zip(answers, reference)]))}
+        ctx.console.print(f"  {artifact['format']} {artifact['precision']}: time to first token "
+                          f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']} tokens), "
+                          f"{gen['decode_tokens_per_s']:.1f} tokens/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                          f"graded {graded['all']:.0%}")
+        cells.append({**cell, "status": "ok", "latency_ms": result["latency_ms"], "accuracy": graded["all"],
+                      "scores": graded, "agreement": agreement, "generation": gen, "answers": texts,
+                      "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
+                      "samples_ms": result.get("samples_ms", []), "runtime": result["runtime"],
+                      "device": result["device"]})
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": None,
+                                                 "latency_unit": "ms per generated token"}, warnings=warnings)
+
+
+def checked_answers(result: dict, prompts: int) -> list[list[int]]:
+    """The runner's greedy answers, if they are what was asked: one list of token ids per prompt."""
+    answers, gen = result.get("answers"), result.get("generation")
+    if not isinstance(gen, dict) or not all(isinstance(gen.get(k), (int, float)) and gen[k] >= 0
+                                            for k in ("prompt_tokens", "new_tokens", "decode_tokens_per_s")):
+        raise BenchFailed("the runner's answer has no generation figures; is this model a KV-cache decoder?")
+    if not isinstance(answers, list) or len(answers) != prompts:
+        raise BenchFailed(f"the runner answered {len(answers) if isinstance(answers, list) else 'no'} prompts "
+                          f"of {prompts}")
+    if not all(isinstance(a, list) and all(isinstance(t, int) and 0 <= t < 2**31 for t in a) for a in answers) \
+            or sum(map(len, answers)) > MAX_ANSWER_IDS:
+        raise BenchFailed("the runner's answers are not lists of token ids")
+    return answers
