@@ -185,6 +185,78 @@ def test_hostile_runner_answers_are_refused():
             checked_answers(bad, 2)
 
 
+# --- GGUF teachers ---
+
+def write_gguf(model, tokenizer, path):
+    """The model as llama.cpp's converter writes a Llama GGUF (float32 tensors, q and k rows permuted as it
+    does, the BPE vocabulary, merges and chat template as metadata)."""
+    import gguf
+
+    c = model.config
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_vocab_size(c.vocab_size)
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
+    special = {t["content"] for t in spec["added_tokens"]}
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([3 if t in special else 1 for t, _ in vocab])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+    w.add_bos_token_id(tokenizer.eos_token_id)
+    w.add_eos_token_id(tokenizer.eos_token_id)
+    w.add_chat_template(tokenizer.chat_template)
+    def permute(t, heads):
+        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+    sd = {k: v.numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    for i in range(c.num_hidden_layers):
+        p = f"model.layers.{i}."
+        names = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+                 "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj"}
+        for g, h in names.items():
+            t = sd[p + h + ".weight"]
+            if g in ("attn_q", "attn_k"):
+                t = permute(t, c.num_attention_heads if g == "attn_q" else c.num_key_value_heads)
+            w.add_tensor(f"blk.{i}.{g}.weight", t)
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_gguf_teacher_is_dequantized_once_into_the_cache(tiny_llama, tmp_path):
+    pytest.importorskip("gguf")
+    from edgedistill.errors import UserError
+    from edgedistill.lm.chat import chat_ids, gguf_as_folder, load_causal
+
+    model, tokenizer = load_causal(tiny_llama)
+    path = tmp_path / "tiny.gguf"
+    write_gguf(model, tokenizer, path)
+    folder = gguf_as_folder(path)
+    again, tok = load_causal(folder)
+    ids = chat_ids(tokenizer, "What is the capital of France?")
+    assert chat_ids(tok, "What is the capital of France?") == ids  # tokenizer and chat template came along
+    with torch.no_grad():
+        assert torch.allclose(again(torch.tensor([ids])).logits, model(torch.tensor([ids])).logits, atol=1e-5)
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert gguf_as_folder(path) == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(UserError, match="fake.gguf: cannot be read as a GGUF"):
+        gguf_as_folder(fake)
+
+
 # --- the pipeline ---
 
 def _pipeline(tmp_path, teacher_dir, **overrides) -> str:

@@ -1,0 +1,126 @@
+"""Instruction-following students of a real teacher against the teacher itself, on the same runtime in one run.
+
+Takes completed runs of a causal-LM pipeline (e.g. `edgedistill run pipelines/smollm2-rpi5.yaml`, once per
+student size; the teacher's answers and top-k logits come from the cache after the first), exports the
+teacher with the same KV-cache layout, and generates with the teacher's and every student's ONNX artifacts
+one after the other through the runner on this host: time to first token on the same prompt, decode
+tokens/s, peak RSS, and the graded held-out prompts. Capability kept is each student's score over the
+teacher's, per category; the students' perplexity of the teacher's held-out answers comes from their runs.
+
+Writes benchmarks/results/lm_instruct.json and the table in benchmarks/README.md.
+Usage: python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] [--precision int8-dynamic] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from _readme import update_section
+
+from edgedistill.bench.local import run_local
+from edgedistill.config.pipeline import load_pipeline
+from edgedistill.export.formats import FORMATS, artifact_name
+from edgedistill.lm.chat import load_causal
+from edgedistill.lm.instructions import Prompt, scores
+from edgedistill.stages.causal.bench import checked_answers
+from edgedistill.stages.causal.teacher import teacher_folder
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "lm_instruct.json"
+
+
+def generate(model: Path, prompts_npz: Path, evaluation: list[Prompt], tokenizer, *, threads: int, runs: int,
+             prompt_tokens: int) -> dict:
+    result = run_local(model, prompts_npz, threads=threads, warmup_runs=1, warmup_s=0, runs=runs, min_time_s=0,
+                       timeout_s=3600, seq_len=prompt_tokens)
+    answers = checked_answers(result, len(evaluation))
+    graded = scores(evaluation, [tokenizer.decode(a, skip_special_tokens=True) for a in answers])
+    gen = result["generation"]
+    return {"bytes": model.stat().st_size, "ttft_ms_p50": gen["ttft_ms"]["p50"],
+            "decode_tokens_per_s": gen["decode_tokens_per_s"], "ms_per_token_p90": result["latency_ms"]["p90"],
+            "peak_rss_mb": result["peak_rss_mb"], "scores": graded, "prompt_tokens": gen["prompt_tokens"],
+            "new_tokens": gen["new_tokens"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="completed run folders of one causal-LM pipeline")
+    parser.add_argument("--precision", default="int8-dynamic", choices=["fp32", "int8-dynamic"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations per model")
+    args = parser.parse_args()
+    manifests = [json.loads((run / "manifest.json").read_text()) for run in args.runs]
+    spec = load_pipeline(args.runs[0] / "pipeline.resolved.yaml")
+    teacher_stage = manifests[0]["stages"]["teacher"]
+    evaluation = [Prompt(**p) for p in
+                  json.loads((args.runs[0] / teacher_stage["outputs"]["prompts"]["path"]).read_text())["evaluation"]]
+    prompts_npz = args.runs[0] / manifests[0]["stages"]["bench"]["outputs"]["prompts"]["path"]
+    teacher, tokenizer = load_causal(teacher_folder(spec))
+    common = {"threads": args.threads, "runs": args.repeats, "prompt_tokens": spec.bench.prompt_tokens}
+    summary = {"benchmark": "lm_instruct", "date": time.strftime("%Y-%m-%d"), "precision": args.precision,
+               "machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "teacher": spec.teacher.path,
+               "teacher_params": teacher_stage["metrics"]["params"], "eval_prompts": len(evaluation),
+               "teacher_pytorch_scores": teacher_stage["metrics"]["scores"], "students": []}
+    with tempfile.TemporaryDirectory() as work:
+        fp32 = Path(work) / "teacher-fp32.onnx"
+        started = time.perf_counter()
+        FORMATS["onnx"].export_decoder(teacher, fp32, opset=17, metadata={"model": "teacher"})
+        path = fp32
+        if args.precision != "fp32":
+            path = Path(work) / artifact_name("onnx", args.precision)
+            FORMATS["onnx"].quantize(fp32, path, args.precision, None, None, [])
+        summary["teacher_export_seconds"] = time.perf_counter() - started
+        summary["teacher_runtime"] = generate(path, prompts_npz, evaluation, tokenizer, **common)
+    teacher_rt = summary["teacher_runtime"]
+    for run, manifest in zip(args.runs, manifests):
+        stages = manifest["stages"]
+        artifact = run / stages["export"]["outputs"][f"onnx-{args.precision}"]["path"]
+        student = generate(artifact, prompts_npz, evaluation, tokenizer, **common)
+        distill = stages["distill"]["metrics"]
+        student.update(arch=stages["student"]["metrics"]["arch"], params=stages["student"]["metrics"]["params"],
+                       param_ratio=stages["student"]["metrics"]["param_ratio"], run=str(run),
+                       pytorch_scores=distill["scores"], undistilled_scores=distill["undistilled"],
+                       perplexity=distill["perplexity"], agreement=distill["agreement"],
+                       distill_seconds=stages["distill"]["seconds"],
+                       kept={k: (student["scores"][k] / v if v else None) for k, v in teacher_rt["scores"].items()},
+                       speedup=student["decode_tokens_per_s"] / teacher_rt["decode_tokens_per_s"])
+        summary["students"].append(student)
+    summary["load_average"] = os.getloadavg()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    _update_readme(summary)
+
+
+def _update_readme(s: dict) -> None:
+    t = s["teacher_runtime"]
+
+    def row(name, params, ratio, m, kept, speedup, ppl):
+        sc = m["scores"]
+        return (f"| {name} | {params:,} ({ratio:.0%}) | {sc['instructions']:.0%} | {sc['arithmetic']:.0%} | "
+                f"{sc['facts']:.0%} | {sc['all']:.0%} | {kept} | {ppl} | {m['ttft_ms_p50']:.0f} | "
+                f"{m['decode_tokens_per_s']:.1f} | {speedup} | {m['peak_rss_mb']:.0f} | {m['bytes'] / 2**20:.0f} |")
+
+    rows = [f"Teacher `{Path(s['teacher']).name}` ({s['teacher_params']:,} params), every model as ONNX "
+            f"{s['precision']} with its KV cache, generating on this host ({s['machine']}, {s['threads']} threads; "
+            f"not a device) one after the other; time to first token on a {t['prompt_tokens']}-token prompt, "
+            f"decode speed over {t['new_tokens']} tokens; {s['eval_prompts']} graded held-out prompts, greedy; "
+            f"{s['date']}, load average {s['load_average'][0]:.2f} at the end.", "",
+            "| model | params | instructions | arithmetic | facts | all | kept (all) | perplexity | TTFT ms | "
+            "tokens/s | vs teacher | peak RSS MB | MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            row("teacher", s["teacher_params"], 1.0, t, "—", "1.00×", "—")]
+    for st in s["students"]:
+        kept = "—" if st["kept"]["all"] is None else f"{st['kept']['all']:.0%}"
+        rows.append(row(f"student {st['arch']}", st["params"], st["param_ratio"], st, kept, f"{st['speedup']:.2f}×",
+                        f"{st['perplexity']['student']:.2f} (teacher {st['perplexity']['teacher']:.2f})"))
+    update_section("lm_instruct", "## Instruction-following students of SmolLM2-135M-Instruct\n\n"
+                   "`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...]` (runs of pipelines/smollm2-rpi5.yaml)",
+                   rows)
+
+
+if __name__ == "__main__":
+    main()
