@@ -105,14 +105,19 @@ def block_influence(model: nn.Module, sequences: list[list[int]]) -> list[float]
             totals[i] += (1 - torch.cosine_similarity(x, y, dim=-1)).sum().item()
         return hook
 
-    handles = [layer.register_forward_hook(measure(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    _run_hooked(model, sequences, [layer.register_forward_hook(measure(i), with_kwargs=True)
+                                   for i, layer in enumerate(layers)])
+    return (totals / max(1, sum(map(len, sequences)))).tolist()
+
+
+def _run_hooked(model: nn.Module, sequences: list[list[int]], handles: list) -> None:
+    """The model over each sequence, then the hooks removed (also when it fails)."""
     try:
         for ids in sequences:
             model(torch.tensor([ids]))
     finally:
         for h in handles:
             h.remove()
-    return (totals / max(1, sum(map(len, sequences)))).tolist()
 
 
 def layer_dropped(teacher: nn.Module, k: int, select: str | list[int] = "uniform",
@@ -154,12 +159,7 @@ def mlp_importance(model: nn.Module, sequences: list[list[int]]) -> list[torch.T
             totals[i] = totals.get(i, 0) + act.reshape(-1, act.shape[-1]).sum(0)
 
         handles.append(mlp.register_forward_hook(capture))
-    try:
-        for ids in sequences:
-            model(torch.tensor([ids]))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, sequences, handles)
     return [totals[i] for i in range(len(totals))]
 
 

@@ -12,6 +12,7 @@ from edgedistill.fileio import sha256_json
 from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
 from edgedistill.lm.kv_export import torch_next_logits
 from edgedistill.pipeline.engine import StageResult
+from edgedistill.stages.artifacts import failed_artifact, ok_artifact, one_line
 from edgedistill.stages.causal.teacher import load_prompts
 
 PARITY_ATOL = 1e-3  # max |difference| of fp32 next-token logits (values of order 10)
@@ -39,8 +40,8 @@ def run(spec, ctx) -> StageResult:
             with ctx.console.status(f"  {fmt}: exporting the decoder with its KV cache…"):
                 conv.export_decoder(model, fp32_path, opset=cfg.opset, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
-            artifacts += [_failed(fmt, p, f"conversion failed: {_one_line(exc)}") for p in cfg.precisions]
-            warnings.append(f"{fmt}: conversion failed: {_one_line(exc)}")
+            artifacts += [failed_artifact(fmt, p, f"conversion failed: {one_line(exc)}") for p in cfg.precisions]
+            warnings.append(f"{fmt}: conversion failed: {one_line(exc)}")
             continue
         for precision in cfg.precisions:
             path = fp32_path if precision == "fp32" else out / artifact_name(fmt, precision)
@@ -53,7 +54,7 @@ def run(spec, ctx) -> StageResult:
                     name: np.zeros((1, shape[1], 0, shape[3]), np.float32) for name, shape in decoder.pasts}})[0][0]
                 tokens = decoder.generate(prompt, len(reference_tokens), ())[0]
             except Exception as exc:  # noqa: BLE001
-                artifacts.append(_failed(fmt, precision, _one_line(exc)))
+                artifacts.append(failed_artifact(fmt, precision, one_line(exc)))
                 continue
             diff = float(np.abs(logits - reference_logits).max())
             same = sum(a == b for a, b in zip(tokens, reference_tokens)) / max(1, len(reference_tokens))
@@ -65,9 +66,7 @@ def run(spec, ctx) -> StageResult:
                                 f"(> {PARITY_ATOL:g})")
             key = f"{fmt}-{precision}"
             outputs[key] = path
-            artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision, "status": "ok",
-                              "path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size,
-                              "parity": parity, "attempts": []})
+            artifacts.append(ok_artifact(fmt, precision, path, ctx.run_dir, parity))
             ctx.console.print(f"  {fmt} {precision}: {path.stat().st_size / 2**20:.1f} MiB, next-token logits max "
                               f"|Δ| {diff:.1e} from PyTorch, greedy tokens {same:.0%} the same")
     if not outputs:
@@ -80,12 +79,3 @@ def run(spec, ctx) -> StageResult:
                "stop": f"token id {tokenizer.eos_token_id} ({tokenizer.eos_token!r})"}
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": feeding},
                        warnings=warnings)
-
-
-def _failed(fmt: str, precision: str, error: str) -> dict:
-    return {"format": fmt, "requested_precision": precision, "precision": precision, "status": "failed",
-            "error": error, "attempts": []}
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

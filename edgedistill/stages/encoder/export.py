@@ -14,6 +14,7 @@ from edgedistill.lm.distill import encoder_agreement
 from edgedistill.lm.encoder import embed, load_encoder
 from edgedistill.lm.text import held_out_texts
 from edgedistill.pipeline.engine import StageResult
+from edgedistill.stages.artifacts import failed_artifact, ok_artifact, one_line
 
 PARITY_ATOL = 1e-4  # max |difference| of fp32 embeddings (unit vectors)
 
@@ -33,10 +34,8 @@ def run(spec, ctx) -> StageResult:
         try:
             conv.export_encoder(model, fp32_path, opset=cfg.opset, seq_len=cfg.seq_len, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
-            for precision in cfg.precisions:
-                artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision,
-                                  "status": "failed", "error": f"conversion failed: {_one_line(exc)}", "attempts": []})
-            warnings.append(f"{fmt}: conversion failed: {_one_line(exc)}")
+            artifacts += [failed_artifact(fmt, p, f"conversion failed: {one_line(exc)}") for p in cfg.precisions]
+            warnings.append(f"{fmt}: conversion failed: {one_line(exc)}")
             continue
         for precision in cfg.precisions:
             path = fp32_path if precision == "fp32" else out / artifact_name(fmt, precision)
@@ -46,8 +45,7 @@ def run(spec, ctx) -> StageResult:
                 with ctx.console.status(f"  {fmt} {precision}: embedding {len(texts)} held-out sentences…"):
                     got = conv.encoder_embeddings(path, tokenizer, texts, seq_len=cfg.seq_len)
             except Exception as exc:  # noqa: BLE001
-                artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision,
-                                  "status": "failed", "error": _one_line(exc), "attempts": []})
+                artifacts.append(failed_artifact(fmt, precision, one_line(exc)))
                 continue
             diff = float(np.abs(got - student).max())
             quality = encoder_agreement(torch.from_numpy(got), teacher)
@@ -58,15 +56,9 @@ def run(spec, ctx) -> StageResult:
                 warnings.append(f"{fmt} fp32: embeddings differ from PyTorch by up to {diff:.2e} (> {PARITY_ATOL:g})")
             key = f"{fmt}-{precision}"
             outputs[key] = path
-            artifacts.append({"format": fmt, "requested_precision": precision, "precision": precision, "status": "ok",
-                              "path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size,
-                              "parity": parity, "attempts": []})
+            artifacts.append(ok_artifact(fmt, precision, path, ctx.run_dir, parity))
             ctx.console.print(f"  {fmt} {precision}: {path.stat().st_size / 2**20:.1f} MiB, max |Δ| {diff:.1e} from "
                               f"PyTorch, mean cosine to the teacher {quality['mean_cosine']:.4f}")
     if not outputs:
         raise StageFailed("no artifact was exported: " + "; ".join(a["error"] for a in artifacts))
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "seq_len": cfg.seq_len}, warnings=warnings)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
