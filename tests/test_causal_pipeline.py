@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import cli
+from tests.sshd import NEEDS_SSHD, bench
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -143,17 +144,27 @@ def test_onnx_kv_cache_decoder_matches_the_hugging_face_model(tiny_llama, tmp_pa
     assert tokens == greedy_answers(model, tokenizer, [prompt], 12, batch_size=1)[0][:len(tokens)]
 
 
-def test_runner_generates_answers_and_refuses_bad_prompt_files(tiny_llama, tmp_path):
-    from edgedistill.bench.local import RUNNER
+@pytest.fixture(scope="module")
+def decoder_files(tiny_llama, tmp_path_factory):
+    """The tiny Llama as a KV-cache ONNX decoder, two chat prompts as the runner reads them, and the Hugging
+    Face model's own greedy answers to them."""
     from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
     from edgedistill.lm.kv_export import decoder_to_onnx
 
     model, tokenizer = load_causal(tiny_llama)
-    path = decoder_to_onnx(model, tmp_path / "decoder.onnx")
+    folder = tmp_path_factory.mktemp("decoder")
+    path = decoder_to_onnx(model, folder / "decoder.onnx")
     prompts = [chat_ids(tokenizer, "Name a fruit."), chat_ids(tokenizer, "What is the capital of Peru?")]
-    good = tmp_path / "prompts.npz"
-    np.savez(good, ids=np.concatenate(prompts).astype(np.int32), offsets=np.cumsum([0] + [len(p) for p in prompts]),
+    npz = folder / "prompts.npz"
+    np.savez(npz, ids=np.concatenate(prompts).astype(np.int32), offsets=np.cumsum([0] + [len(p) for p in prompts]),
              new_tokens=np.array(6), stop_ids=np.array([tokenizer.eos_token_id]))
+    return path, npz, greedy_answers(model, tokenizer, prompts, 6, batch_size=1)
+
+
+def test_runner_generates_answers_and_refuses_bad_prompt_files(decoder_files, tmp_path):
+    from edgedistill.bench.local import RUNNER
+
+    path, good, expected = decoder_files
 
     def runner(data):
         proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(path), "--data", str(data), "--runs", "2",
@@ -165,11 +176,20 @@ def test_runner_generates_answers_and_refuses_bad_prompt_files(tiny_llama, tmp_p
     gen = result["generation"]
     assert gen["prompt_tokens"] == 20 and gen["new_tokens"] == 6 and gen["runs"] == 2
     assert gen["decode_tokens_per_s"] > 0 and result["latency_ms"]["count"] == 2 * 5
-    assert result["answers"] == greedy_answers(model, tokenizer, prompts, 6, batch_size=1)
+    assert result["answers"] == expected
     bad = tmp_path / "bad.npz"
     np.savez(bad, ids=np.array([1, 2, 3]), offsets=np.array([0, 5]), new_tokens=np.array(6), stop_ids=np.array([0]))
     code, result = runner(bad)
     assert code == 2 and "offsets" in result["error"]
+
+
+@NEEDS_SSHD
+def test_generation_over_ssh(device, decoder_files):
+    """The runner's generation mode on a real sshd: the same answers as the model gives here."""
+    path, prompts, expected = decoder_files
+    result = bench(device.target(), path, prompts, runs=1)
+    assert result["status"] == "ok" and result["target"] == device.address
+    assert result["answers"] == expected and result["generation"]["ttft_ms"]["count"] == 1
 
 
 def test_hostile_runner_answers_are_refused():
