@@ -315,6 +315,13 @@ def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
     for row in lm["runtimes"]:
         assert row["generation"]["prompt_tokens"] == 8 and row["generation"]["ttft_ms"]["p50"] > 0
         assert row["measured_on"] == "stand-in"  # this host, standing in for the Pi 5
+    from edgedistill.bench import emulated
+
+    if emulated.available():  # bench.emulate auto: the Pi 5's Cortex-A76 under qemu, fp32 token for token
+        arm = {a["precision"]: a["arm"] for a in results["artifacts"]}
+        assert arm["fp32"]["machine"] == "aarch64" and arm["fp32"]["cpu"] == "cortex-a76"
+        assert arm["fp32"]["top1_agreement"] == 1.0 and arm["fp32"]["samples"] == 4
+        assert "greedy tokens the PyTorch student's" in results["verdict"]["summary"]
     assert len(lm["side_by_side"]) == 4 and {r["category"] for r in lm["side_by_side"][:3]} == \
         {"instructions", "arithmetic", "facts"}
     latency = next(c for c in results["verdict"]["checks"] if c["budget"] == "p90 latency")

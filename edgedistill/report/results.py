@@ -256,7 +256,10 @@ def _stand_in_evidence(art: dict, device: str) -> str:
         how = "calibrated" if predicted["source"] == "calibrated" else "uncalibrated roofline, a lower bound"
         text += f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms ({how})"
     arm = art.get("arm") or {}
-    if arm.get("status") == "ok":
+    if arm.get("status") == "ok" and arm.get("tokens"):
+        text += (f"; on emulated {arm['cpu']} (ARM kernels, qemu): {arm['top1_agreement']:.1%} of "
+                 f"{arm['tokens']} greedy tokens the PyTorch student's")
+    elif arm.get("status") == "ok":
         text += (f"; on emulated {arm['cpu']} (ARM kernels, qemu): {arm['top1_agreement']:.1%} top-1 agreement "
                  f"with PyTorch, accuracy {arm['accuracy']:.2%}")
     return text

@@ -39,6 +39,9 @@ def arm_cell(arm: dict | None) -> str:
         return "—"
     if arm.get("status") != "ok":
         return f"failed on {arm.get('cpu')}"
+    if arm.get("tokens"):  # a causal LM: greedy tokens against the PyTorch student's
+        return (f"{pct(arm['top1_agreement'])} of {arm['tokens']} greedy tokens agree ({arm['cpu']}, "
+                f"{arm['samples']} prompts)")
     return f"{pct(arm['top1_agreement'])} agree, {pct(arm['accuracy'])} acc ({arm['cpu']}, {arm['samples']} samples)"
 
 

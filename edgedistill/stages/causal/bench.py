@@ -15,7 +15,7 @@ from edgedistill.lm.causal import rouge_l
 from edgedistill.lm.chat import chat_ids, load_causal, stop_ids
 from edgedistill.lm.instructions import scores
 from edgedistill.pipeline.engine import StageResult
-from edgedistill.stages.bench import measured_where
+from edgedistill.stages.bench import emulation_cpu, measured_where
 from edgedistill.stages.causal.teacher import load_prompts
 
 MAX_ANSWER_IDS = 1 << 20  # tokens a runner's answers may hold in all, before they are believed
@@ -37,6 +37,7 @@ def run(spec, ctx) -> StageResult:
     threads = bench_threads(target, ctx.device, cfg.threads)
     where = describe(target, ctx.device, threads) + f", prompt of {cfg.prompt_tokens} tokens"
     measured_on = measured_where(target, ctx.device)
+    arm_cpu = emulation_cpu(cfg.emulate, ctx.device, False)  # before any work: `on` without a CPU stops here
     cells, warnings, outputs = [], [], {"prompts": prompts_npz}
     for artifact in ctx.metrics("export").get("artifacts", []):
         key = f"{artifact['format']}-{artifact['requested_precision']}"
@@ -74,8 +75,59 @@ def run(spec, ctx) -> StageResult:
                       "peak_rss_mb": result["peak_rss_mb"], "init_ms": result["init_ms"], "threads": threads,
                       "samples_ms": result.get("samples_ms", []), "runtime": result["runtime"],
                       "device": result["device"]})
-    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": None,
+    if arm_cpu is not None:
+        student_answers = json.loads(ctx.output("distill", "answers").read_text())["ids"]
+        emulate_generation(ctx, arm_cpu, prompt_ids, student_answers, min(EMULATED_TOKENS, spec.data.answer_tokens),
+                           stop_ids(model, tokenizer), cells, warnings, spec.bench.timeout_s)
+    return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu,
                                                  "latency_unit": "ms per generated token"}, warnings=warnings)
+
+
+EMULATED_PROMPTS, EMULATED_TOKENS = 4, 16  # under qemu a token of a 60 M-parameter model takes about a second
+EMULATED_RUNNER_ARGS = ["--threads", "1", "--runs", "1", "--warmup-runs", "0", "--warmup-s", "0", "--min-time-s", "0",
+                        "--seq-len", "8"]
+
+
+def emulate_generation(ctx, cpu: str, prompt_ids: list[list[int]], reference: list[list[int]], new_tokens: int,
+                       stops: set, cells: list[dict], warnings: list[str], timeout_s: float) -> None:
+    """Each artifact's greedy answers (`new_tokens` at most) to the first EMULATED_PROMPTS held-out prompts on the
+    device's ARM CPU under qemu, token by token against the PyTorch student's: the ARM kernels' agreement (`arm`
+    in its cell)."""
+    import tempfile
+    from pathlib import Path
+
+    from edgedistill.bench import emulated
+    from edgedistill.errors import UserError
+
+    prompts = prompt_ids[:EMULATED_PROMPTS]
+    want = [r[:new_tokens] for r in reference[:EMULATED_PROMPTS]]
+    for cell in cells:
+        if cell.get("status") != "ok":
+            continue
+        key = f"{cell['format']}-{cell['requested_precision']}"
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgedistill-arm-") as work, \
+                    ctx.console.status(f"  {cell['format']} {cell['precision']} generating on emulated {cpu}…"):
+                npz = Path(work) / "prompts.npz"
+                np.savez(npz, ids=np.array([t for p in prompts for t in p], dtype=np.int32),
+                         offsets=np.cumsum([0] + [len(p) for p in prompts]), new_tokens=np.array(new_tokens),
+                         stop_ids=np.array(sorted(stops)))
+                result = emulated.run_emulated(ctx.output("export", key), npz, cpu=cpu,
+                                               runner_args=EMULATED_RUNNER_ARGS, timeout_s=timeout_s)
+            got = checked_answers(result, len(prompts))
+        except (BenchFailed, UserError) as exc:  # UserError: the userland could not be built (tools, network)
+            cell["arm"] = {"cpu": cpu, "status": "failed", "error": str(exc)}
+            warnings.append(f"{key}: emulated {cpu}: {exc}")
+            continue
+        same = sum(a == b for g, w in zip(got, want) for a, b in zip(g, w))
+        total = sum(max(len(g), len(w)) for g, w in zip(got, want))
+        cell["arm"] = {"status": "ok", "cpu": cpu, "machine": result["device"].get("machine"),
+                       "target": result["target"], "qemu": result["emulated"]["qemu"],
+                       "timing": result["emulated"]["timing"], "samples": len(prompts), "tokens": total,
+                       "top1_agreement": same / max(1, total), "accuracy": None,
+                       "exact_answers": sum(g == w for g, w in zip(got, want)) / len(prompts)}
+        ctx.console.print(f"  {cell['format']} {cell['precision']} on emulated {cpu}: {same}/{total} greedy tokens "
+                          f"the PyTorch student's ({len(prompts)} prompts)")
 
 
 def checked_answers(result: dict, prompts: int) -> list[list[int]]:
