@@ -4,7 +4,7 @@ Three categories, each a table of generators (one row per kind of prompt) and a 
 - `instructions`: verifiable instructions in the style of IFEval (Zhou et al. 2023, arXiv:2311.07911): answer
   in upper case or lower case, in at most N words, use or avoid a given word, reply with a JSON object with
   given keys, a list of N items;
-- `arithmetic`: a sum, difference or product of two small integers, answered with the number;
+- `arithmetic`: a sum, difference or product of two small integers, graded by the answer's last integer;
 - `facts`: questions with one right answer (capitals, and a few others), graded by the answer's presence.
 
 Training and evaluation prompts are drawn by different seeds from the same generators, and every evaluation
@@ -129,9 +129,10 @@ def _json_object(text: str):
     return value if isinstance(value, dict) else None
 
 
-def _first_integer(text: str) -> int | None:
-    found = re.search(r"-?\d[\d,]*", text)
-    return int(found.group().replace(",", "")) if found else None
+def _last_integer(text: str) -> int | None:
+    """The answer's last integer: models tend to restate the question ("35 - 16 = 19") before answering."""
+    found = re.findall(r"-?\d[\d,]*", text)
+    return int(found[-1].replace(",", "")) if found else None
 
 
 GRADERS = {
@@ -142,7 +143,7 @@ GRADERS = {
     "avoid_word": lambda r, c: bool(_words(r)) and c["word"].lower() not in (w.lower() for w in _words(r)),
     "json_keys": lambda r, c: (obj := _json_object(r)) is not None and all(k in obj for k in c["keys"]),
     "list_items": lambda r, c: sum(line.strip().startswith("- ") for line in r.splitlines()) == c["n"],
-    "arithmetic": lambda r, c: _first_integer(r) == c["answer"],
+    "arithmetic": lambda r, c: _last_integer(r) == c["answer"],
     "fact": lambda r, c: any(re.search(rf"\b{re.escape(a)}\b", r.lower()) for a in c["answer"].split("|")),
 }
 
