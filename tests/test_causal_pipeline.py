@@ -183,6 +183,14 @@ def test_runner_generates_answers_and_refuses_bad_prompt_files(decoder_files, tm
     assert code == 2 and "offsets" in result["error"]
 
 
+def test_cli_bench_of_a_decoder_says_time_to_first_token_and_tokens_per_second(decoder_files, tmp_path):
+    path = decoder_files[0]
+    proc = cli("bench", path, "--device", "raspberry-pi-5", "--runs", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "standing in for raspberry-pi-5" in proc.stdout and "time to first token p50" in proc.stdout
+    assert "tokens/s" in proc.stdout and "2 generations of 32" in proc.stdout
+
+
 @NEEDS_SSHD
 def test_generation_over_ssh(device, decoder_files):
     """The runner's generation mode on a real sshd: the same answers as the model gives here."""
@@ -331,6 +339,13 @@ def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
         assert heading in md
     html = (run / "report" / "report.html").read_text()
     assert 'id="capability"' in html and 'id="answers"' in html
+    # An answer is model output: whatever it says is shown as text, in both reports.
+    from edgedistill.report.html import render_html
+    from edgedistill.report.markdown import render_markdown
+
+    lm["side_by_side"][0]["student"] = "<script>alert(1)</script> | a\nb"
+    assert "<script>alert" not in render_html(results) and "&lt;script&gt;alert(1)" in render_html(results)
+    assert "</script> \\| a b |" in render_markdown(results)
     # The teacher's answers to the training prompts come from the cache the second time.
     proc = cli("run", path, "--out", tmp_path / "again", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

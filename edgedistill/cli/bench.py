@@ -70,6 +70,14 @@ def bench_command(
     lat, dev = result["latency_ms"], result["device"]
     acc = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.2%} on {result['samples']} samples"
     cpu = dev.get("cpu_model", dev.get("machine"))
+    gen = result.get("generation")
+    if gen:  # a KV-cache decoder: time to first token and decode speed
+        typer.echo(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: time to first token p50 "
+                   f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']}-token prompt), "
+                   f"{gen['decode_tokens_per_s']:.1f} tokens/s (p90 {lat['p90']:.2f} ms a token, {gen['runs']} "
+                   f"generations of {gen['new_tokens']}); init {result['init_ms']:.1f} ms, peak RSS "
+                   f"{result['peak_rss_mb']:.0f} MB")
+        return
     typer.echo(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
