@@ -361,6 +361,16 @@ class Decoder:
 MAX_PROMPTS, MAX_NEW_TOKENS = 1000, 4096
 
 
+def _holds_prompts(path: str) -> bool:
+    """Whether an .npz is prompts for a decoder (it has offsets) rather than test data; unreadable: False, so
+    that reading it as test data says what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return "offsets" in arrays.files
+    except Exception:  # noqa: BLE001 - any unreadable file is reported by read_data
+        return False
+
+
 def read_prompts(path: str) -> tuple[list, int, set]:
     """(prompts as token-id lists, new tokens per answer, stop ids) from an .npz with ids (all prompts' tokens,
     concatenated), offsets (where each starts, and the end), new_tokens and stop_ids."""
@@ -422,6 +432,9 @@ def benchmark(args) -> dict:
     suffix = os.path.splitext(args.model)[1]
     if suffix not in RUNTIMES:
         raise RunnerError(2, f"--model {args.model!r}: unknown suffix {suffix!r} (valid: {', '.join(RUNTIMES)})")
+    # Test data is checked before the model loads (a bad file is named first); prompts are read by the decoder.
+    prompts = bool(args.data) and _holds_prompts(args.data)
+    x_rows, y = read_data(args.data) if args.data and not prompts else (None, None)
     rss_before = _peak_rss_mb()
     temperature_before = _read_sys(TEMPERATURE)
     t0 = time.perf_counter()
@@ -430,7 +443,8 @@ def benchmark(args) -> dict:
     init_ms = (time.perf_counter() - t0) * 1e3
     if isinstance(model, Decoder):
         return benchmark_generation(args, model, init_ms, rss_before, temperature_before)
-    x_rows, y = read_data(args.data) if args.data else (None, None)
+    if prompts:
+        raise RunnerError(2, f"--data {args.data!r} holds prompts for a KV-cache decoder; {args.model} is not one")
     if x_rows is not None and "seq_len" in model.info:
         raise RunnerError(2, f"--data {args.data!r}: {args.model} takes tokens; accuracy on --data is for image models")
     if x_rows is None:  # timing only: zeros of the model's own input shape (token models: their own feeds)
