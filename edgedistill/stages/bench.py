@@ -40,9 +40,7 @@ def run(spec, ctx) -> StageResult:
     cells, warnings = [], []
     for artifact in ctx.metrics("export").get("artifacts", []):
         key = f"{artifact['format']}-{artifact['requested_precision']}"
-        cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
-                "precision": artifact["precision"], "target": where, "measured_on": measured_on,
-                "predicted": predictions.get((artifact["format"], artifact["precision"]))}
+        cell = bench_cell(artifact, where, measured_on, predictions.get((artifact["format"], artifact["precision"])))
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
@@ -79,6 +77,12 @@ def run(spec, ctx) -> StageResult:
         emulate_artifacts(ctx, spec, arm_cpu, student, data, cells, warnings)
     return StageResult(outputs=outputs, metrics={"cells": cells, "target": where, "emulated_cpu": arm_cpu,
                                                  "test_data": shipped}, warnings=warnings)
+
+
+def bench_cell(artifact: dict, where: str, measured_on: str, predicted: dict | None) -> dict:
+    """The start of an artifact's benchmark cell, for every kind of pipeline: what it is and where it runs."""
+    return {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
+            "precision": artifact["precision"], "target": where, "measured_on": measured_on, "predicted": predicted}
 
 
 MAX_TEST_MB = 256  # test inputs shipped to the target: all of a small split, a stated sample of a large one

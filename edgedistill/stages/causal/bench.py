@@ -15,7 +15,7 @@ from edgedistill.lm.causal import rouge_l
 from edgedistill.lm.chat import chat_ids, load_causal, stop_ids
 from edgedistill.lm.instructions import scores
 from edgedistill.pipeline.engine import StageResult
-from edgedistill.stages.bench import emulation_cpu, measured_where
+from edgedistill.stages.bench import bench_cell, emulation_cpu, measured_where
 from edgedistill.stages.causal.teacher import load_prompts
 
 MAX_ANSWER_IDS = 1 << 20  # tokens a runner's answers may hold in all, before they are believed
@@ -41,8 +41,7 @@ def run(spec, ctx) -> StageResult:
     cells, warnings, outputs = [], [], {"prompts": prompts_npz}
     for artifact in ctx.metrics("export").get("artifacts", []):
         key = f"{artifact['format']}-{artifact['requested_precision']}"
-        cell = {"format": artifact["format"], "requested_precision": artifact["requested_precision"],
-                "precision": artifact["precision"], "target": where, "measured_on": measured_on, "predicted": None}
+        cell = bench_cell(artifact, where, measured_on, None)
         if artifact.get("status") != "ok":
             cells.append({**cell, "status": "skipped", "error": "not exported"})
             continue
