@@ -8,7 +8,8 @@ tokens/s, peak RSS, and the graded held-out prompts. Capability kept is each stu
 teacher's, per category; the students' perplexity of the teacher's held-out answers comes from their runs.
 
 Writes benchmarks/results/lm_instruct.json and the table in benchmarks/README.md.
-Usage: python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] [--precision int8-dynamic] [--threads 2]
+Usage: python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] [--format onnx] [--precision int8-weights]
+       [--threads 2]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.lm.chat import load_causal
 from edgedistill.lm.instructions import Prompt, scores
 from edgedistill.stages.causal.bench import checked_answers
+from edgedistill.stages.causal.export import cache_positions
 from edgedistill.stages.causal.teacher import teacher_folder
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +52,8 @@ def generate(model: Path, prompts_npz: Path, evaluation: list[Prompt], tokenizer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="completed run folders of one causal-LM pipeline")
-    parser.add_argument("--precision", default="int8-dynamic", choices=["fp32", "int8-dynamic"])
+    parser.add_argument("--format", default="onnx", choices=["onnx", "tflite"])
+    parser.add_argument("--precision", default="int8-weights", choices=["fp32", "int8-weights", "int8-dynamic"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed generations per model")
     args = parser.parse_args()
@@ -62,24 +65,27 @@ def main() -> None:
     prompts_npz = args.runs[0] / manifests[0]["stages"]["bench"]["outputs"]["prompts"]["path"]
     teacher, tokenizer = load_causal(teacher_folder(spec))
     common = {"threads": args.threads, "runs": args.repeats, "prompt_tokens": spec.bench.prompt_tokens}
-    summary = {"benchmark": "lm_instruct", "date": time.strftime("%Y-%m-%d"), "precision": args.precision,
+    summary = {"benchmark": "lm_instruct", "date": time.strftime("%Y-%m-%d"), "format": args.format,
+               "precision": args.precision,
                "machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "teacher": spec.teacher.path,
                "teacher_params": teacher_stage["metrics"]["params"], "eval_prompts": len(evaluation),
                "teacher_pytorch_scores": teacher_stage["metrics"]["scores"], "students": []}
     with tempfile.TemporaryDirectory() as work:
-        fp32 = Path(work) / "teacher-fp32.onnx"
+        fmt = FORMATS[args.format]
+        fp32 = Path(work) / artifact_name(args.format, "fp32")
         started = time.perf_counter()
-        FORMATS["onnx"].export_decoder(teacher, fp32, opset=17, metadata={"model": "teacher"})
+        fmt.export_decoder(teacher, fp32, opset=17, max_tokens=cache_positions(spec, tokenizer, evaluation),
+                           metadata={"model": "teacher"})
         path = fp32
         if args.precision != "fp32":
-            path = Path(work) / artifact_name("onnx", args.precision)
-            FORMATS["onnx"].quantize(fp32, path, args.precision, None, None, [])
+            path = Path(work) / artifact_name(args.format, args.precision)
+            fmt.quantize(fp32, path, args.precision, None, None, [])
         summary["teacher_export_seconds"] = time.perf_counter() - started
         summary["teacher_runtime"] = generate(path, prompts_npz, evaluation, tokenizer, **common)
     teacher_rt = summary["teacher_runtime"]
     for run, manifest in zip(args.runs, manifests):
         stages = manifest["stages"]
-        artifact = run / stages["export"]["outputs"][f"onnx-{args.precision}"]["path"]
+        artifact = run / stages["export"]["outputs"][f"{args.format}-{args.precision}"]["path"]
         student = generate(artifact, prompts_npz, evaluation, tokenizer, **common)
         distill = stages["distill"]["metrics"]
         student.update(arch=stages["student"]["metrics"]["arch"], params=stages["student"]["metrics"]["params"],
@@ -105,9 +111,10 @@ def _update_readme(s: dict) -> None:
                 f"{sc['facts']:.0%} | {sc['all']:.0%} | {kept} | {ppl} | {m['ttft_ms_p50']:.0f} | "
                 f"{m['decode_tokens_per_s']:.1f} | {speedup} | {m['peak_rss_mb']:.0f} | {m['bytes'] / 2**20:.0f} |")
 
-    rows = [f"Teacher `{Path(s['teacher']).name}` ({s['teacher_params']:,} params), every model as ONNX "
-            f"{s['precision']} with its KV cache, generating on this host ({s['machine']}, {s['threads']} threads; "
-            f"not a device) one after the other; time to first token on a {t['prompt_tokens']}-token prompt, "
+    rows = [f"Teacher `{Path(s['teacher']).name}` ({s['teacher_params']:,} params), every model as "
+            f"{s['format']} {s['precision']} with its KV cache, generating on this host ({s['machine']}, "
+            f"{s['threads']} threads; not a device) one after the other; time to first token on a "
+            f"{t['prompt_tokens']}-token prompt, "
             f"decode speed over {t['new_tokens']} tokens; {s['eval_prompts']} graded held-out prompts, greedy; "
             f"{s['date']}, load average {s['load_average'][0]:.2f} at the end.", "",
             "| model | params | instructions | arithmetic | facts | all | kept (all) | perplexity | TTFT ms | "

@@ -124,24 +124,55 @@ def test_answer_only_targets_train_on_the_answer_and_never_the_prompt(tiny_llama
 # --- export with the KV cache, and the runner's generation ---
 
 def test_onnx_kv_cache_decoder_matches_the_hugging_face_model(tiny_llama, tmp_path):
-    from edgedistill.bench.runner import Decoder, onnx_session
+    from edgedistill.bench.runner import OnnxDecoder, onnx_session
     from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
     from edgedistill.lm.kv_export import decoder_to_onnx, torch_next_logits
 
     model, tokenizer = load_causal(tiny_llama)
     path = decoder_to_onnx(model, tmp_path / "decoder.onnx")
-    decoder = Decoder(*onnx_session(str(path), 1, ["CPUExecutionProvider"]))
+    decoder = OnnxDecoder(*onnx_session(str(path), 1, ["CPUExecutionProvider"]))
     prompt = chat_ids(tokenizer, "What is 2 plus 3? Answer with the number only.")
     assert len(prompt) != 3  # not the traced length
-    empty = {name: np.zeros((1, shape[1], 0, shape[3]), np.float32) for name, shape in decoder.pasts}
-    logits, *presents = decoder.session.run(None, {"input_ids": np.asarray([prompt]), **empty})
-    assert np.abs(logits[0] - torch_next_logits(model, prompt)).max() < 1e-4
-    assert presents[0].shape == (1, 2, len(prompt), 8)
+    assert np.abs(decoder.start(prompt, 4) - torch_next_logits(model, prompt)).max() < 1e-4
+    assert decoder.presents[0].shape == (1, 2, len(prompt), 8)
     # One more token through the cache: the same as the whole sequence from scratch.
-    step = {"input_ids": np.asarray([[7]]), **{name: p for (name, _), p in zip(decoder.pasts, presents)}}
-    assert np.abs(decoder.session.run(None, step)[0][0] - torch_next_logits(model, prompt + [7])).max() < 1e-4
+    assert np.abs(decoder.step(7) - torch_next_logits(model, prompt + [7])).max() < 1e-4
     tokens = decoder.generate(prompt, 12)[0]
     assert tokens == greedy_answers(model, tokenizer, [prompt], 12, batch_size=1)[0][:len(tokens)]
+
+
+@pytest.fixture(scope="module")
+def tflite_decoder(tiny_llama, tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    from edgedistill.lm.chat import load_causal
+    from edgedistill.lm.litert_decoder import decoder_to_tflite
+
+    model, _ = load_causal(tiny_llama)
+    return decoder_to_tflite(model, tmp_path_factory.mktemp("tflite") / "decoder.tflite", cache_length=64,
+                             metadata={"model": "tiny"})
+
+
+def test_tflite_decoder_of_the_generative_api_matches_the_hugging_face_model(tiny_llama, tflite_decoder):
+    from edgedistill.bench.runner import RunnerError, TfliteDecoder, load_tflite
+    from edgedistill.export.tflite import read_metadata
+    from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
+    from edgedistill.lm.kv_export import torch_next_logits
+
+    model, tokenizer = load_causal(tiny_llama)
+    assert "tensorflow" not in sys.modules  # LiteRT's schema stood in only while litert-torch imported
+    meta = read_metadata(tflite_decoder)
+    assert meta["cache_length"] == 64 and meta["prefill_lengths"] == [32] and meta["model"] == "tiny"
+    decoder = load_tflite(str(tflite_decoder), 1, [])
+    assert isinstance(decoder, TfliteDecoder) and decoder.capacity == 64
+    # Longer than one prefill: the prompt goes in two chunks, the second padded at its end.
+    prompt = chat_ids(tokenizer, "Write about the sea and the wind in exactly eleven calm words.")
+    assert 33 < len(prompt) < 52, len(prompt)
+    assert np.abs(decoder.start(prompt, 4) - torch_next_logits(model, prompt)).max() < 1e-4
+    assert np.abs(decoder.step(7) - torch_next_logits(model, prompt + [7])).max() < 1e-4
+    tokens = decoder.generate(prompt, 12)[0]
+    assert tokens == greedy_answers(model, tokenizer, [prompt], 12, batch_size=1)[0][:len(tokens)]
+    with pytest.raises(RunnerError, match="exceed the model's KV cache of 64"):
+        decoder.generate(prompt, 64 - len(prompt) + 1)
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +333,7 @@ def _pipeline(tmp_path, teacher_dir, **overrides) -> str:
 
 @pytest.mark.slow
 def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
-    path = _pipeline(tmp_path, tiny_llama)
+    path = _pipeline(tmp_path, tiny_llama, export={"formats": ["onnx", "tflite"]})
     proc = cli("run", path, "--out", tmp_path / "run", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
@@ -314,21 +345,26 @@ def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
     assert set(distill["scores"]) == {"instructions", "arithmetic", "facts", "all"}
     assert distill["perplexity"]["student"] > 0 and 0 <= distill["agreement"]["rouge_l"] <= 1
     assert distill["teacher_cache"] == "answers: miss; top-k: miss"
-    artifacts = {a["precision"]: a for a in stages["export"]["metrics"]["artifacts"]}
-    assert artifacts["fp32"]["parity"]["within_tolerance"] and artifacts["fp32"]["parity"]["top1_agreement"] == 1.0
+    artifacts = {(a["format"], a["precision"]): a for a in stages["export"]["metrics"]["artifacts"]}
+    assert set(artifacts) == {(f, p) for f in ("onnx", "tflite") for p in ("fp32", "int8-weights")}
+    for fmt in ("onnx", "tflite"):
+        parity = artifacts[fmt, "fp32"]["parity"]
+        assert parity["within_tolerance"] and parity["top1_agreement"] == 1.0, (fmt, parity)
     results = json.loads((run / "report" / "results.json").read_text())
     lm = results["language_model"]
     assert lm["teacher_scores"]["all"] == stages["teacher"]["metrics"]["accuracy"]
-    assert {r["artifact"] for r in lm["runtimes"]} == {"onnx fp32", "onnx int8-dynamic"}
+    assert {r["artifact"] for r in lm["runtimes"]} == {f"{f} {p}" for f in ("onnx", "tflite")
+                                                       for p in ("fp32", "int8-weights")}
     for row in lm["runtimes"]:
         assert row["generation"]["prompt_tokens"] == 8 and row["generation"]["ttft_ms"]["p50"] > 0
         assert row["measured_on"] == "stand-in"  # this host, standing in for the Pi 5
     from edgedistill.bench import emulated
 
     if emulated.available():  # bench.emulate auto: the Pi 5's Cortex-A76 under qemu, fp32 token for token
-        arm = {a["precision"]: a["arm"] for a in results["artifacts"]}
-        assert arm["fp32"]["machine"] == "aarch64" and arm["fp32"]["cpu"] == "cortex-a76"
-        assert arm["fp32"]["top1_agreement"] == 1.0 and arm["fp32"]["samples"] == 4
+        arm = {(a["format"], a["precision"]): a["arm"] for a in results["artifacts"]}
+        for fmt in ("onnx", "tflite"):
+            assert arm[fmt, "fp32"]["machine"] == "aarch64" and arm[fmt, "fp32"]["cpu"] == "cortex-a76"
+            assert arm[fmt, "fp32"]["top1_agreement"] == 1.0 and arm[fmt, "fp32"]["samples"] == 4
         assert "greedy tokens the PyTorch student's" in results["verdict"]["summary"]
     assert len(lm["side_by_side"]) == 4 and {r["category"] for r in lm["side_by_side"][:3]} == \
         {"instructions", "arithmetic", "facts"}

@@ -113,8 +113,8 @@ def load_onnxruntime(path: str, threads: int, providers: list[str], seq_len: int
     """An onnxruntime session (see `onnx_session`). A model with integer inputs (a language model) runs on
     token feeds of `seq_len` tokens; x is unused."""
     session, info = onnx_session(path, threads, providers)
-    if Decoder.is_decoder(session):
-        return Decoder(session, info)
+    if OnnxDecoder.is_decoder(session):
+        return OnnxDecoder(session, info)
     inputs = session.get_inputs()
     if any(i.type in ("tensor(int32)", "tensor(int64)") for i in inputs):
         feeds = token_feeds([(i.name, i.shape, ONNX_DTYPES[i.type]) for i in inputs], seq_len)
@@ -170,6 +170,8 @@ def load_tflite(path: str, threads: int, providers: list[str], seq_len: int = 32
     for detail in interpreter.get_input_details():
         check_feedable(path, detail["name"], np.dtype(detail["dtype"]).name)
     module = sys.modules[runtime]
+    if TfliteDecoder.is_decoder(interpreter):
+        return TfliteDecoder(interpreter, {runtime: getattr(module, "__version__", "unknown"), "input_dtype": "int32"})
     if np.issubdtype(inp["dtype"], np.integer) and inp["dtype"] not in (np.int8, np.uint8):
         details = interpreter.get_input_details()
         feeds = token_feeds([(d["index"], [int(v) for v in d["shape"]], d["dtype"]) for d in details], seq_len)
@@ -317,34 +319,26 @@ def read_data(path: str) -> tuple[NpzRows, np.ndarray]:
 
 
 class Decoder:
-    """A causal LM exported with its KV cache as inputs and outputs (edgedistill's `lm.kv_export` layout:
-    input_ids and past_key_<i> / past_value_<i> in, the last position's logits and present_* out): greedy
-    generation, one prompt at a time."""
+    """A causal LM with its KV cache as model inputs and outputs: greedy generation, one prompt at a time.
+    A runtime's decoder says how to start (`start(prompt, new_tokens)`: the logits of the first new token)
+    and how to take one more token (`step(token)`: the logits of the next)."""
 
-    def __init__(self, session, info: dict):
-        self.session, self.info = session, info
-        inputs = session.get_inputs()
-        self.pasts = [(i.name, i.shape) for i in inputs if i.name.startswith("past_")]
-        for name, shape in self.pasts:
-            if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
-                raise RunnerError(4, f"decoder input {name} has shape {shape}; expected (1, kv_heads, past, head_dim)")
-        self.dtype = ONNX_DTYPES.get(inputs[1].type, "float32") if len(inputs) > 1 else "float32"
+    info: dict
 
-    @staticmethod
-    def is_decoder(session) -> bool:
-        names = [i.name for i in session.get_inputs()]
-        return "input_ids" in names and any(n.startswith("past_key_") for n in names)
+    def start(self, prompt: list, new_tokens: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, token: int) -> np.ndarray:
+        raise NotImplementedError
 
     def generate(self, prompt: list, new_tokens: int, stops=()) -> tuple[list, float, list]:
-        """(tokens, time to first token in ms, ms of each later token): the prompt in one call with empty
-        pasts, then one token per call, stopping after a stop token or `new_tokens` tokens."""
-        feeds = {name: np.zeros((1, shape[1], 0, shape[3]), dtype=self.dtype) for name, shape in self.pasts}
-        feeds["input_ids"] = np.asarray([prompt], dtype=np.int64)
+        """(tokens, time to first token in ms, ms of each later token), stopping after a stop token or
+        `new_tokens` tokens."""
         tokens, steps = [], []
         t0 = time.perf_counter()
+        logits = self.start(prompt, new_tokens)
         while True:
-            logits, *presents = self.session.run(None, feeds)
-            token = int(np.argmax(logits[0]))
+            token = int(np.argmax(logits))
             now = time.perf_counter()
             if tokens:
                 steps.append((now - t0) * 1e3)
@@ -354,8 +348,102 @@ class Decoder:
             if token in stops or len(tokens) >= new_tokens:
                 return tokens, ttft, steps
             t0 = time.perf_counter()
-            feeds = {name: present for (name, _), present in zip(self.pasts, presents)}
-            feeds["input_ids"] = np.asarray([[token]], dtype=np.int64)
+            logits = self.step(token)
+
+
+class OnnxDecoder(Decoder):
+    """edgedistill's `lm.kv_export` layout: input_ids and past_key_<i> / past_value_<i> in, the last position's
+    logits and present_* out; the prompt goes in once with empty pasts, then one token per call."""
+
+    def __init__(self, session, info: dict):
+        self.session, self.info = session, info
+        inputs = session.get_inputs()
+        self.pasts = [(i.name, i.shape) for i in inputs if i.name.startswith("past_")]
+        for name, shape in self.pasts:
+            if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
+                raise RunnerError(4, f"decoder input {name} has shape {shape}; expected (1, kv_heads, past, head_dim)")
+        self.dtype = ONNX_DTYPES.get(inputs[1].type, "float32") if len(inputs) > 1 else "float32"
+        self.presents = []
+
+    @staticmethod
+    def is_decoder(session) -> bool:
+        names = [i.name for i in session.get_inputs()]
+        return "input_ids" in names and any(n.startswith("past_key_") for n in names)
+
+    def _run(self, ids: list, pasts: list) -> np.ndarray:
+        feeds = {name: past for (name, _), past in zip(self.pasts, pasts)}
+        feeds["input_ids"] = np.asarray([ids], dtype=np.int64)
+        logits, *self.presents = self.session.run(None, feeds)
+        return logits[0]
+
+    def start(self, prompt: list, new_tokens: int) -> np.ndarray:
+        return self._run(prompt, [np.zeros((1, shape[1], 0, shape[3]), dtype=self.dtype) for _, shape in self.pasts])
+
+    def step(self, token: int) -> np.ndarray:
+        return self._run([token], self.presents)
+
+
+class TfliteDecoder(Decoder):
+    """litert-torch's generative layout (`lm.litert_decoder`): prefill_<n> signatures fill the fixed-size cache
+    kv_cache_k_<i> / kv_cache_v_<i> from tokens (1, n) at input_pos (n,), padded at the end; decode takes one
+    token at its position and returns logits. As LiteRT-LM does, the prompt but its last token is prefilled
+    (in chunks of the longest prefill) and the last token is the first decode."""
+
+    def __init__(self, interpreter, info: dict):
+        self.info = info
+        signatures = interpreter.get_signature_list()
+        self.prefills = {int(n.split("_")[1]): interpreter.get_signature_runner(n) for n in signatures
+                         if n.startswith("prefill_") and n.split("_")[1].isdigit()}
+        self.decode = interpreter.get_signature_runner("decode")
+        details = self.decode.get_input_details()
+        self.cache = {n: (tuple(int(v) for v in d["shape"]), d["dtype"]) for n, d in details.items()
+                      if n.startswith("kv_cache_")}
+        shapes = {shape for shape, _ in self.cache.values()}
+        if not self.prefills or not self.cache or len(shapes) != 1 or len(next(iter(shapes))) != 4:
+            raise RunnerError(4, f"decoder signatures {sorted(signatures)}: expected prefill_<n>, decode and "
+                                 "kv_cache_k_<i> / kv_cache_v_<i> of one shape (1, cache, kv_heads, head_dim)")
+        self.capacity = next(iter(shapes))[1]
+        self.kv, self.position = {}, 0
+
+    @staticmethod
+    def is_decoder(interpreter) -> bool:
+        names = interpreter.get_signature_list()
+        return "decode" in names and any(n.startswith("prefill_") for n in names)
+
+    def _decode(self, token: int) -> np.ndarray:
+        if self.position >= self.capacity:
+            raise RunnerError(5, f"the model's KV cache holds {self.capacity} positions; the prompt and answer "
+                                 "need more")
+        out = self.decode(tokens=np.asarray([[token]], dtype=np.int32),
+                          input_pos=np.asarray([self.position], dtype=np.int32), **self.kv)
+        self.kv = {name: out[name] for name in self.cache}
+        self.position += 1
+        return out["logits"][0, -1]
+
+    def start(self, prompt: list, new_tokens: int) -> np.ndarray:
+        if len(prompt) + new_tokens > self.capacity:
+            raise RunnerError(2, f"a prompt of {len(prompt)} tokens and {new_tokens} new ones exceed the model's KV "
+                                 f"cache of {self.capacity} positions")
+        self.kv = {name: np.zeros(shape, dtype) for name, (shape, dtype) in self.cache.items()}
+        self.position, longest, body = 0, max(self.prefills), prompt[:-1]
+        while self.position < len(body):
+            chunk = body[self.position:self.position + longest]
+            # The shortest prefill that takes the chunk; its padding must still land inside the cache.
+            n = min((n for n in self.prefills if n >= len(chunk) and self.position + n <= self.capacity),
+                    default=len(chunk))
+            if n not in self.prefills:
+                raise RunnerError(2, f"no prefill signature fits {len(chunk)} tokens at position {self.position} "
+                                     f"of a {self.capacity}-position cache (prefills: {sorted(self.prefills)})")
+            tokens = np.zeros((1, n), dtype=np.int32)
+            tokens[0, :len(chunk)] = chunk
+            out = self.prefills[n](tokens=tokens, input_pos=np.arange(self.position, self.position + n,
+                                                                      dtype=np.int32), **self.kv)
+            self.kv = {name: out[name] for name in self.cache}
+            self.position += len(chunk)
+        return self._decode(prompt[-1])
+
+    def step(self, token: int) -> np.ndarray:
+        return self._decode(token)
 
 
 MAX_PROMPTS, MAX_NEW_TOKENS = 1000, 4096
@@ -418,7 +506,7 @@ def benchmark_generation(args, decoder: Decoder, init_ms: float, rss_before: flo
         "data_mb": 0.0, "rss_before_load_mb": rss_before, "accuracy": None, "samples": len(prompts),
         "generation": {"prompt_tokens": len(timing_prompt), "new_tokens": new_tokens, "runs": len(ttfts),
                        "ttft_ms": percentile_stats(ttfts), "decode_tokens_per_s": 1e3 / float(np.mean(steps))},
-        "answers": answers, "runtime": {**decoder.info, "input_dtype": "int64", "seq_len": len(timing_prompt)},
+        "answers": answers, "runtime": {"input_dtype": "int64", **decoder.info, "seq_len": len(timing_prompt)},
         "device": device_info(), "temperature_before_c": temperature_before,
     }
 

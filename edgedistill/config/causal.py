@@ -107,8 +107,9 @@ class CausalDistill(Strict):
 
 class CausalExport(Strict):
     formats: list[DecoderFormatName] = Field(default_factory=lambda: ["onnx"], min_length=1)
-    precisions: list[Literal["fp32", "int8-dynamic"]] = Field(default_factory=lambda: ["fp32", "int8-dynamic"],
-                                                              min_length=1)
+    # int8-weights (block-wise) is the default: per-tensor int8-dynamic breaks on LLM activations (quantize/onnx.py)
+    precisions: list[Literal["fp32", "int8-weights", "int8-dynamic"]] = Field(
+        default_factory=lambda: ["fp32", "int8-weights"], min_length=1)
     opset: int = Field(default=17, ge=14, le=21)
 
 

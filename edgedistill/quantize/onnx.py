@@ -3,7 +3,10 @@
 Static int8 uses QDQ with per-channel weights, calibrated on samples of the training split by MinMax,
 Entropy or Percentile. Dynamic int8 quantizes weights only ahead of time: on convolutions it is often
 slower than fp32 (benchmarks/README.md, Quantization: the teacher CNN's ONNX dynamic int8 p50 was 3.8x its fp32),
-so static is the CNN default.
+so static is the CNN default. Weight-only int8 (`int8-weights`) stores MatMul weights as 8-bit blocks of 32
+(the MatMulNBits contrib operator) and quantizes activations per block of 32 at run time, not per tensor:
+the per-tensor dynamic int8 of a whole activation row broke SmolLM2's students (logits off by 40, no greedy
+token right), which block-wise scales absorb (max |Δ| 1.3, the same next token) — the causal-LM default.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def first_and_last_layers(path: Path) -> list[str]:
 
 def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibration_x: np.ndarray | None = None,
                   method: str = "minmax", keep_float: list[str] = ()) -> Path:
-    """Write the `precision` variant of `fp32_path` to `out_path` ('fp16', 'int8-dynamic' or 'int8')."""
+    """Write the `precision` variant of `fp32_path` to `out_path` ('fp16', 'int8-weights', 'int8-dynamic' or
+    'int8')."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -42,6 +46,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
         with atomic_output(out_path) as tmp:
             onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(tmp))
         return out_path
+    if precision == "int8-weights":
+        return _int8_weights(fp32_path, out_path, keep_float)
     with tempfile.TemporaryDirectory() as work, atomic_output(out_path) as tmp:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(self_contained(fp32_path, Path(work))), str(prepared), skip_symbolic_shape=True)
@@ -59,6 +65,23 @@ def quantize_onnx(fp32_path: Path, out_path: Path, precision: str, *, calibratio
                             nodes_to_exclude=list(keep_float))
         else:
             raise ValueError(f"unknown precision {precision!r} for ONNX quantization")
+    return out_path
+
+
+def _int8_weights(fp32_path: Path, out_path: Path, keep_float: list[str]) -> Path:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from edgedistill.quiet import quiet
+
+    # accuracy_level 4: activations quantized to int8 per block inside MatMulNBits (its fastest CPU path).
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=8, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), nodes_to_exclude=list(keep_float),
+                                     algo_config=config)
+    with quiet():  # it logs every MatMul at INFO
+        quantizer.process()
+    with atomic_output(out_path) as tmp:
+        quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
     return out_path
 
 

@@ -1,4 +1,4 @@
-"""fp16, dynamic-range int8 and full int8 variants of an fp32 .tflite, with ai-edge-quantizer.
+"""fp16, weight-only int8, dynamic-range int8 and full int8 variants of an fp32 .tflite, with ai-edge-quantizer.
 
 Full int8 (`static_wi8_ai8`) is calibrated on training samples and makes the model's inputs and
 outputs int8; ai-edge-quantizer estimates activation ranges by min/max only.
@@ -24,6 +24,8 @@ def _recipe(precision: str):
         return recipe.static_wi8_ai8()
     if precision == "int8-dynamic":
         return recipe.dynamic_wi8_afp32()
+    if precision == "int8-weights":
+        return recipe.weight_only_wi8_afp32()
     if precision == "fp16":
         manager = recipe_manager.RecipeManager()
         manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,

@@ -14,7 +14,9 @@ from typing import Callable, Literal
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+# int8-weights: int8 weights, float activations (the MatMuls of transformers); int8-dynamic: int8 weights and
+# activations quantized per tensor at run time; int8: static, calibrated activation ranges.
+PRECISIONS = ("fp32", "fp16", "int8-weights", "int8-dynamic", "int8")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class ExportFormat:
     export_encoder: Callable[..., Path] | None = None  # (model, path, *, opset, seq_len, metadata) -> path
     encoder_embeddings: Callable[..., np.ndarray] | None = None  # (path, tokenizer, texts, *, seq_len)
     # Causal LMs with their KV cache as inputs and outputs (data.kind: instructions); None where not supported.
-    export_decoder: Callable[..., Path] | None = None  # (model, path, *, opset, metadata) -> path
+    # (model, path, *, opset, max_tokens, metadata) -> path; max_tokens: prompt + answer a generation may need
+    export_decoder: Callable[..., Path] | None = None
 
     def variant(self, fp32_path: Path, out: Path, precision: str, calibration_x: np.ndarray | None,
                 method: str | None, keep_float: list[str], metadata: dict) -> Path:

@@ -62,10 +62,10 @@ def _encoder_embeddings(path, tokenizer, texts, *, seq_len):
     return onnx_embed(path, tokenizer, texts, max_length=seq_len)
 
 
-def _export_decoder(model, path, *, opset, metadata):
+def _export_decoder(model, path, *, opset, max_tokens, metadata):
     from edgedistill.lm.kv_export import decoder_to_onnx
 
-    return decoder_to_onnx(model, path, opset=opset, metadata=metadata)
+    return decoder_to_onnx(model, path, opset=opset, metadata=metadata)  # dynamic lengths: max_tokens not baked in
 
 
 FORMAT = ExportFormat(

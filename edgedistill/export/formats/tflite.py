@@ -68,10 +68,17 @@ def _encoder_embeddings(path, tokenizer, texts, *, seq_len):
     return tflite_embed(path, tokenizer, texts, seq_len=seq_len)
 
 
+def _export_decoder(model, path, *, opset, max_tokens, metadata):
+    from edgedistill.lm.litert_decoder import decoder_to_tflite
+
+    return decoder_to_tflite(model, path, cache_length=max_tokens, metadata=metadata)
+
+
 FORMAT = ExportFormat(
     name="tflite", suffix=".tflite", runtime="tflite", extra="tflite", color="#ff7f0e",
     converter="litert-torch", quantizer="ai-edge-quantizer",
     calibration_methods=("minmax",),  # ai-edge-quantizer estimates activation ranges by min/max only
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
-    input_quantization=_input_quantization, export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings)
+    input_quantization=_input_quantization, export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
+    export_decoder=_export_decoder)

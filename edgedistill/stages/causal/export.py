@@ -1,6 +1,6 @@
-"""Causal-LM export stage: the distilled student with its KV cache as explicit inputs and outputs (ONNX fp32,
-and int8 weights), each checked against PyTorch on the next-token logits of a held-out prompt, and on the
-greedy continuation of it through the cache."""
+"""Causal-LM export stage: the distilled student with its KV cache as explicit inputs and outputs (ONNX, TFLite;
+fp32 and int8 weights), each checked against PyTorch on the next-token logits of a held-out prompt, and on the
+greedy continuation of it through the cache, by the runner's own decoder for that runtime."""
 
 from __future__ import annotations
 
@@ -17,10 +17,25 @@ from edgedistill.stages.causal.teacher import load_prompts
 
 PARITY_ATOL = 1e-3  # max |difference| of fp32 next-token logits (values of order 10)
 PARITY_TOKENS = 16  # greedy tokens compared through the KV cache
+CACHE_STEP = 64  # a fixed-size cache (TFLite) is rounded up to this many positions
+GENERATION = {  # how each format's decoder is fed, for the report and whoever writes the app
+    "onnx": "the prompt once with empty past_key_<i> / past_value_<i> (1, kv_heads, 0, head_dim), then one token "
+            "per call with the present_* outputs fed back as pasts; logits are the last position's",
+    "tflite": "signatures prefill_<n> and decode with kv_cache_k_<i> / kv_cache_v_<i> (1, cache, kv_heads, "
+              "head_dim) fed back: the prompt but its last token through prefill (int32 tokens padded at the end, "
+              "input_pos), then decode one token at a time from the last prompt token; logits (1, 1, vocab)"}
+
+
+def cache_positions(spec, tokenizer, evaluation) -> int:
+    """Positions a generation can need: the longest held-out prompt plus its answer, or the benchmark's
+    prompt plus its new tokens; rounded up to CACHE_STEP."""
+    longest = max(len(chat_ids(tokenizer, p.text)) for p in evaluation) + spec.data.answer_tokens
+    need = max(longest, spec.bench.prompt_tokens + spec.bench.new_tokens)
+    return -(-need // CACHE_STEP) * CACHE_STEP
 
 
 def run(spec, ctx) -> StageResult:
-    from edgedistill.bench.runner import Decoder, onnx_session
+    from edgedistill.bench.runner import RUNTIMES, Decoder
 
     cfg = spec.export
     model, tokenizer = load_causal(ctx.output("distill", "config").parent)
@@ -33,12 +48,13 @@ def run(spec, ctx) -> StageResult:
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "model": ctx.metrics("student")["arch"], "eos_token_id": tokenizer.eos_token_id,
                 "chat_template": getattr(tokenizer, "chat_template", None) or ""}
+    positions = cache_positions(spec, tokenizer, evaluation)
     artifacts, outputs, warnings = [], {}, []
     for fmt in cfg.formats:
         fp32_path, conv = out / artifact_name(fmt, "fp32"), FORMATS[fmt]
         try:
             with ctx.console.status(f"  {fmt}: exporting the decoder with its KV cache…"):
-                conv.export_decoder(model, fp32_path, opset=cfg.opset, metadata=metadata)
+                conv.export_decoder(model, fp32_path, opset=cfg.opset, max_tokens=positions, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
             artifacts += [failed_artifact(fmt, p, f"conversion failed: {one_line(exc)}") for p in cfg.precisions]
             warnings.append(f"{fmt}: conversion failed: {one_line(exc)}")
@@ -49,9 +65,10 @@ def run(spec, ctx) -> StageResult:
                 if precision != "fp32":
                     with ctx.console.status(f"  {fmt}: {precision} weights…"):
                         conv.variant(fp32_path, path, precision, None, None, [], {**metadata})
-                decoder = Decoder(*onnx_session(str(path), 1, ["CPUExecutionProvider"]))
-                logits = decoder.session.run(None, {"input_ids": np.asarray([prompt]), **{
-                    name: np.zeros((1, shape[1], 0, shape[3]), np.float32) for name, shape in decoder.pasts}})[0][0]
+                decoder = RUNTIMES[path.suffix](str(path), 1, ["CPUExecutionProvider"])
+                if not isinstance(decoder, Decoder):
+                    raise StageFailed(f"{path.name} does not load as a KV-cache decoder")
+                logits = decoder.start(prompt, len(reference_tokens))
                 tokens = decoder.generate(prompt, len(reference_tokens), ())[0]
             except Exception as exc:  # noqa: BLE001
                 artifacts.append(failed_artifact(fmt, precision, one_line(exc)))
@@ -73,9 +90,7 @@ def run(spec, ctx) -> StageResult:
         raise StageFailed("no artifact was exported: " + "; ".join(a["error"] for a in artifacts))
     feeding = {"input": "token ids of the prompt through the tokenizer's chat template (the template and the stop id "
                         "are in the artifact's metadata: chat_template, eos_token_id)",
-               "generation": "the prompt once with empty past_key_<i> / past_value_<i> (1, kv_heads, 0, head_dim), "
-                             "then one token per call with the present_* outputs fed back as pasts; logits are the "
-                             "last position's",
+               **{f"generation ({fmt})": GENERATION[fmt] for fmt in cfg.formats},
                "stop": f"token id {tokenizer.eos_token_id} ({tokenizer.eos_token!r})"}
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": feeding},
                        warnings=warnings)
