@@ -7,7 +7,8 @@ one after the other through the runner on this host: time to first token on the 
 tokens/s, peak RSS, and the graded held-out prompts. Capability kept is each student's score over the
 teacher's, per category; the students' perplexity of the teacher's held-out answers comes from their runs.
 
-Writes benchmarks/results/lm_instruct.json and the table in benchmarks/README.md.
+Writes benchmarks/results/lm_instruct.json (lm_instruct_tflite.json with --format tflite) and the table in
+benchmarks/README.md.
 Usage: python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] [--format onnx] [--precision int8-weights]
        [--threads 2]
 """
@@ -33,7 +34,10 @@ from edgedistill.stages.causal.export import cache_positions
 from edgedistill.stages.causal.teacher import teacher_folder
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "lm_instruct.json"
+
+
+def results_path(fmt: str) -> Path:
+    return HERE / "results" / ("lm_instruct.json" if fmt == "onnx" else f"lm_instruct_{fmt}.json")
 
 
 def generate(model: Path, prompts_npz: Path, evaluation: list[Prompt], tokenizer, *, threads: int, runs: int,
@@ -97,8 +101,9 @@ def main() -> None:
                        speedup=student["decode_tokens_per_s"] / teacher_rt["decode_tokens_per_s"])
         summary["students"].append(student)
     summary["load_average"] = os.getloadavg()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    results = results_path(args.format)
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
 
 
@@ -124,8 +129,10 @@ def _update_readme(s: dict) -> None:
         kept = "—" if st["kept"]["all"] is None else f"{st['kept']['all']:.0%}"
         rows.append(row(f"student {st['arch']}", st["params"], st["param_ratio"], st, kept, f"{st['speedup']:.2f}×",
                         f"{st['perplexity']['student']:.2f} (teacher {st['perplexity']['teacher']:.2f})"))
-    update_section("lm_instruct", "## Instruction-following students of SmolLM2-135M-Instruct\n\n"
-                   "`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...]` (runs of pipelines/smollm2-rpi5.yaml)",
+    suffix = "" if s["format"] == "onnx" else f"_{s['format']}"
+    update_section(f"lm_instruct{suffix}", f"## Instruction-following students of SmolLM2-135M-Instruct ({s['format']})"
+                   f"\n\n`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] --format {s['format']}` (runs of "
+                   "pipelines/smollm2-rpi5.yaml and smollm2-rpi5-20.yaml); results/" + results_path(s["format"]).name,
                    rows)
 
 

@@ -12,6 +12,7 @@ from edgedistill.fileio import sha256_json
 from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
 from edgedistill.lm.kv_export import torch_next_logits
 from edgedistill.pipeline.engine import StageResult
+from edgedistill.quiet import quiet
 from edgedistill.stages.artifacts import failed_artifact, ok_artifact, one_line
 from edgedistill.stages.causal.teacher import load_prompts
 
@@ -65,7 +66,8 @@ def run(spec, ctx) -> StageResult:
                 if precision != "fp32":
                     with ctx.console.status(f"  {fmt}: {precision} weights…"):
                         conv.variant(fp32_path, path, precision, None, None, [], {**metadata})
-                decoder = RUNTIMES[path.suffix](str(path), 1, ["CPUExecutionProvider"])
+                with quiet():  # LiteRT announces its XNNPACK delegate on stderr
+                    decoder = RUNTIMES[path.suffix](str(path), 1, ["CPUExecutionProvider"])
                 if not isinstance(decoder, Decoder):
                     raise StageFailed(f"{path.name} does not load as a KV-cache decoder")
                 logits = decoder.start(prompt, len(reference_tokens))
