@@ -44,6 +44,7 @@ class ExportFormat:
     # Causal LMs with their KV cache as inputs and outputs (data.kind: instructions); None where not supported.
     # (model, path, *, opset, max_tokens, metadata) -> path; max_tokens: prompt + answer a generation may need
     export_decoder: Callable[..., Path] | None = None
+    decoder_feeding: str = ""  # how an app feeds that decoder, for the report
 
     def variant(self, fp32_path: Path, out: Path, precision: str, calibration_x: np.ndarray | None,
                 method: str | None, keep_float: list[str], metadata: dict) -> Path:

@@ -76,4 +76,6 @@ FORMAT = ExportFormat(
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
     export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
-    export_decoder=_export_decoder)
+    export_decoder=_export_decoder,
+    decoder_feeding="the prompt once with empty past_key_<i> / past_value_<i> (1, kv_heads, 0, head_dim), then one "
+                    "token per call with the present_* outputs fed back as pasts; logits are the last position's")

@@ -81,4 +81,8 @@ FORMAT = ExportFormat(
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
     input_quantization=_input_quantization, export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
-    export_decoder=_export_decoder)
+    export_decoder=_export_decoder,
+    decoder_feeding="signatures prefill_<n> and decode, with kv_cache_k_<i> / kv_cache_v_<i> (1, cache, kv_heads, "
+                    "head_dim) fed back: the prompt but its last token through prefill (int32 tokens padded at the "
+                    "end, input_pos), then decode one token at a time from the last prompt token; logits (1, 1, "
+                    "vocab)")

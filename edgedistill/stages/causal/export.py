@@ -19,12 +19,6 @@ from edgedistill.stages.causal.teacher import load_prompts
 PARITY_ATOL = 1e-3  # max |difference| of fp32 next-token logits (values of order 10)
 PARITY_TOKENS = 16  # greedy tokens compared through the KV cache
 CACHE_STEP = 64  # a fixed-size cache (TFLite) is rounded up to this many positions
-GENERATION = {  # how each format's decoder is fed, for the report and whoever writes the app
-    "onnx": "the prompt once with empty past_key_<i> / past_value_<i> (1, kv_heads, 0, head_dim), then one token "
-            "per call with the present_* outputs fed back as pasts; logits are the last position's",
-    "tflite": "signatures prefill_<n> and decode with kv_cache_k_<i> / kv_cache_v_<i> (1, cache, kv_heads, "
-              "head_dim) fed back: the prompt but its last token through prefill (int32 tokens padded at the end, "
-              "input_pos), then decode one token at a time from the last prompt token; logits (1, 1, vocab)"}
 
 
 def cache_positions(spec, tokenizer, evaluation) -> int:
@@ -92,7 +86,7 @@ def run(spec, ctx) -> StageResult:
         raise StageFailed("no artifact was exported: " + "; ".join(a["error"] for a in artifacts))
     feeding = {"input": "token ids of the prompt through the tokenizer's chat template (the template and the stop id "
                         "are in the artifact's metadata: chat_template, eos_token_id)",
-               **{f"generation ({fmt})": GENERATION[fmt] for fmt in cfg.formats},
+               **{f"generation ({fmt})": FORMATS[fmt].decoder_feeding for fmt in cfg.formats},
                "stop": f"token id {tokenizer.eos_token_id} ({tokenizer.eos_token!r})"}
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": feeding},
                        warnings=warnings)
