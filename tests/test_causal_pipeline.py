@@ -66,7 +66,7 @@ def test_graders_accept_right_answers_and_refuse_wrong_ones():
 
 
 def test_training_and_evaluation_prompts_are_disjoint_and_facts_split():
-    from edgedistill.lm.instructions import CATEGORIES, FACTS, prompt_sets
+    from edgedistill.lm.instructions import CATEGORIES, FACTS, prompt_sets, shortfall, training_mix
 
     training, evaluation = prompt_sets(300, 12, seed=3)
     assert len(training) == 300 and not {p.text for p in training} & {p.text for p in evaluation}
@@ -76,6 +76,13 @@ def test_training_and_evaluation_prompts_are_disjoint_and_facts_split():
     asked = lambda prompts: {q for p in prompts for q in questions if q in p.text}  # noqa: E731
     assert asked(evaluation) and asked(training) and not asked(evaluation) & asked(training)
     assert prompt_sets(300, 12, seed=3) == (training, evaluation)  # seeded
+    # Asked for more than the generators have distinct forms of, the run says so and how the pool is made up.
+    assert shortfall(training, 300) is None
+    many, _ = prompt_sets(3000, 12, seed=3)
+    note = shortfall(many, 3000)
+    assert len(many) < 3000 and f"give {len(many):,} distinct ones" in note and "arithmetic" in note
+    mix = training_mix(many)
+    assert sum(mix.values()) == len(many) and next(iter(mix)) == "arithmetic"  # most first
 
 
 # --- students and training ---
@@ -371,9 +378,11 @@ def test_causal_pipeline_end_to_end(tmp_path, tiny_llama):
     latency = next(c for c in results["verdict"]["checks"] if c["budget"] == "p90 latency")
     assert latency["unit"] == "ms per generated token"
     md = (run / "report" / "report.md").read_text()
+    html = (run / "report" / "report.html").read_text()
     for heading in ("## Capability kept", "## Generation speed", "## Answers side by side"):
         assert heading in md
-    html = (run / "report" / "report.html").read_text()
+    mix = stages["teacher"]["metrics"]["train_mix"]
+    assert sum(mix.values()) == 16 and "16 training prompts (" in md and "16 training prompts (" in html
     assert 'id="capability"' in html and 'id="answers"' in html
     # An answer is model output: whatever it says is shown as text, in both reports.
     from edgedistill.report.html import render_html
@@ -401,7 +410,10 @@ def test_causal_pipeline_errors_are_one_line(tmp_path, tiny_llama):
     path = _pipeline(tmp_path, tiny_llama, data={"kind": "instructions", "train_prompts": 16,
                                                  "eval_per_category": 2, "prompts_file": "mine.txt"})
     proc = cli("validate", path, cwd=tmp_path)
-    assert proc.returncode == 0 and "18 training prompts" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "18 training prompts" in proc.stdout and "note:" not in proc.stdout, proc.stderr
     prompts.write_text("x" * 5000 + "\n")
     proc = cli("validate", path, cwd=tmp_path)
     assert proc.returncode == 2 and "mine.txt:1" in proc.stderr and "5,000 characters" in proc.stderr
+    many = _pipeline(tmp_path, tiny_llama, data={"kind": "instructions", "train_prompts": 5000, "eval_per_category": 2})
+    proc = cli("validate", many, cwd=tmp_path)
+    assert proc.returncode == 0 and "note: data.train_prompts: 5,000 asked, the generators give" in proc.stdout

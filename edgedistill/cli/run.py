@@ -193,11 +193,14 @@ def validate_one(path: Path) -> None:
                    f"documents, {len(texts.test)} held out from {texts.documents[1]} others)")
         return
     if spec.data.kind == "instructions":
-        from edgedistill.lm.instructions import pipeline_prompts
+        from edgedistill.lm.instructions import pipeline_prompts, shortfall
 
         train, evaluation = pipeline_prompts(spec.data, spec.seed)
         typer.echo(f"ok: {path} (instructions: {len(train):,} training prompts, {len(evaluation)} graded held-out "
                    "prompts)")
+        note = shortfall(train, spec.data.train_prompts)
+        if note:
+            typer.echo(f"note: {note}")
         return
     dataset = load_dataset(spec.data, spec.seed)
     shape = "×".join(str(d) for d in dataset.input_shape)

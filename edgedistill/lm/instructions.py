@@ -201,6 +201,25 @@ def describe(prompts: list[Prompt]) -> list[dict]:
     return [asdict(p) for p in prompts]
 
 
+def training_mix(training: list[Prompt]) -> dict[str, int]:
+    """How many training prompts of each kind, most first: what the student was taught from."""
+    counts: dict[str, int] = {}
+    for p in training:
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def shortfall(training: list[Prompt], asked: int) -> str | None:
+    """A line saying so when the generators ran out of distinct prompts before `asked` (facts, case and
+    avoid-a-word prompts have a few dozen forms each; arithmetic has thousands, so it fills what is left)."""
+    generated = sum(p.kind != "own" for p in training)
+    if generated >= asked:
+        return None
+    return (f"data.train_prompts: {asked:,} asked, the generators give {generated:,} distinct ones "
+            f"({', '.join(f'{k} {n}' for k, n in training_mix(training).items() if k != 'own')}); add your own "
+            "with data.prompts_file")
+
+
 MAX_FILE_PROMPTS = 20_000
 MAX_PROMPT_CHARS = 4_000
 

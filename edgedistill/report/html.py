@@ -21,6 +21,7 @@ from edgedistill.report.text import (
     model_rows,
     pct,
     preprocessing_lines,
+    prompt_counts,
     quantization_notes,
     selection_summary,
     speed_rows,
@@ -101,8 +102,7 @@ def _models(r: dict) -> str:
 def _language_model(lm: dict) -> list[str]:
     """The capability, speed and answers sections of a causal LM's report; every answer is escaped text."""
     ppl = lm.get("perplexity")
-    capability = (f"<p>{e(lm.get('prompts_how'))}</p><p>{e(lm.get('eval_prompts'))} graded held-out prompts; "
-                  f"{e(lm.get('train_prompts'))} training prompts.</p>"
+    capability = (f"<p>{e(lm.get('prompts_how'))}</p><p>{e(prompt_counts(lm))}</p>"
                   + html_table(list(CAPABILITY_COLUMNS), [[e(c) for c in row] for row in capability_rows(lm)])
                   + (f"<p>Perplexity of the teacher's held-out answers: student {ppl['student']:.2f}, teacher "
                      f"{ppl['teacher']:.2f}.</p>" if ppl else ""))

@@ -15,6 +15,7 @@ from edgedistill.report.text import (
     model_rows,
     pct,
     preprocessing_lines,
+    prompt_counts,
     quantization_notes,
     selection_summary,
     speed_rows,
@@ -92,7 +93,7 @@ def _language_model(lm: dict | None) -> list[str]:
     if not lm:
         return []
     lines = ["## Capability kept", "", _escape(lm.get("prompts_how") or ""), "",
-             f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts.", ""]
+             _escape(prompt_counts(lm)), ""]
     lines += _table(CAPABILITY_COLUMNS, capability_rows(lm))
     ppl = lm.get("perplexity")
     if ppl:

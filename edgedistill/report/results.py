@@ -127,7 +127,7 @@ def _language_model(ctx, t_metrics: dict | None, d_metrics: dict | None, artifac
             "student_scores": d_metrics.get("scores"), "undistilled_scores": d_metrics.get("undistilled"),
             "agreement": d_metrics.get("agreement"), "perplexity": d_metrics.get("perplexity"),
             "runtimes": runtime_rows, "side_by_side": prompts, "eval_prompts": t_metrics.get("eval_prompts"),
-            "train_prompts": t_metrics.get("train_prompts")}
+            "train_prompts": t_metrics.get("train_prompts"), "train_mix": t_metrics.get("train_mix")}
 
 
 def _finetune(tuned: dict | None) -> dict | None:

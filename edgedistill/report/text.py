@@ -158,6 +158,13 @@ SPEED_COLUMNS = ("artifact", "prompt tokens", "time to first token p50 ms", "dec
                  "peak RSS MB", "where")
 
 
+def prompt_counts(lm: dict) -> str:
+    """How many prompts graded the models and how many (of each kind) trained the student."""
+    mix = lm.get("train_mix") or {}
+    kinds = f" ({', '.join(f'{k} {n}' for k, n in mix.items())})" if mix else ""
+    return f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts{kinds}."
+
+
 def capability_rows(lm: dict) -> list[list[str]]:
     """Graded scores per category: the teacher's, the student's before and after distillation, each artifact's on
     its runtime; "kept" is the ratio to the teacher's."""

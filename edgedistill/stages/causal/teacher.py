@@ -9,7 +9,7 @@ from pathlib import Path
 from edgedistill.fileio import atomic_write_json, sha256_file
 from edgedistill.lm.chat import chat_ids, describe, gguf_as_folder, greedy_answers, load_causal
 from edgedistill.lm.instructions import describe as describe_prompts
-from edgedistill.lm.instructions import pipeline_prompts, scores
+from edgedistill.lm.instructions import pipeline_prompts, scores, shortfall, training_mix
 from edgedistill.pipeline.engine import StageResult
 
 METRIC = "share of graded held-out prompts answered right"
@@ -29,6 +29,9 @@ def run(spec, ctx) -> StageResult:
     folder = teacher_folder(spec, ctx.console)
     model, tokenizer = load_causal(folder)
     training, evaluation = pipeline_prompts(spec.data, spec.seed)
+    note = shortfall(training, spec.data.train_prompts)
+    if note:
+        ctx.console.print(f"  [yellow]{note}[/]")
     out = ctx.stage_dir("teacher")
     answers = greedy_answers(model, tokenizer, [chat_ids(tokenizer, p.text) for p in evaluation],
                              spec.data.answer_tokens, label="teacher answers", console=ctx.console)
@@ -41,7 +44,8 @@ def run(spec, ctx) -> StageResult:
     if spec.teacher.kind == "gguf":
         source["sha256"] = sha256_file(Path(spec.teacher.path))
     metrics = {**describe(model), "source": spec.teacher.kind, "teacher": source, "accuracy": graded["all"],
-               "scores": graded, "metric": METRIC, "train_prompts": len(training), "eval_prompts": len(evaluation),
+               "scores": graded, "metric": METRIC, "train_prompts": len(training),
+               "train_mix": training_mix(training), "eval_prompts": len(evaluation),
                "prompts_how": HOW_PROMPTS_WERE_MADE, "folder": str(folder)}
     ctx.console.print(f"  teacher {metrics['arch']}: {metrics['params']:,} params; graded held-out prompts: "
                       + ", ".join(f"{k} {v:.0%}" for k, v in graded.items()))
