@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 CATEGORIES = ("instructions", "arithmetic", "facts")
@@ -203,10 +204,11 @@ def describe(prompts: list[Prompt]) -> list[dict]:
 
 def training_mix(training: list[Prompt]) -> dict[str, int]:
     """How many training prompts of each kind, most first: what the student was taught from."""
-    counts: dict[str, int] = {}
-    for p in training:
-        counts[p.kind] = counts.get(p.kind, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(Counter(p.kind for p in training).most_common())
+
+
+def mix_text(mix: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in mix.items())
 
 
 def shortfall(training: list[Prompt], asked: int) -> str | None:
@@ -216,7 +218,7 @@ def shortfall(training: list[Prompt], asked: int) -> str | None:
     if generated >= asked:
         return None
     return (f"data.train_prompts: {asked:,} asked, the generators give {generated:,} distinct ones "
-            f"({', '.join(f'{k} {n}' for k, n in training_mix(training).items() if k != 'own')}); add your own "
+            f"({mix_text({k: n for k, n in training_mix(training).items() if k != 'own'})}); add your own "
             "with data.prompts_file")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgedistill.lm.instructions import mix_text
+
 
 def pct(value) -> str:
     """0.9694 -> '96.94%'; None -> '—'."""
@@ -160,8 +162,8 @@ SPEED_COLUMNS = ("artifact", "prompt tokens", "time to first token p50 ms", "dec
 
 def prompt_counts(lm: dict) -> str:
     """How many prompts graded the models and how many (of each kind) trained the student."""
-    mix = lm.get("train_mix") or {}
-    kinds = f" ({', '.join(f'{k} {n}' for k, n in mix.items())})" if mix else ""
+    mix = lm.get("train_mix")
+    kinds = f" ({mix_text(mix)})" if mix else ""
     return f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts{kinds}."
 
 
