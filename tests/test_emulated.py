@@ -11,9 +11,9 @@ import pytest
 
 from edgedistill.bench import emulated
 from tests.conftest import cli
+from tests.optional import needs
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not emulated.available(), reason="needs qemu-user-static and "
-                                                   "debootstrap (apt-get install qemu-user-static debootstrap)")]
+pytestmark = [pytest.mark.slow, needs("qemu")]
 
 
 @pytest.fixture(scope="module")

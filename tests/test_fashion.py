@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import cli
+from tests.optional import needs
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "fashion-rpi4.yaml"
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
+@needs("fashion-mnist")
 def test_fashion_pipeline_runs_on_a_share_of_the_real_files(tmp_path):
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["data"]["subset"] = 0.05  # 3,000 training and 500 test images, every class in its share

@@ -16,6 +16,7 @@ import yaml
 
 from edgedistill.fileio import sha256_file
 from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+from tests.sshd import NEEDS_SSHD
 
 
 def _manifest(run_dir):
@@ -80,6 +81,7 @@ def test_sigkill_in_each_stage_then_resume(tmp_path, stage):
 
 
 @pytest.mark.slow
+@NEEDS_SSHD
 def test_device_dropping_off_mid_benchmark_gives_a_failed_cell_and_a_report(tmp_path):
     from edgedistill.config.device import device_files
     from tests.sshd import Device

@@ -136,6 +136,9 @@ def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],
     merged = merge_shards(shards, len(x))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         store(key, merged)
+    # No rank goes on before the entry is stored: a rank that looked it up again while it was being written would
+    # miss, and then every rank would compute the teacher once more.
+    dist.barrier()
     merged.status, merged.key = "miss", key
     return merged
 
