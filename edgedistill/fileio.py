@@ -83,7 +83,32 @@ def in_package(value: str) -> Path:
     import importlib.util
 
     name, _, rest = value.removeprefix("package:").partition("/")
+    if ".." in Path(rest).parts or Path(rest).is_absolute():
+        raise LookupError(f"{value!r}: a path inside package {name!r} may not climb out of it ('..' or '/')")
     found = importlib.util.find_spec(name) if name.isidentifier() else None
     if found is None or not found.submodule_search_locations:
         raise LookupError(f"{value!r}: no installed Python package {name!r} (pip install {name.replace('_', '-')})")
     return Path(list(found.submodule_search_locations)[0]) / rest
+
+
+MAX_RUN_ENTRIES = 1_000_000
+
+
+def refuse_links(run_dir: Path) -> None:
+    """A run folder holds no symbolic links: the tool writes into its stage folders (and reads what they hold),
+    and a link there, in a folder received from someone else or planted beside a run, would send those writes
+    outside the run. The walk does not follow links and is bounded."""
+    from edgedistill.errors import UserError
+
+    if not run_dir.is_dir():
+        return
+    seen = 0
+    for folder, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            seen += 1
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise UserError(f"{path}: a symbolic link in the run folder (to {os.readlink(path)!r}); the tool "
+                                "writes only inside the run folder: remove the link, or use --out NEW_FOLDER")
+        if seen > MAX_RUN_ENTRIES:
+            raise UserError(f"{run_dir}: more than {MAX_RUN_ENTRIES:,} files; not a run folder of this tool")

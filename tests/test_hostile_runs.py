@@ -78,7 +78,7 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path):
 def test_a_pipeline_name_becomes_one_folder_under_runs(name, tmp_path):
     from edgedistill.cli.run import _run_dir
 
-    folder = _run_dir(name, None, resume=False)
+    folder = _run_dir(name, None, resume=False, device="host")
     assert folder.parent.parent == Path("runs") and folder.parent.name not in ("", ".", "..")
     assert "/" not in folder.parent.name and not folder.parent.name.startswith((".", "-"))
 

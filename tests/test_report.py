@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edgedistill.report.markdown import render_markdown
@@ -30,7 +32,7 @@ def test_fits_with_margins():
 
 def test_breaks_a_budget():
     v = verdict([_artifact(latency_ms={"p50": 4, "p90": 6.5, "p99": 9, "mean": 4, "std": 1})], BUDGETS, 0.98)
-    assert v["fits"] is False and "breaks 1 budget" in v["summary"]
+    assert v["fits"] is False and "breaks 1 budget(s) (p90 latency 6.5 over 5 ms)" in v["summary"]  # named
     assert next(c for c in v["checks"] if c["budget"] == "p90 latency")["margin"] == -1.5
 
 
@@ -79,6 +81,21 @@ def test_markdown_keeps_tables_intact_with_user_text():
     md = render_markdown(_results(pipeline="a|b", failures=["bench: runner exited 4: bad | worse\nnext"]))
     assert md.startswith("# Deployment report: a\\|b → raspberry-pi-4")
     assert "- bench: runner exited 4: bad \\| worse next" in md
+
+
+def _cells(line: str) -> int:
+    """The cells of a Markdown table row: pipes not escaped with a backslash separate them."""
+    return len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+
+
+def test_every_markdown_table_has_as_many_cells_in_each_row_as_its_header():
+    md = render_markdown(_results(pipeline="a|b", failures=["x | y"]))
+    tables = [block for block in md.split("\n\n") if block.lstrip().startswith("|")]
+    assert any("max \\|Δ\\| vs PyTorch" in t for t in tables)  # the header that once had an unescaped pipe
+    for table in tables:
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        header, rule = _cells(rows[0]), rows[1].count("---")
+        assert header == rule and all(_cells(row) == header for row in rows[2:]), table
 
 
 def test_markdown_with_missing_parts():

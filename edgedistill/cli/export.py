@@ -41,6 +41,21 @@ def _load_npz(path: Path, what: str, input_shape=None):
     return x, y
 
 
+def _outside(run_dir: Path, families: tuple[str, ...]) -> tuple[str, ...]:
+    """The families a run folder's pipeline may authorize. A run folder never authorizes its own code: a user
+    factory whose module would be imported from inside the folder (`export .` puts it first on the path), or
+    that cannot be found, is left out, so it needs --allow-factory."""
+    from edgedistill.models import factory_source, is_factory
+
+    inside = run_dir.resolve()
+
+    def outside(family: str) -> bool:
+        source = factory_source(family)
+        return source is not None and not source.is_relative_to(inside)
+
+    return tuple(f for f in families if not is_factory(f) or outside(f))
+
+
 def _checkpoint(checkpoint: Path, arch: Optional[Path], allow_factory: bool = False):
     """(model, arch info, run folder or None) from a weights file + arch.json, or from a run folder (whose
     pipeline names the user factories its arch.json may use)."""
@@ -60,7 +75,7 @@ def _checkpoint(checkpoint: Path, arch: Optional[Path], allow_factory: bool = Fa
     if run_dir and not allow_factory and (run_dir / "pipeline.resolved.yaml").is_file():
         from edgedistill.config.pipeline import load_pipeline
 
-        factories = pipeline_families(load_pipeline(run_dir / "pipeline.resolved.yaml"))
+        factories = _outside(run_dir, pipeline_families(load_pipeline(run_dir / "pipeline.resolved.yaml")))
     info = ArchInfo.load(arch, factories)
     model = info.build()
     load_weights(model, weights)

@@ -17,8 +17,24 @@ def _pipeline_path(pipeline: Optional[Path]) -> Path:
     return pipeline if pipeline is not None else default_pipeline()
 
 
-def _run_dir(name: str, out: Optional[Path], resume: bool) -> Path:
-    """The run folder: --out, the latest run of this pipeline on --resume, or a new timestamped one."""
+def _run_device(run_dir: Path) -> str | None:
+    """The name of the device an earlier run was made for (its device.resolved.yaml), or None."""
+    import yaml
+
+    path = run_dir / "device.resolved.yaml"
+    try:
+        if path.stat().st_size > 1_000_000:
+            return None
+        found = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return found.get("name") if isinstance(found, dict) and isinstance(found.get("name"), str) else None
+
+
+def _run_dir(name: str, out: Optional[Path], resume: bool, device: str) -> Path:
+    """The run folder: --out, the latest run of this pipeline for this device on --resume, or a new timestamped
+    one. A run made for another device is never taken over: its device file, benchmarks and report (and a
+    `size: auto` student chosen for that device) would be rewritten for this one."""
     from edgedistill.pipeline.manifest import MANIFEST
 
     if out is not None:
@@ -30,7 +46,12 @@ def _run_dir(name: str, out: Optional[Path], resume: bool) -> Path:
         earlier = sorted(p for p in base.glob("*") if (p / MANIFEST).exists()) if base.is_dir() else []
         if not earlier:
             raise UserError(f"--resume: no earlier run of '{name}' under {base}/; pass --out DIR to name one")
-        return earlier[-1]
+        mine = [p for p in earlier if _run_device(p) == device]
+        if not mine:
+            raise UserError(f"--resume: the latest run of '{name}' ({earlier[-1]}) was made for device "
+                            f"{_run_device(earlier[-1])!r}, not {device!r}, and none under {base}/ for {device!r}; "
+                            "run without --resume, or pass --out DIR to name the run to continue")
+        return mine[-1]
     return base / time.strftime("%Y%m%d-%H%M%S")
 
 
@@ -78,7 +99,7 @@ def run_command(
     if rank is not None:
         check_torchrun_run(spec, out)
     # Ranks other than 0 only follow rank 0 into the distill stage: rank 0 judges the folder.
-    run_dir = _run_dir(spec.name, out, resume) if not rank else out
+    run_dir = _run_dir(spec.name, out, resume, profile.name) if not rank else out
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

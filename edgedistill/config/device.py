@@ -205,7 +205,9 @@ def device_path(name_or_path: str) -> Path:
     """The profile file of a device name (see `device_files`) or of a YAML path. A name that a folder in
     EDGEDISTILL_DEVICES defines again is refused: a folder must not silently change what a bundled name runs."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # A bare name is always a profile's name, never a file of the working folder that happens to be called so:
+    # such a file must not replace a bundled profile (its connection would receive the model and the test data).
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path or (os.altsep and os.altsep in name_or_path):
         return path
     files, twice = _scan_devices()
     if name_or_path in twice:
@@ -213,7 +215,8 @@ def device_path(name_or_path: str) -> Path:
         raise UserError(f"device {name_or_path!r} is defined more than once ({places}); rename the profile in "
                         "EDGEDISTILL_DEVICES, or give its file's path instead of the name")
     if name_or_path not in files:
-        raise UserError(unknown_choice("device", name_or_path, files))
+        hint = f"; to use the file {name_or_path!r} here, give its path: ./{name_or_path}" if path.is_file() else ""
+        raise UserError(unknown_choice("device", name_or_path, files) + hint)
     return files[name_or_path]
 
 

@@ -112,6 +112,16 @@ class Preprocessing(Strict):
                                description="or: each 0..255 pixel value times scale plus offset")
     offset: list[float] = Field(default=[0.0], min_length=1, max_length=3)
 
+    @model_serializer(mode="wrap")
+    def _one_normalization_written(self, handler):
+        # Written out (pipeline.resolved.yaml), mean/std must read back as they were given: scale and offset are
+        # then only the defaults, and written beside mean they would be refused as a second normalization.
+        dumped = handler(self)
+        if self.mean is not None and isinstance(dumped, dict):
+            dumped.pop("scale", None)
+            dumped.pop("offset", None)
+        return dumped
+
     @model_validator(mode="after")
     def _one_normalization(self) -> "Preprocessing":
         if (self.mean is None) != (self.std is None):
@@ -143,6 +153,8 @@ class ImageFolderData(_SplitFractions):
                                                 "appears (an ImageNet teacher's 1,000)")
     stratify: bool = Field(default=True, description="false: a seeded shuffle split, for a handful of images "
                                                      "whose classes appear once or twice")
+    follow_links: bool = Field(default=False, description="read images through symbolic links that lead out of "
+                                                          "root (refused by default)")
 
     @field_validator("root", mode="before")
     @classmethod

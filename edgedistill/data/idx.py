@@ -17,7 +17,7 @@ from edgedistill.errors import UserError
 
 UNSIGNED_BYTE = 0x08
 MAX_IMAGES = 10_000_000
-MAX_BYTES = 4 << 30  # pixels in one file
+MAX_BYTES = 1 << 30  # pixels in one file (EMNIST's largest split is 0.55 GB)
 
 
 def read_idx(path: Path, ndim: int, field: str) -> np.ndarray:
@@ -38,6 +38,7 @@ def read_idx(path: Path, ndim: int, field: str) -> np.ndarray:
             size = int(np.prod(dims, dtype=np.int64))
             if size > MAX_BYTES:
                 raise UserError(f"{path}: data.{field}: {size:,} bytes of pixels; at most {MAX_BYTES:,} are read")
+            check_memory(path, field, dims, size)
             payload = f.read(size + 1)  # one byte more: a file longer than its header says is refused too
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise UserError(f"{path}: data.{field}: not a readable idx file ({exc})") from None
@@ -45,6 +46,18 @@ def read_idx(path: Path, ndim: int, field: str) -> np.ndarray:
         raise UserError(f"{path}: data.{field}: header says {dims} ({size:,} bytes), the file holds "
                         f"{len(payload):,}{' or more' if len(payload) > size else ''}")
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+
+
+def check_memory(path: Path, field: str, dims: list[int], size: int) -> None:
+    """The pixels as float32 (four bytes each, as the stages hold them) must fit in half the free memory: a small
+    gzip file can declare, and inflate to, gigabytes."""
+    import psutil
+
+    needed, free = size * 5, psutil.virtual_memory().available  # the bytes read, then their float32 copy
+    if needed > free // 2:
+        raise UserError(f"{path}: data.{field}: header says {dims}: {needed / 2**30:.1f} GiB to hold as float32, "
+                        f"more than half of the {free / 2**30:.1f} GiB free; use a smaller file, or a machine with "
+                        "more memory")
 
 
 def read_pair(images: Path, labels: Path, what: str, class_names: list[str] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -14,18 +14,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from edgedistill.data.npz import MAX_CLASSES
 from edgedistill.errors import UserError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 64_000_000  # 8,000 x 8,000: larger is not a photo a model is trained on here
 MAX_FILES = 5_000_000
+MATCH_SECONDS = 1.0  # one file name against data.label_pattern
+MAX_BATCH_BYTES = 4 * 2**30  # images decoded at once, as float32
 SPLITS = ("train", "val", "test")
 
 
@@ -94,8 +100,11 @@ class Preprocess:
                 image = image.convert("RGB" if self.channels == "rgb" else "L")
                 w, h = image.size
                 ratio = self.resize / min(w, h)
-                image = image.resize((max(self.crop, round(w * ratio)), max(self.crop, round(h * ratio))),
-                                     Image.Resampling.BILINEAR)
+                size = (max(self.crop, round(w * ratio)), max(self.crop, round(h * ratio)))
+                if size[0] * size[1] > MAX_PIXELS:  # a 1 x 2,000,000 strip is small on disk and huge resized
+                    raise UserError(f"{path}: data.root: {w}x{h} pixels would be {size[0]}x{size[1]} after resizing "
+                                    f"the shorter side to {self.resize}; at most {MAX_PIXELS:,} pixels are made")
+                image = image.resize(size, Image.Resampling.BILINEAR)
                 w, h = image.size
                 left, top = (w - self.crop) // 2, (h - self.crop) // 2
                 pixels = np.asarray(image.crop((left, top, left + self.crop, top + self.crop)), dtype=np.float32)
@@ -148,6 +157,12 @@ class ImageArray:
         else:
             picked = np.asarray(key.numpy() if hasattr(key, "numpy") else key).reshape(-1)
             picked = (np.flatnonzero(picked) if picked.dtype == bool else picked).tolist()  # a mask, as numpy reads it
+        size = len(picked) * int(np.prod(self.preprocess.shape)) * 4
+        if size > MAX_BATCH_BYTES:
+            channels, side, _ = self.preprocess.shape
+            raise UserError(f"data.preprocess: {len(picked):,} images of {channels}x{side}x{side} float32 are "
+                            f"{size / 2**30:.1f} GiB at once; at most {MAX_BATCH_BYTES // 2**30} GiB are decoded "
+                            "together: lower data.preprocess.crop (or resize), or the batch size")
         batch = np.empty((len(picked), *self.preprocess.shape), np.float32)
         for i, image in enumerate(_pool().map(self.preprocess.load, [self.paths[j] for j in picked])):
             batch[i] = image
@@ -167,16 +182,46 @@ class ImageArray:
         return total.hexdigest()
 
 
-def image_files(folder: Path, include: str = "*") -> list[Path]:
-    """Image files under `folder` (any depth), sorted; hidden files and other extensions left out."""
-    found = sorted(p for p in folder.rglob(include) if p.suffix.lower() in EXTENSIONS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    if len(found) > MAX_FILES:
-        raise UserError(f"{folder}: data.root: {len(found):,} images; at most {MAX_FILES:,} are read")
-    return found
+def image_files(folder: Path, include: str = "*", *, root: Path | None = None,
+                follow_links: bool = False) -> list[Path]:
+    """Image files under `folder` (any depth), sorted; hidden files and other extensions left out. A symbolic
+    link that leads out of `root` (default: `folder`) is refused unless `follow_links`: a class folder linked to
+    /usr must not add its images unnoticed. Followed folders are walked once each, so a loop of links ends."""
+    boundary = (root or folder).resolve()
+    _check_link(folder, boundary, follow_links)
+    found, walked = [], set()
+    for current, dirs, files in os.walk(folder, followlinks=follow_links):
+        here = Path(current)
+        stat = here.stat()
+        if (stat.st_dev, stat.st_ino) in walked:
+            dirs[:] = []
+            continue
+        walked.add((stat.st_dev, stat.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in dirs + files:
+            _check_link(here / name, boundary, follow_links)
+        for name in files:
+            path = here / name
+            if (name.startswith(".") or path.suffix.lower() not in EXTENSIONS or not path.is_file()
+                    or not PurePosixPath(path.relative_to(folder).as_posix()).match(include)):
+                continue
+            found.append(path)
+            if len(found) > MAX_FILES:
+                raise UserError(f"{folder}: data.root: more than {MAX_FILES:,} images; at most {MAX_FILES:,} are read")
+    return sorted(found)
 
 
-def by_folder(root: Path, class_names: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+def _check_link(path: Path, boundary: Path, follow_links: bool) -> None:
+    if follow_links or not path.is_symlink():
+        return
+    target = path.resolve()
+    if not target.is_relative_to(boundary):
+        raise UserError(f"{path}: data.root: a symbolic link out of {boundary} (to {target}); move the images in, "
+                        "or set data.follow_links: true to read through links")
+
+
+def by_folder(root: Path, class_names: list[str] | None, *, boundary: Path | None = None,
+              follow_links: bool = False) -> tuple[list[Path], np.ndarray, list[str]]:
     """`root/<class>/...` images: the class is the first folder under root; classes sorted by name."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names or folders
@@ -187,32 +232,66 @@ def by_folder(root: Path, class_names: list[str] | None) -> tuple[list[Path], np
     paths, labels = [], []
     for label, name in enumerate(names):
         if (root / name).is_dir():
-            found = image_files(root / name)
+            found = image_files(root / name, root=boundary or root, follow_links=follow_links)
             paths += found
             labels += [label] * len(found)
     return paths, np.asarray(labels, np.int64), list(names)
 
 
-def by_file_name(root: Path, pattern: str, include: str) -> tuple[list[Path], np.ndarray]:
+def by_file_name(root: Path, pattern: str, include: str, *, boundary: Path | None = None,
+                 follow_links: bool = False) -> tuple[list[Path], np.ndarray]:
     """Images whose class index is in their file name: the first group of `pattern`."""
     regex = re.compile(pattern)
     paths, labels = [], []
-    for path in image_files(root, include):
-        match = regex.search(path.name)
+    for path in image_files(root, include, root=boundary, follow_links=follow_links):
+        with time_bound(MATCH_SECONDS, f"{path}: data.label_pattern: {pattern!r} took over {MATCH_SECONDS} s on "
+                                       "this file name (catastrophic backtracking); simplify it, e.g. _(\\d+)\\."):
+            match = regex.search(path.name)
         if match is None or not match.group(1).isdigit():
             raise UserError(f"{path}: data.label_pattern: {pattern!r} finds no class index in the file name")
+        if len(match.group(1)) > 6 or int(match.group(1)) >= MAX_CLASSES:
+            raise UserError(f"{path}: data.label_pattern: class {match.group(1)} in the file name; expected class "
+                            f"indices below {MAX_CLASSES:,}")
         paths.append(path)
         labels.append(int(match.group(1)))
     return paths, np.asarray(labels, np.int64)
 
 
+@contextmanager
+def time_bound(seconds: float, message: str):
+    """Raise UserError(message) when the block runs over `seconds`. A regular expression from a pipeline can
+    backtrack for hours on one file name; CPython's regex engine checks for signals while it matches, so a
+    timer signal stops it. Outside the main thread (no signals there) the block runs unbounded."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(*_):
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Expired:
+        raise UserError(message) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Expired(Exception):
+    pass
+
+
 def read_folder(root: Path, spec) -> tuple[ImageArray, np.ndarray, list[str]]:
     """The images of one folder, labelled as the pipeline says; an empty folder is an error."""
     preprocess = Preprocess.from_spec(spec.preprocess)
+    links = {"boundary": spec.root, "follow_links": spec.follow_links}
     if spec.labels_from == "folders":
-        paths, labels, names = by_folder(root, spec.class_names)
+        paths, labels, names = by_folder(root, spec.class_names, **links)
     else:
-        paths, labels = by_file_name(root, spec.label_pattern, spec.include)
+        paths, labels = by_file_name(root, spec.label_pattern, spec.include, **links)
         count = len(spec.class_names) if spec.class_names else spec.num_classes
         if count is None:
             count = int(labels.max()) + 1 if len(labels) else 0

@@ -54,8 +54,8 @@ class ArchInfo:
         family = raw["family"]
         known = family in family_names() or family in FOREIGN_TEACHERS
         if not known and not (factories is True or family in (factories or ())):
-            what = "a user factory, imported only when the pipeline names it or with --allow-factory" \
-                if is_factory(family) else f"unknown (valid: {', '.join(family_names())})"
+            what = ("a user factory, imported only when the pipeline names it (from outside a run folder) or with "
+                    "--allow-factory") if is_factory(family) else f"unknown (valid: {', '.join(family_names())})"
             raise UserError(f"{path}: family: {family!r} is {what}")
         raw["input_hw"] = tuple(raw["input_hw"])
         return cls(**raw)

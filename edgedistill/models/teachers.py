@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.models import programs
+from edgedistill.quiet import quiet
 
 
 class HuggingFaceLogits(nn.Module):
@@ -86,19 +88,26 @@ def _huggingface(path: Path) -> nn.Module:
 
 
 def _torchscript(path: Path) -> nn.Module:
+    programs.check_torchscript_archive(path)  # loading runs the archive's __setstate__ methods
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"{path}: teacher.path: not a TorchScript file (torch.jit.save) "
                         f"({' '.join(str(exc).split())[:200]})") from None
+    programs.check_torchscript_module(path, module)
+    return module
 
 
 def _exported(path: Path) -> nn.Module:
+    programs.check_exported_archive(path)
     try:
-        return ExportedProgram(torch.export.load(str(path)).module())
+        with programs.weights_only_loads(), quiet():  # torch logs a dozen lines before its error
+            program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file, in one line
         raise UserError(f"{path}: teacher.path: not a torch.export program (torch.export.save, .pt2) "
                         f"({' '.join(str(exc).split())[:200]})") from None
+    programs.check_exported_program(path, program)
+    return ExportedProgram(program.module())
 
 
 def _onnx(path: Path) -> nn.Module:

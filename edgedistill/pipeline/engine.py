@@ -23,7 +23,7 @@ from edgedistill import __version__
 from edgedistill.config.device import Budgets, DeviceProfile
 from edgedistill.config.pipeline import PipelineSpec
 from edgedistill.errors import StageFailed, UserError
-from edgedistill.fileio import atomic_write_text, sha256_json
+from edgedistill.fileio import atomic_write_text, refuse_links, sha256_json
 from edgedistill.pipeline.inputs import files_digest
 from edgedistill.pipeline.manifest import MANIFEST, Manifest, StageRecord, record_output
 from edgedistill.terminal import SafeConsole
@@ -72,6 +72,8 @@ class RunContext:
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name
+        if path.is_symlink():  # made since the run began: writes would leave the run folder
+            raise UserError(f"{path}: a symbolic link in the run folder; the tool writes only inside the run folder")
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -110,6 +112,7 @@ def run_pipeline(spec: PipelineSpec, device: DeviceProfile, stages: list[Stage],
     """Run `stages` in `run_dir`. Raises UserError for bad input found mid-run, after the report stage."""
     console = console or SafeConsole(stderr=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(run_dir)
     manifest = Manifest.load(run_dir) if resume and (run_dir / MANIFEST).exists() else Manifest(spec.name)
     write_resolved(run_dir, spec, manifest)
     # The device profile as used, so a report rebuilt later shows the budgets this run was judged by.
@@ -226,6 +229,7 @@ def load_run(run_dir: Path, console: Console | None = None) -> RunContext:
     for name in (RESOLVED, MANIFEST):
         if not (run_dir / name).is_file():
             raise UserError(f"{run_dir}: not a run folder (no {name})")
+    refuse_links(run_dir)
     spec = load_pipeline(run_dir / RESOLVED)
     device = load_device(str(run_dir / DEVICE)) if (run_dir / DEVICE).is_file() else load_device(spec.device)
     return RunContext(run_dir, spec, device, Manifest.load(run_dir), console or SafeConsole(stderr=True))

@@ -15,8 +15,7 @@ from pydantic import BaseModel
 
 from edgedistill.fileio import atomic_write_json, cache_root, sha256_file, sha256_json
 
-MAX_FOLDER_FILES = 10_000
-MAX_REMEMBERED = 2_000  # digests kept in the cache file
+MAX_REMEMBERED = 200_000  # digests kept in the cache file: more than the files of any folder a pipeline reads
 
 
 def named_paths(section: Any, field: str = "") -> list[Path]:
@@ -73,7 +72,7 @@ class _DigestMemo:
         return digest
 
     def folder(self, path: Path) -> str:
-        files = sorted(p for p in path.rglob("*") if p.is_file())[:MAX_FOLDER_FILES]
+        files = sorted(p for p in path.rglob("*") if p.is_file())  # every one: a late file replaced must count
         return sha256_json({str(p.relative_to(path)): self.file(p) for p in files})
 
     def save(self) -> None:

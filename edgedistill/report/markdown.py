@@ -55,7 +55,8 @@ def render_markdown(results: dict) -> str:
                          f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} | "
                          f"{c.get('evidence') or '—'} |")
         lines.append("")
-    lines += ["## Models", "", "| " + " | ".join(MODEL_COLUMNS) + " |", "|" + "---|" * len(MODEL_COLUMNS)]
+    lines += ["## Models", "", "| " + " | ".join(_escape(c) for c in MODEL_COLUMNS) + " |",
+              "|" + "---|" * len(MODEL_COLUMNS)]
     lines += ["| " + " | ".join(_escape(c) for c in cells) + " |" for cells, _ in model_rows(results)]
     lines.append("")
     lines += [f"{note}\n" for note in quantization_notes(results["artifacts"])]
@@ -84,7 +85,7 @@ def render_markdown(results: dict) -> str:
 
 
 def _table(headers, rows) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+    return ["| " + " | ".join(_escape(h) for h in headers) + " |", "|" + "---|" * len(headers),
             *("| " + " | ".join(_escape(c) for c in row) + " |" for row in rows), ""]
 
 

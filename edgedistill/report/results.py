@@ -209,6 +209,10 @@ def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | Non
                    where if artifact.get("latency_ms") else "export")]
 
 
+def _amount(value: float) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None, device: str = "the device") -> dict:
     """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
 
@@ -240,7 +244,9 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
     scope = art.get("measured_on") or "stand-in"
     where = {"device": f"on {device}, measured on the device", "host": "on this host",
              "stand-in": f"on this host standing in for {device} (not measured on {device})"}[scope]
-    summary = {True: f"{name} fits every budget {where}", False: f"{name} breaks {failed} budget(s) {where}",
+    broken = "; ".join(f"{c['budget']} {_amount(c['value'])} over {_amount(c['limit'])}{c['unit'] and ' ' + c['unit']}"
+                       for c in checks if c["passed"] is False)
+    summary = {True: f"{name} fits every budget {where}", False: f"{name} breaks {failed} budget(s) ({broken}) {where}",
                None: f"cannot tell: {unknown} measurement(s) missing for {name}"}[fits]
     if scope == "stand-in":
         summary += _stand_in_evidence(art, device)
