@@ -271,3 +271,71 @@ def test_mean_and_std_read_back_from_the_resolved_pipeline(tmp_path):
     again = load_pipeline(resolved)
     assert again.data.preprocess.mean == [0.5] and again.data.preprocess.std == [0.25]
 
+
+
+def _vit_folder(folder: Path, **sizes) -> Path:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32, num_labels=3)
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    if sizes:
+        raw = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**raw, **sizes}))
+    return folder
+
+
+def test_a_hugging_face_folder_with_absurd_sizes_or_a_pickled_weight_is_one_line(tmp_path):
+    huge = _vit_folder(tmp_path / "huge", hidden_size=10**9)
+    with pytest.raises(UserError, match=r"config.json: hidden_size: 1,000,000,000; expected 0..65,536"):
+        load_foreign("huggingface", huge)
+    pickled = _vit_folder(tmp_path / "pickled")
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    marker = tmp_path / "ran"
+    torch.save(_RunsCode(str(marker)), pickled / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"pickled: teacher.path: not a Hugging Face image classifier folder"):
+        load_foreign("huggingface", pickled)
+    assert not marker.exists()
+
+
+def test_an_npy_header_too_large_is_one_line_without_advice_to_unpickle(tmp_path):
+    from edgedistill.data.npz import check_npz
+
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }" + " " * 20_000
+    header += " " * (63 - (len(header) + 12) % 64) + "\n"
+    array = b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode() + bytes(4)
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as archive:
+        archive.writestr("x.npy", array)
+        archive.writestr("y.npy", array)
+    with pytest.raises(UserError, match=r"array 'x' has a .npy header over 10,000 bytes") as caught:
+        check_npz(tmp_path / "big.npz", ("x", "y"))
+    assert "allow_pickle" not in str(caught.value)
+
+
+def test_a_superscript_digit_in_a_file_name_is_one_line(tmp_path):
+    from edgedistill.data.images import by_file_name
+
+    _png(tmp_path / "x_\u00b2.png")
+    with pytest.raises(UserError, match=r"finds no class index in the file name"):
+        by_file_name(tmp_path, r"_(\w+)\.png$", "*")
+
+
+def test_a_cache_entry_truncated_while_a_stage_holds_it_does_not_kill_the_process(tmp_path):
+    """The probe truncated an entry's logits while the distill stage had it memory-mapped: SIGBUS, and the
+    manifest left at `running`. Entries that fit in memory are read into it; this one is truncated after the
+    lookup and read afterwards, in a child process so that a crash would show as its exit code."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from edgedistill.distill.cache import TeacherOutputs, lookup, store\n"
+        "root = Path(sys.argv[1])\n"
+        "store('k', TeacherOutputs(np.ones((4096, 64), np.float32), {}, {}), root)\n"
+        "entry = lookup('k', root)\n"
+        "os.truncate(root / 'teacher' / 'k' / 'logits.npy', 0)\n"
+        "print(float(np.asarray(entry.logits).sum()))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(4096.0 * 64)

@@ -190,7 +190,10 @@ def image_files(folder: Path, include: str = "*", *, root: Path | None = None,
     boundary = (root or folder).resolve()
     _check_link(folder, boundary, follow_links)
     found, walked = [], set()
-    for current, dirs, files in os.walk(folder, followlinks=follow_links):
+    def unreadable(error: OSError):
+        raise UserError(f"{error.filename}: data.root: cannot be read ({error.strerror or error})")
+
+    for current, dirs, files in os.walk(folder, onerror=unreadable, followlinks=follow_links):
         here = Path(current)
         stat = here.stat()
         if (stat.st_dev, stat.st_ino) in walked:
@@ -247,7 +250,7 @@ def by_file_name(root: Path, pattern: str, include: str, *, boundary: Path | Non
         with time_bound(MATCH_SECONDS, f"{path}: data.label_pattern: {pattern!r} took over {MATCH_SECONDS} s on "
                                        "this file name (catastrophic backtracking); simplify it, e.g. _(\\d+)\\."):
             match = regex.search(path.name)
-        if match is None or not match.group(1).isdigit():
+        if match is None or not re.fullmatch(r"[0-9]+", match.group(1) or ""):  # '²' is a digit to isdigit, not to int
             raise UserError(f"{path}: data.label_pattern: {pattern!r} finds no class index in the file name")
         if len(match.group(1)) > 6 or int(match.group(1)) >= MAX_CLASSES:
             raise UserError(f"{path}: data.label_pattern: class {match.group(1)} in the file name; expected class "

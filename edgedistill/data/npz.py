@@ -99,7 +99,11 @@ def check_npz(path, names: tuple[str, ...], free_fraction: float = 0.5) -> None:
                 read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
                 if version not in read:
                     raise ValueError(f"array {name!r}: .npy version {version} (valid: 1.0, 2.0)")
-                shape, _, dtype = read[version](f, max_header_size=10_000)
+                try:
+                    shape, _, dtype = read[version](f, max_header_size=10_000)
+                except ValueError:  # numpy's own message ends by advising allow_pickle=True: never here
+                    raise UserError(f"{path}: data.path: array {name!r} has a .npy header over 10,000 bytes or "
+                                    "malformed; save it with numpy.savez") from None
                 header = f.tell()  # what a reader has consumed: magic and header
             declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
             if dtype.hasobject:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 from edgedistill import __version__
@@ -87,7 +88,8 @@ def load_or_compute(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str],
 
 
 def lookup(key: str, root: Path | None = None) -> TeacherOutputs | None:
-    """A complete, intact cache entry, memory-mapped; None when there is none (a damaged one is removed)."""
+    """A complete, intact cache entry (in memory, or memory-mapped when large); None when there is none (a damaged
+    one is removed)."""
     return lookup_checked(key, root)[0]
 
 
@@ -99,12 +101,20 @@ def lookup_checked(key: str, root: Path | None = None) -> tuple[TeacherOutputs |
     if meta is None:
         return None, damage
     try:
-        load = lambda name: np.load(folder / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+        mode = "r" if _entry_bytes(folder, meta) > psutil.virtual_memory().available // 4 else None
+        load = lambda name: np.load(folder / name, mmap_mode=mode, allow_pickle=False)  # noqa: E731
         return TeacherOutputs(load("logits.npy"), {p: load(f) for p, f in meta["outputs"].items()},
                               {p: load(f) for p, f in meta["inputs"].items()}, status="hit", key=key), None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         return None, f"the cached entry {folder} could not be read ({' '.join(str(exc).split())[:120]})"
+
+
+def _entry_bytes(folder: Path, meta: dict) -> int:
+    """An entry's size on disk. An entry that fits a quarter of the free memory is read into it, not mapped: a
+    mapped file truncated by someone else while a stage reads it kills the process with SIGBUS, which no
+    handler can turn into a message. Only larger entries are memory-mapped."""
+    return sum((folder / name).stat().st_size for name in meta["sha256"])
 
 
 def store(key: str, result: TeacherOutputs, root: Path | None = None) -> None:

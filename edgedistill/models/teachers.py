@@ -13,6 +13,7 @@ by onnxruntime.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,13 +79,45 @@ def _huggingface(path: Path) -> nn.Module:
         from transformers import AutoModelForImageClassification
     except ImportError:
         raise UserError("teacher.kind huggingface needs transformers: pip install 'edgedistill[lm]'") from None
+    check_config_sizes(path / "config.json")
     try:
         model = AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True,
                                                                 trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{path}: teacher.path: not a Hugging Face image classifier folder "
-                        f"({' '.join(str(exc).split())[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - transformers and torch (a weights file that is not plain tensors) raise many types
+        raise UserError(f"{path}: teacher.path: not a Hugging Face image classifier folder transformers loads "
+                        f"without running code ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     return HuggingFaceLogits(model.float())
+
+
+MAX_CONFIG_WIDTH = 65_536  # a *_size, *_dim or *channels of config.json: wider than any released classifier
+MAX_CONFIG_COUNT = 100_000  # a num_* (layers, heads, labels)
+
+
+def check_config_sizes(config: Path) -> None:
+    """Refuse a config.json whose sizes would allocate without bound before a weight is read."""
+    try:
+        raw = json.loads(config.read_text()) if config.stat().st_size < 1_000_000 else None
+    except (OSError, ValueError):
+        return  # transformers says what is wrong with it
+    problems = []
+
+    def walk(section, prefix=""):
+        for key, value in (section.items() if isinstance(section, dict) else ()):
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, int) and not isinstance(value, bool):
+                if key.startswith("num_"):
+                    limit = MAX_CONFIG_COUNT
+                elif key.endswith(("_size", "_dim", "channels")) and key != "vocab_size":
+                    limit = MAX_CONFIG_WIDTH
+                else:
+                    continue
+                if not 0 <= value <= limit:
+                    problems.append(f"{config}: {prefix}{key}: {value:,}; expected 0..{limit:,}")
+
+    walk(raw)
+    if problems:
+        raise UserError("\n".join(problems[:5]))
 
 
 def _torchscript(path: Path) -> nn.Module:

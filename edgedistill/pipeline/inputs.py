@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_write_json, cache_root, sha256_file, sha256_json
 
 MAX_REMEMBERED = 200_000  # digests kept in the cache file: more than the files of any folder a pipeline reads
@@ -42,7 +43,11 @@ def files_digest(sections: list[Any]) -> dict[str, str]:
     memo = _DigestMemo()
     digests = {}
     for path in (p for section in sections for p in named_paths(section)):
-        digests[str(path)] = memo.folder(path) if path.is_dir() else memo.file(path) if path.is_file() else "missing"
+        try:
+            digests[str(path)] = memo.folder(path) if path.is_dir() else memo.file(path) if path.is_file() \
+                else "missing"
+        except OSError as exc:  # an unreadable file or folder: named, in one line
+            raise UserError(f"{exc.filename or path}: cannot be read ({exc.strerror or exc})") from None
     memo.save()
     return digests
 
