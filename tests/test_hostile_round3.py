@@ -339,3 +339,16 @@ def test_a_cache_entry_truncated_while_a_stage_holds_it_does_not_kill_the_proces
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(4096.0 * 64)
+
+
+def test_bench_on_emulated_arm_with_a_non_model_or_5d_data_is_one_line(tmp_path):
+    import numpy as np
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(bytes(range(256)) * 4)
+    np.savez(tmp_path / "d4.npz", x=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros(2, np.int64))
+    np.savez(tmp_path / "d5.npz", x=np.zeros((2, 1, 1, 8, 8), np.float32), y=np.zeros(2, np.int64))
+    for data, expected in (("d4.npz", "junk.onnx: MODEL: this host's onnxruntime cannot run it"),
+                           ("d5.npz", "d5.npz: --data: x has shape (2, 1, 1, 8, 8)")):
+        proc = cli("bench", junk, "--device", "raspberry-pi-4", "--target", "emulated", "--data", tmp_path / data)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and expected in proc.stderr, proc.stderr

@@ -158,3 +158,21 @@ def test_only_the_device_s_own_figures_make_it_fit_the_device():
     assert v["summary"] == "onnx fp32 fits every budget on raspberry-pi-4, measured on the device"
     assert {c["evidence"] for c in v["checks"]} == {"the artifact's file size", "measured on the device"}
     assert verdict([_artifact(measured_on="device", peak_rss_mb=500.0)], BUDGETS, 0.98)["fits_device"] is False
+
+
+def test_a_failed_device_benchmark_leaves_no_device_scope():
+    failed = _artifact(measured_on="device", latency_ms=None, peak_rss_mb=None, status="failed",
+                       error="device dropped off")
+    v = verdict([failed], BUDGETS, 0.98, "raspberry-pi-4")
+    assert v["scope"] is None and v["fits_device"] is None and v["fits"] is None
+    v = verdict([{**failed, "bytes": 2**22}], BUDGETS, 0.98, "raspberry-pi-4")  # too large, and unmeasured
+    assert v["scope"] is None and "(no benchmark measured it: device dropped off)" in v["summary"]
+
+
+def test_compared_runs_keep_their_table_whatever_the_folder_names():
+    from edgedistill.report.compare import render_compare_markdown
+
+    row = {"run": "runs/a\nb|c", "pipeline": "p", "device": "d", "verdict": "fits", "artifact": None, "bytes": None,
+           "accuracy": None, "p90_ms": None}
+    lines = render_compare_markdown([row]).strip().splitlines()
+    assert len(lines) == 5 and _cells(lines[-1]) == _cells(lines[2]) == 8

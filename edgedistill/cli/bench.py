@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from edgedistill.errors import UserError
+from edgedistill.terminal import terminal_safe
 
 
 def bench_command(
@@ -72,15 +73,20 @@ def bench_command(
     cpu = dev.get("cpu_model", dev.get("machine"))
     gen = result.get("generation")
     if gen:  # a KV-cache decoder: time to first token and decode speed
-        typer.echo(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: time to first token p50 "
+        _say(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: time to first token p50 "
                    f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']}-token prompt), "
                    f"{gen['decode_tokens_per_s']:.1f} tokens/s (p90 {lat['p90']:.2f} ms a token, {gen['runs']} "
                    f"generations of {gen['new_tokens']}); init {result['init_ms']:.1f} ms, peak RSS "
                    f"{result['peak_rss_mb']:.0f} MB")
         return
-    typer.echo(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: "
+    _say(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
+
+
+def _say(text: str) -> None:
+    """A result line: the device's answer (its CPU name, its machine) is shown escaped, never interpreted."""
+    typer.echo(terminal_safe(text, one_line=True))
 
 
 def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeout_s: float, as_json: bool) -> None:
@@ -101,22 +107,28 @@ def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeou
         x, y = arrays["x"].astype(np.float32), arrays["y"]
     if x.ndim == 3:
         x = x[:, None]  # (N, H, W) as `run` reads it
+    if x.ndim != 4:
+        raise UserError(f"{data}: --data: x has shape {x.shape}; expected (N, H, W) or (N, C, H, W) images")
     fmt = format_of(model)
     try:
         reference = fmt.outputs(model, x[:emulated.FIDELITY_SAMPLES])
-        fidelity = emulated.arm_fidelity(model, x, y, reference, cpu=cpu, timeout_s=timeout_s)
-    except BenchFailed as exc:
-        raise UserError(str(exc)) from None
-    except ValueError as exc:  # the host runtime refusing the data (shape)
-        raise UserError(f"{data}: {exc}") from None
     except ImportError:
         raise UserError(f"agreement is measured against this host's {fmt.runtime}: "
                         f"pip install 'edgedistill[{fmt.extra}]'") from None
+    except Exception as exc:  # noqa: BLE001 - the runtime's own error types, for a file or data it cannot run
+        raise UserError(f"{model}: MODEL: this host's {fmt.runtime} cannot run it on {data}'s x of shape {x.shape} "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    try:
+        fidelity = emulated.arm_fidelity(model, x, y, reference, cpu=cpu, timeout_s=timeout_s)
+    except BenchFailed as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:  # the data refused on the way to the device
+        raise UserError(f"{data}: {exc}") from None
     fidelity["reference"] = f"this host's {fmt.runtime}"
     if as_json:
         typer.echo(json.dumps(fidelity, indent=2))
         return
-    typer.echo(f"{model.name} on emulated {cpu} ({fidelity['machine']}, qemu {fidelity['qemu']}): accuracy "
+    _say(f"{model.name} on emulated {cpu} ({fidelity['machine']}, qemu {fidelity['qemu']}): accuracy "
                f"{fidelity['accuracy']:.2%} on {fidelity['samples']} samples; top-1 agreement with this host's "
                f"{fmt.runtime} {fidelity['top1_agreement']:.2%}, max |Δ| {fidelity['max_abs_diff']:.1e}. "
                f"Timing under emulation is not a device latency: measure it on the device (--target ssh://...).")

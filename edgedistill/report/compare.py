@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.report.html import CSS, e, figure_block, html_table
+from edgedistill.report.markdown import _escape as escape_cell  # the same package: one rule for table cells
 from edgedistill.report.text import pct, verdict_word
 
 
@@ -35,7 +36,7 @@ def render_compare_markdown(rows: list[dict]) -> str:
         size = "—" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}"
         p90 = "—" if r["p90_ms"] is None else f"{r['p90_ms']:.3f}"
         cells = [r["run"], r["pipeline"], r["device"], verdict, r["artifact"] or "—", size, pct(r["accuracy"]), p90]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(escape_cell(c) for c in cells) + " |")  # a folder name may hold a newline
     return "\n".join(lines) + "\n"
 
 

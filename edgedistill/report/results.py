@@ -241,9 +241,12 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
     failed, unknown, art, checks = min(scored, key=rank)
     fits = False if failed else (None if unknown else True)
     name = f"{art['format']} {art['precision']}"
-    scope = art.get("measured_on") or "stand-in"
+    # Whose figures these are: nobody's when no benchmark measured the artifact (a device that dropped off must
+    # not leave a verdict that reads as the device's).
+    scope = (art.get("measured_on") or "stand-in") if art.get("latency_ms") else None
     where = {"device": f"on {device}, measured on the device", "host": "on this host",
-             "stand-in": f"on this host standing in for {device} (not measured on {device})"}[scope]
+             "stand-in": f"on this host standing in for {device} (not measured on {device})",
+             None: f"(no benchmark measured it{': ' + art['error'] if art.get('error') else ''})"}[scope]
     broken = "; ".join(f"{c['budget']} {_amount(c['value'])} over {_amount(c['limit'])}{c['unit'] and ' ' + c['unit']}"
                        for c in checks if c["passed"] is False)
     summary = {True: f"{name} fits every budget {where}", False: f"{name} breaks {failed} budget(s) ({broken}) {where}",
