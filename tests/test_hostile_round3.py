@@ -352,3 +352,25 @@ def test_bench_on_emulated_arm_with_a_non_model_or_5d_data_is_one_line(tmp_path)
                            ("d5.npz", "d5.npz: --data: x has shape (2, 1, 1, 8, 8)")):
         proc = cli("bench", junk, "--device", "raspberry-pi-4", "--target", "emulated", "--data", tmp_path / data)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and expected in proc.stderr, proc.stderr
+
+
+def test_bench_data_says_when_a_folder_holds_the_training_images(tmp_path):
+    from edgedistill.data.images import holds_training_images, trained_on
+
+    drawn = tmp_path / "drawn"  # no test split of its own: the test images were drawn from the root
+    (drawn / "cat").mkdir(parents=True)
+    marks = trained_on(drawn)
+    assert holds_training_images(drawn, marks) and holds_training_images(drawn / "cat", marks)
+    given = tmp_path / "given"
+    for split in ("train", "test"):
+        (given / split).mkdir(parents=True)
+    marks = trained_on(given)
+    assert holds_training_images(given / "train", marks) and holds_training_images(given, marks)
+    assert not holds_training_images(given / "test", marks) and not holds_training_images(tmp_path / "other", marks)
+    assert "folder_id" in marks and str(given) not in json.dumps(marks)  # the path itself does not travel
+
+
+def test_select_without_a_pipeline_says_whose_data_it_plans_for():
+    proc = cli("select", "--device", "raspberry-pi-4", "--json")
+    assert "planning for the bundled quickstart.yaml's data and teacher; give --pipeline" in proc.stderr
+    assert json.loads(proc.stdout)["device"] == "raspberry-pi-4"  # stdout stays JSON

@@ -140,7 +140,8 @@ def test_a_stand_in_never_reads_as_the_device():
     v = verdict([art], BUDGETS, 0.98, "raspberry-pi-4")
     assert v["fits"] is True and v["fits_device"] is None and v["scope"] == "stand-in"
     assert "on this host standing in for raspberry-pi-4 (not measured on raspberry-pi-4)" in v["summary"]
-    assert "predicted p90 on raspberry-pi-4: 3.14 ms (uncalibrated roofline, a lower bound)" in v["summary"]
+    assert ("predicted p90 on raspberry-pi-4: 3.14 ms as onnx fp32 (uncalibrated roofline, a lower bound)"
+            in v["summary"])
     assert "on emulated cortex-a72 (ARM kernels, qemu): 99.5% top-1 agreement" in v["summary"]
     evidence = {c["budget"]: c["evidence"] for c in v["checks"]}
     assert evidence == {"model size": "the artifact's file size",

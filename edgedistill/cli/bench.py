@@ -143,11 +143,15 @@ def _folder_data(model: Path, folder: Path, samples: int) -> Path:
 
     import numpy as np
 
-    from edgedistill.data.images import folder_as_arrays
+    from edgedistill.data.images import folder_as_arrays, holds_training_images
     from edgedistill.export.formats import format_of
 
-    x, y, found = folder_as_arrays(folder, format_of(model).read_metadata(model), samples, str(model))
+    metadata = format_of(model).read_metadata(model)
+    x, y, found = folder_as_arrays(folder, metadata, samples, str(model))
     typer.echo(f"--data {folder}: {len(y)} of {found} images, preprocessed as {model.name}'s metadata says", err=True)
+    if holds_training_images(folder, metadata.get("trained_on")):
+        typer.echo(f"--data {folder}: holds images {model.name} was trained on (its metadata says so): the accuracy "
+                   "below is not on held-out images; give the run's test split or a folder it never saw", err=True)
     tmp = Path(tempfile.mkdtemp(prefix="edgedistill-bench-"))
     atexit.register(shutil.rmtree, tmp, True)
     np.savez(tmp / "data.npz", x=x, y=y)

@@ -140,6 +140,9 @@ def select_command(
         _choices("--objective", objective, OBJECTIVES)
     shape = _shape(input_shape) if input_shape is not None else None
     spec = load_pipeline(pipeline or default_pipeline())
+    if pipeline is None and input_shape is None:  # say whose data and teacher the candidates are sized for
+        typer.echo(f"select: planning for the bundled {default_pipeline().name}'s data and teacher; give --pipeline "
+                   "(or --input-shape C,H,W) to plan for yours", err=True)
     profile = load_device(device)
     budgets = profile.budgets.model_copy(update=spec.budgets.model_dump(exclude_none=True))
     selection, calibration = select_for_pipeline(spec, profile, device_path(device), budgets, family=family, fmt=fmt,

@@ -325,6 +325,29 @@ def load(spec):
     return x, y, names, test, val
 
 
+def _folder_id(folder: Path) -> str:
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+
+
+def trained_on(root: Path) -> dict:
+    """What an artifact's metadata keeps of the folder it was trained on: its path's digest (not the path,
+    which would travel with the model to the device) and whether it had its own test split."""
+    return {"folder_id": _folder_id(root), "test_split_given": (root / "test").is_dir() and (root / "train").is_dir()}
+
+
+def holds_training_images(folder: Path, trained: dict | None) -> bool:
+    """Whether `folder` holds images the model was trained on (by the metadata's `trained_on`): the training root
+    itself, its train/ or val/ split, or, when the test split was drawn from the root, any folder inside it."""
+    if not isinstance(trained, dict) or not isinstance(trained.get("folder_id"), str):
+        return False
+    folder = folder.resolve()
+    if _folder_id(folder) == trained["folder_id"]:
+        return True
+    if _folder_id(folder.parent) == trained["folder_id"] and folder.name in ("train", "val"):
+        return True
+    return not trained.get("test_split_given") and any(_folder_id(p) == trained["folder_id"] for p in folder.parents)
+
+
 def folder_as_arrays(folder: Path, metadata: dict, limit: int, source: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(x, y, images found) for `edgedistill bench --data FOLDER`: `folder/<class>/<image>` read with the
     preprocessing the model's metadata carries, labelled by its class names; an even draw of at most `limit`

@@ -263,7 +263,8 @@ def _stand_in_evidence(art: dict, device: str) -> str:
     predicted = art.get("predicted")
     if predicted:
         how = "calibrated" if predicted["source"] == "calibrated" else "uncalibrated roofline, a lower bound"
-        text += f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms ({how})"
+        text += (f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms as {art['format']} {art['precision']} "
+                 f"({how})")
     arm = art.get("arm") or {}
     if arm.get("status") == "ok" and arm.get("tokens"):
         text += (f"; on emulated {arm['cpu']} (ARM kernels, qemu): {arm['top1_agreement']:.1%} of "

@@ -50,6 +50,10 @@ def run(spec, ctx) -> StageResult:
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}",
                 "preprocessing": preprocessing(spec.data)}
+    if spec.data.kind == "imagefolder":  # so that `bench --data` can say when it is given training images
+        from edgedistill.data.images import trained_on
+
+        metadata["trained_on"] = trained_on(spec.data.root)
     artifacts, outputs, warnings = [], {}, []
     for name in cfg.formats:
         fp32_path = out / artifact_name(name, "fp32")
