@@ -374,3 +374,22 @@ def test_select_without_a_pipeline_says_whose_data_it_plans_for():
     proc = cli("select", "--device", "raspberry-pi-4", "--json")
     assert "planning for the bundled quickstart.yaml's data and teacher; give --pipeline" in proc.stderr
     assert json.loads(proc.stdout)["device"] == "raspberry-pi-4"  # stdout stays JSON
+
+
+@pytest.mark.parametrize("span", [(0.21, 0.3), (0.004, 30.0)])
+def test_log_axis_labels_are_few_and_plain(span):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgedistill.report.figures import _log_x
+
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.plot(span, [0, 1])
+    _log_x(ax, "latency (ms, log scale)")
+    fig.canvas.draw()
+    major = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]  # minor labels were the overlap
+    assert 3 <= len(major) <= 10 and all("$" not in t for t in major), major
+    plt.close(fig)

@@ -75,12 +75,28 @@ def accuracy_latency(results: dict) -> str | None:
         if budgets.get("max_accuracy_drop") is not None and teacher else None
     if floor is not None and floor > 0:  # a floor at or below 0 % bounds nothing and would squash the axis
         ax.axhline(floor, color="purple", linestyle=":", label="accuracy floor")
-    ax.set_xscale("log")
-    ax.set_xlabel("p90 latency (ms, log scale)")
+    _log_x(ax, "p90 latency (ms, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     return _svg(fig)
+
+
+def _log_x(ax, label: str) -> None:
+    """A log x axis labelled in plain numbers at 1, 2 and 5 of each decade (at each decade over a wide range), and
+    no minor labels: within one decade matplotlib labels its minor ticks too (2×10⁻¹, 3×10⁻¹, ...), and they
+    overlap. Called once the data is drawn."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()  # after the data is drawn: 1-2-5 ticks over a few decades, decades alone over more
+    few = math.log10(high / low) <= 2.5 if low > 0 and high > low else True
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if few else (1.0,), numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
 
 
 def size_bars(results: dict) -> str | None:
@@ -95,8 +111,7 @@ def size_bars(results: dict) -> str | None:
     if limit is not None:
         ax.axvline(limit, color="red", linestyle=":", label=f"size budget {limit:g} MB")
         ax.legend(fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("size (MB, log scale)")
+    _log_x(ax, "size (MB, log scale)")
     ax.invert_yaxis()
     return _svg(fig)
 
@@ -139,8 +154,7 @@ def latency_distributions(samples: dict[str, list[float]]) -> str | None:
     horizontal = {"orientation": "horizontal"} if newer else {"vert": False}
     ax.boxplot(list(samples.values()), showfliers=True, flierprops={"markersize": 2}, **horizontal)
     ax.set_yticks(range(1, len(samples) + 1), [_plain(name) for name in samples])
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per inference (ms, log scale)")
+    _log_x(ax, "latency per inference (ms, log scale)")
     ax.invert_yaxis()
     return _svg(fig)
 
