@@ -69,6 +69,40 @@ GROUPS = {
                  "tests/test_report_html.py::test_user_strings_are_escaped",
                  "tests/test_report_html.py::test_compare_runs_in_folders_named_like_tex",
                  "tests/test_models.py::test_user_factory_is_imported_only_where_the_pipeline_names_it"],
+    # Round 3 (the hostile-input probe of 2026-12): one group per class of hole it found.
+    "code from data": [
+        "tests/test_hostile_round3.py::test_a_pt2_with_a_pickled_weight_is_refused_before_anything_runs",
+        "tests/test_hostile_round3.py::test_a_torchscript_teacher_that_touches_a_file_is_refused_and_the_file_kept",
+        "tests/test_hostile_round3.py::test_a_received_run_folder_does_not_authorize_its_own_factory",
+        "tests/test_hostile_round3.py::test_a_file_named_like_a_bundled_profile_does_not_replace_it",
+        "tests/test_hostile_round3.py::test_a_hugging_face_folder_with_absurd_sizes_or_a_pickled_weight_is_one_line"],
+    "links": [
+        "tests/test_hostile_round3.py::test_a_symlinked_folder_in_a_run_is_refused_and_nothing_outside_written",
+        "tests/test_hostile_round3.py::test_class_folders_linked_out_of_the_root_are_refused_unless_asked",
+        "tests/test_hostile_round3.py::test_package_paths_may_not_climb_out_of_their_package"],
+    "stale results": [
+        "tests/test_hostile_round3.py::test_a_folder_of_more_than_10000_files_is_hashed_whole",
+        "tests/test_hostile_round3.py::test_resume_without_out_never_takes_over_a_run_for_another_device"],
+    "denial of service": [
+        "tests/test_hostile_round3.py::test_a_thin_strip_image_is_refused_before_it_is_resized",
+        "tests/test_hostile_round3.py::test_a_batch_too_large_to_decode_is_one_line",
+        "tests/test_hostile_round3.py::test_a_backtracking_label_pattern_stops_with_one_line",
+        "tests/test_hostile_round3.py::test_a_file_name_holding_a_huge_class_is_refused",
+        "tests/test_hostile_round3.py::test_an_idx_bomb_is_refused_before_it_is_inflated",
+        "tests/test_hostile_round3.py::test_a_cache_entry_truncated_while_a_stage_holds_it_does_not_kill_the_process"],
+    "one-line messages": [
+        "tests/test_hostile_round3.py::test_an_npy_header_too_large_is_one_line_without_advice_to_unpickle",
+        "tests/test_hostile_round3.py::test_a_superscript_digit_in_a_file_name_is_one_line",
+        "tests/test_hostile_round3.py::test_bench_on_emulated_arm_with_a_non_model_or_5d_data_is_one_line",
+        "tests/test_report.py::test_a_failed_device_benchmark_leaves_no_device_scope",
+        "tests/test_report.py::test_compared_runs_keep_their_table_whatever_the_folder_names"],
+    "new user": [
+        "tests/test_hostile_round3.py::test_mean_and_std_read_back_from_the_resolved_pipeline",
+        "tests/test_report.py::test_every_markdown_table_has_as_many_cells_in_each_row_as_its_header",
+        "tests/test_report.py::test_breaks_a_budget",
+        "tests/test_hostile_round3.py::test_select_without_a_pipeline_says_whose_data_it_plans_for",
+        "tests/test_hostile_round3.py::test_bench_data_says_when_a_folder_holds_the_training_images",
+        "tests/test_hostile_round3.py::test_log_axis_labels_are_few_and_plain"],
 }
 
 # The fault pipeline: stages long enough to be caught running, both formats and two precisions exported.
@@ -80,6 +114,20 @@ PIPELINE = {
     "distill": {"epochs": 15, "batch_size": 128, "lr": 0.01, "baseline": "off"},
     "export": {"formats": ["onnx", "tflite"], "precisions": ["fp32", "int8"]},
     "bench": {"warmup_runs": 2, "warmup_s": 0, "runs": 2000, "min_time_s": 2.0},
+}
+# What each round-3 group tries, for the table.
+ROUND3 = {
+    "code from data": "a .pt2 with a pickled weight, a TorchScript teacher mapping a file, a received run folder's "
+                      "factory, a profile-named file in the working folder, a Hugging Face folder with a pickled "
+                      "weight or absurd sizes",
+    "links": "symlinked report and stage folders, class folders linked out of data.root, package paths with ..",
+    "stale results": "a late file replaced in a folder of 10,050, --resume across devices",
+    "denial of service": "a 1x2,000,000 PNG, a 7.5 GiB batch, a backtracking label_pattern, class 10^9, an idx "
+                         "bomb, a cache entry truncated while mapped",
+    "one-line messages": "an oversized npy header, a superscript digit, bench on emulated ARM with a non-model or "
+                         "5-D data, a failed device benchmark's verdict, newlines in compared run names",
+    "new user": "mean/std in the resolved pipeline, report.md tables, the broken budget named, select's data, "
+                "bench on training images, log-axis labels",
 }
 KILLED_IN = ("teacher", "distill", "export", "bench")
 TIMED = {"bench", "report"}  # stages whose outputs hold timings: compared through their results instead
@@ -226,6 +274,8 @@ def main() -> None:
             "devices, unbelievable device answers, YAML and npz bombs, pickles, arch.json factories, overwritten "
             "cache entries, run names that are paths, terminal escapes, HTML escaping, no secrets in logs) | "
             f"{g['security']['tried']} | {g['security']['passed']} |",
+            *(f"| round 3: {name} ({ROUND3[name]}) | {g[name]['tried']} | {g[name]['passed']} |"
+              for name in ROUND3 if name in g),
             f"| runs killed (SIGKILL, whole process group) in {', '.join(KILLED_IN)}, or with an exported model "
             f"truncated, then `--resume` | {len(faults)} | {resumed_ok} |",
             f"| **artifacts lost or changed** after those resumes, against an uninterrupted run ({files} artifacts and "
