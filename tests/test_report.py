@@ -177,3 +177,11 @@ def test_compared_runs_keep_their_table_whatever_the_folder_names():
            "accuracy": None, "p90_ms": None}
     lines = render_compare_markdown([row]).strip().splitlines()
     assert len(lines) == 5 and _cells(lines[-1]) == _cells(lines[2]) == 8
+
+
+def test_the_models_table_keeps_its_cells_on_one_line_and_scrolls_when_wide():
+    from edgedistill.report.html import html_table
+
+    table = html_table(["target", "status"], [["ssh://pi@raspberrypi.local:22 (the device)", "failed"]], nowrap=True)
+    assert table.startswith("<div class=scroll><table class=nowrap>") and table.endswith("</table></div>")
+    assert html_table(["a"], [["b"]]).startswith("<div class=scroll><table>")  # other tables wrap as before

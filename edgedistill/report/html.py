@@ -38,7 +38,8 @@ th{background:#f5f5f5}.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6
 .fits{background:#e6f4ea;border:1px solid #34a853}.nofit{background:#fce8e6;border:1px solid #ea4335}
 .unknown{background:#fef7e0;border:1px solid #fbbc04}.pass{color:#188038}.fail{color:#c5221f;font-weight:bold}
 .muted{color:#777}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}svg{width:100%;max-width:960px;height:auto}
-code{background:#f5f5f5;padding:0 .2em}
+code{background:#f5f5f5;padding:0 .2em}.scroll{overflow-x:auto}table.nowrap td{white-space:nowrap}
+table.nowrap td .muted{white-space:normal;display:inline-block;min-width:16em}
 """
 
 # A causal LM's report adds LM_SECTIONS after "models".
@@ -51,11 +52,13 @@ def e(value) -> str:
     return escape("—" if value is None else str(value), quote=True)
 
 
-def html_table(headers: list[str], rows: list[list[str]]) -> str:
-    """`rows` hold already-escaped cell HTML."""
+def html_table(headers: list[str], rows: list[list[str]], nowrap: bool = False) -> str:
+    """`rows` hold already-escaped cell HTML. A table wider than the page scrolls inside its own box; with
+    `nowrap`, its cells keep to one line (notes in them, class muted, still wrap)."""
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = "<table class=nowrap>" if nowrap else "<table>"
+    return f"<div class=scroll>{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def render_html(results: dict) -> str:
@@ -96,7 +99,8 @@ def _models(r: dict) -> str:
             for cells, error in model_rows(r)]
     note = f"<p>{e(metric_note(r))}</p>" if metric_note(r) else ""
     notes = "".join(f"<p class=muted>{e(n)}</p>" for n in quantization_notes(r["artifacts"]))
-    return _section("models", "Teacher, student and artifacts", note + html_table(list(MODEL_COLUMNS), rows) + notes)
+    table = html_table(list(MODEL_COLUMNS), rows, nowrap=True)  # the target cell wrapped to six lines
+    return _section("models", "Teacher, student and artifacts", note + table + notes)
 
 
 def _language_model(lm: dict) -> list[str]:
