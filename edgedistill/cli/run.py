@@ -129,6 +129,7 @@ def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Pa
     from edgedistill.distill.worker import run_as_rank, torchrun_rank
     from edgedistill.pipeline.engine import run_pipeline
     from edgedistill.stages import default_stages
+    from edgedistill.stages.distill import train
     from edgedistill.terminal import SafeConsole
 
     console = SafeConsole(stderr=True)
@@ -141,7 +142,7 @@ def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Pa
     if torchrun_rank() is None:
         manifest = pipeline()
     else:  # one rank of a torchrun job: rank 0 runs the pipeline, the others join its distill stage
-        manifest = run_as_rank(pipeline, run_dir, console)
+        manifest = run_as_rank(pipeline, run_dir, console, train)
         if manifest is None:
             return
     _summary(run_dir, console)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgedistill.data.sampling import stratified_indices as stratified_indices  # callers import it from here
+
 
 @dataclass(frozen=True)
 class Split:
@@ -93,20 +95,6 @@ def load_dataset(spec, seed: int) -> Dataset:
     train, val = train_test_split(everything, test_size=spec.val_fraction, stratify=y if stratify else None,
                                   random_state=seed)
     return Dataset(take(x, np.sort(train), y), take(x, np.sort(val), y), test, class_names)
-
-
-def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """`n` indices into `labels`, a seeded draw with every class in proportion: a calibration set that a
-    class-sorted file cannot turn into one class. All of them when `n` reaches the split's size."""
-    if n >= len(labels):
-        return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
-    try:
-        chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
-    except ValueError:  # fewer draws than classes: a plain seeded draw
-        chosen = np.random.default_rng(seed).choice(len(labels), n, replace=False)
-    return np.sort(chosen)
 
 
 def preprocessing(spec) -> dict:

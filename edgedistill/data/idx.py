@@ -75,7 +75,7 @@ def read_pair(images: Path, labels: Path, what: str, class_names: list[str] | No
 def shared(pair: tuple[np.ndarray, np.ndarray], share: float) -> tuple[np.ndarray, np.ndarray]:
     if share >= 1:
         return pair
-    from edgedistill.data import stratified_indices
+    from edgedistill.data.sampling import stratified_indices
 
     picked = stratified_indices(pair[1], max(1, round(share * len(pair[1]))), seed=0)
     return pair[0][picked], pair[1][picked]

@@ -362,7 +362,7 @@ def folder_as_arrays(folder: Path, metadata: dict, limit: int, source: str) -> t
                         f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     found = len(paths)
     if found > limit:
-        from edgedistill.data import stratified_indices
+        from edgedistill.data.sampling import stratified_indices
 
         picked = stratified_indices(labels, limit, seed=0)
         paths, labels = [paths[i] for i in picked], labels[picked]

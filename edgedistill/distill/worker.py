@@ -1,13 +1,14 @@
 """Distributed distillation: the distill stage as data-parallel processes under torchrun.
 
 One machine: `edgedistill run --nproc N` (or `distill.processes: N`) makes the distill stage start
-`python -m torch.distributed.run --standalone --nproc_per_node N -m edgedistill.distill.worker ...`.
+`python -m torch.distributed.run --standalone --nproc_per_node N -m edgedistill.stages.distill ...`.
 Several machines: the user starts `torchrun --nnodes ... -m edgedistill run PIPELINE --out DIR` on each;
 rank 0 runs the whole pipeline, and the other ranks wait until rank 0 reaches the distill stage, receive
 the files it needs (so the run folders need not be shared), train their shards, and leave.
 
 Every rank runs the same stage code under DistributedDataParallel on its shard of every epoch, and rank 0
-alone writes the weights, the resumable training state, the manifest and the report.
+alone writes the weights, the resumable training state, the manifest and the report. The stage's training
+function is passed in (`train`): this library never imports a stage.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def run_distributed(spec, ctx):
     on_gpu = resolve(spec.train.device, spec.train.precision).is_cuda
     ctx.console.print(f"  distributed: {n} processes (torchrun, DDP, {backend() if on_gpu else 'gloo'})")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "edgedistill.distill.worker", str(ctx.run_dir), ctx.inputs_digest, str(result_path)]
+           "-m", "edgedistill.stages.distill", str(ctx.run_dir), ctx.inputs_digest, str(result_path)]
     # Each rank gets an equal share of the cores instead of all of them.
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
     if not on_gpu:  # a CPU run on a machine with GPUs: the ranks' collectives carry CPU tensors
@@ -72,9 +73,10 @@ def init_process_group() -> int:
     return dist.get_rank()
 
 
-def run_as_rank(run_pipeline, run_dir: Path, console):
+def run_as_rank(run_pipeline, run_dir: Path, console, train):
     """The run as one rank of a torchrun job: rank 0 runs `run_pipeline()` (whose distill stage calls
-    `release_ranks`); the others follow into the distill stage. Returns rank 0's manifest, else None."""
+    `release_ranks`); the others follow into the distill stage (`train(spec, ctx)`). Returns rank 0's manifest,
+    else None."""
     import torch.distributed as dist
 
     rank = init_process_group()
@@ -84,7 +86,7 @@ def run_as_rank(run_pipeline, run_dir: Path, console):
                 return run_pipeline()
             finally:
                 release_ranks(None)  # a run that never reached the distill stage lets the others go
-        _follow(run_dir, rank, console)
+        _follow(run_dir, rank, console, train)
         return None
     finally:
         dist.destroy_process_group()
@@ -118,14 +120,13 @@ def _distill_inputs(ctx) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _follow(run_dir: Path, rank: int, console) -> None:
+def _follow(run_dir: Path, rank: int, console, train) -> None:
     """A rank other than 0: wait for rank 0, write the files it sent (unless a shared folder has them
     already), and train this rank's shard of the distill stage."""
     import torch.distributed as dist
 
     from edgedistill.distill.trainer import quiet_console
     from edgedistill.pipeline.engine import load_run
-    from edgedistill.stages.distill import train
 
     console.print(f"rank {rank}: waiting for rank 0 to reach the distill stage")
     box = [None]
@@ -168,13 +169,13 @@ def _failure(stderr: str, code: int) -> str:
     return f"distributed distill failed (exit {code}" + (f", rank {ranks[0]}" if ranks else "") + f"): {tail}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(train, argv: list[str] | None = None) -> int:
+    """One local rank of `run_distributed`'s torchrun job: the distill stage's `train(spec, ctx)` on its shard."""
     import torch.distributed as dist
     from rich.console import Console
 
     from edgedistill.distill.trainer import quiet_console
     from edgedistill.pipeline.engine import load_run
-    from edgedistill.stages.distill import train
 
     run_dir, digest, result_path = argv or sys.argv[1:]
     rank = init_process_group()
@@ -196,6 +197,3 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -119,3 +119,11 @@ def load_teacher(spec, ctx):
     return teacher_from_run(arch, getattr(spec.teacher, "path", None),
                             ctx.output("teacher", "weights") if "weights" in outputs else None,
                             ctx.output("teacher", "head") if "head" in outputs else None)
+
+
+if __name__ == "__main__":  # a local rank of run_distributed's torchrun job
+    import sys
+
+    from edgedistill.distill.worker import main
+
+    sys.exit(main(train))
