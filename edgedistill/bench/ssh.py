@@ -8,12 +8,54 @@ one still refused). Every remote path is quoted; the temp dir is removed afterwa
 from __future__ import annotations
 
 import io
+import re
 import shlex
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.bench.local import RUNNER, BenchFailed, check_result, last_json_line, run_bounded
+
+SCHEME = "ssh://"
+# A user name and a host name, as OpenSSH is given them: neither may start with '-' (ssh would read it as
+# an option) and neither holds a shell or ssh_config metacharacter. An IPv6 address goes in brackets.
+_SSH_USER = r"[A-Za-z_][A-Za-z0-9._-]{0,31}"
+_SSH_HOST = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]"
+SSH_ADDRESS = re.compile(rf"^ssh://(?:(?P<user>{_SSH_USER})@)?(?P<host>{_SSH_HOST})(?::(?P<port>\d{{1,5}}))?/?$")
+_PASSWORD = re.compile(r"^(ssh://[^@/:\s]*):[^@/\s]*@")
+
+
+def refuse_password(address: object) -> object:
+    """Refuse an SSH address that carries a password, showing it masked: addresses go into logs and reports."""
+    if isinstance(address, str) and _PASSWORD.match(address):
+        masked = _PASSWORD.sub(r"\1:***@", address)
+        raise ValueError(f"{masked!r} holds a password; edgedistill connects with SSH keys only, so that no "
+                         "password reaches a log or a report (ssh-copy-id installs a key)")
+    return address
+
+
+def check_ssh_address(address: object) -> object:
+    """An ssh://[user@]host[:port] address whose parts cannot be read by ssh as options; a ValueError
+    that says which part is wrong otherwise."""
+    refuse_password(address)
+    if not isinstance(address, str):
+        return address
+    shown = ascii(address)
+    match = SSH_ADDRESS.match(address)
+    if match is None:
+        rest = address.removeprefix(SCHEME)
+        if not address.startswith(SCHEME):
+            why = "expected ssh://[user@]host[:port]"
+        elif rest.startswith("-") or "@-" in rest:
+            why = "a user or host may not start with '-' (ssh would take it for an option)"
+        else:
+            why = ("expected ssh://[user@]host[:port]: a user of letters, digits, '.', '_', '-' (not first), a host "
+                   "name or address of the same, or [IPv6]")
+        raise ValueError(f"{shown}: {why}")
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{shown}: port {match['port']} is outside 1..65535")
+    return address
+
 
 # Keep-alives: a device that stops answering mid-session is given up after 3 x 5 s, not after the whole timeout.
 KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
@@ -34,7 +76,6 @@ class SshTarget:
 
     @classmethod
     def parse(cls, address: str, **options) -> "SshTarget":
-        from edgedistill.config.device import SSH_ADDRESS, check_ssh_address
         from edgedistill.errors import UserError
 
         try:

@@ -35,9 +35,9 @@ def bench_command(
 ) -> None:
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
     from edgedistill.bench.local import BenchFailed
-    from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+    from edgedistill.bench.targets import check_target, get_target
     from edgedistill.cli.run import check_ssh_config
-    from edgedistill.config.device import check_target, load_device
+    from edgedistill.config.device import load_device
     from edgedistill.export.formats import format_of
 
     format_of(model)  # a suffix some format has
@@ -51,16 +51,16 @@ def bench_command(
         _check_data(data)
     profile = load_device(device)
     try:
-        check_target(target)
+        check_target(target, measures=("timing", "fidelity"))
     except ValueError as exc:
         raise UserError(f"--target {exc}") from None
-    if target.startswith("emulated"):
-        return _bench_emulated(model, target, profile, data, timeout_s, as_json)
-    where = resolve_target(target, profile)
-    check_ssh_config(where, profile, ssh_config)
-    n = bench_threads(where, profile, threads)
+    where = get_target(target, profile)
+    if where.measures == "fidelity":
+        return _bench_emulated(model, where.cpu(profile), data, timeout_s, as_json)
+    check_ssh_config(target, profile, ssh_config)
+    n = where.threads(profile, threads)
     try:
-        result = run_on(where, profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,
+        result = where.run(profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,
                         min_time_s=min_time_s, timeout_s=timeout_s, trust_new_host=trust_new_host,
                         ssh_config=ssh_config, seq_len=seq_len)
     except BenchFailed as exc:
@@ -73,13 +73,13 @@ def bench_command(
     cpu = dev.get("cpu_model", dev.get("machine"))
     gen = result.get("generation")
     if gen:  # a KV-cache decoder: time to first token and decode speed
-        _say(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: time to first token p50 "
+        _say(f"{model.name} on {where.describe(profile, n)}, CPU {cpu}: time to first token p50 "
                    f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']}-token prompt), "
                    f"{gen['decode_tokens_per_s']:.1f} tokens/s (p90 {lat['p90']:.2f} ms a token, {gen['runs']} "
                    f"generations of {gen['new_tokens']}); init {result['init_ms']:.1f} ms, peak RSS "
                    f"{result['peak_rss_mb']:.0f} MB")
         return
-    _say(f"{model.name} on {describe(where, profile, n)}, CPU {cpu}: "
+    _say(f"{model.name} on {where.describe(profile, n)}, CPU {cpu}: "
                f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
                f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
 
@@ -89,7 +89,7 @@ def _say(text: str) -> None:
     typer.echo(terminal_safe(text, one_line=True))
 
 
-def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeout_s: float, as_json: bool) -> None:
+def _bench_emulated(model: Path, cpu: str, data: Path | None, timeout_s: float, as_json: bool) -> None:
     """The model on the device's ARM CPU under qemu: accuracy, and agreement with this host's runtime."""
     import numpy as np
 
@@ -97,10 +97,6 @@ def _bench_emulated(model: Path, target: str, profile, data: Path | None, timeou
     from edgedistill.bench.local import BenchFailed
     from edgedistill.export.formats import format_of
 
-    cpu = target.partition(":")[2] or profile.hardware.arm_cpu
-    if cpu is None:
-        raise UserError(f"--target emulated: device {profile.name!r} names no arm_cpu; name one: "
-                        f"--target emulated:CPU (valid: {', '.join(emulated.CPUS)})")
     if data is None:
         raise UserError("--target emulated checks accuracy and agreement on ARM kernels, not speed: give --data")
     with np.load(data, allow_pickle=False) as arrays:

@@ -32,9 +32,9 @@ def calibrate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedistill.bench.local import BenchFailed
-    from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+    from edgedistill.bench.targets import check_target, get_target
     from edgedistill.cli.run import check_ssh_config
-    from edgedistill.config.device import check_ssh_address, device_path, load_device
+    from edgedistill.config.device import device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
     from edgedistill.latency.calibration import (
         MICRO_MODELS,
@@ -48,23 +48,23 @@ def calibrate_command(
     profile_path = device_path(device)
     profile = load_device(device)
     try:
-        check_ssh_address(target)
+        check_target(target)
     except ValueError as exc:
         raise UserError(f"--target {exc}") from None
-    where = resolve_target(target, profile)
-    check_ssh_config(where, profile, ssh_config)
+    where = get_target(target, profile)
+    check_ssh_config(target, profile, ssh_config)
     out = output or calibration_path(profile_path)
     refuse_overwrite(out, replace)  # say so before minutes of measuring, not after
-    n = bench_threads(where, profile, threads)
+    n = where.threads(profile, threads)
     for fmt in fmts:
         _require_extra(fmt)
     console = table_console()
-    console.print(f"calibrating {profile.name} on {describe(where, profile, n)}: {len(MICRO_MODELS)} micro-models × "
+    console.print(f"calibrating {profile.name} on {where.describe(profile, n)}: {len(MICRO_MODELS)} micro-models × "
                   f"{len(fmts)} formats × {len(precs)} precisions")
 
     def bench(artifact: Path) -> dict:
         try:
-            return run_on(where, profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
+            return where.run(profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
                           min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host, ssh_config=ssh_config)
         except BenchFailed as exc:
             raise UserError(f"calibration stopped, nothing written: {exc}") from None
@@ -79,7 +79,7 @@ def calibrate_command(
                 progress.advance(task)
             progress.update(task, info=label)
 
-        calibration, _ = calibrate(profile, profile_path, target=where, threads=n, bench=bench, formats=fmts,
+        calibration, _ = calibrate(profile, profile_path, target=where.address, threads=n, bench=bench, formats=fmts,
                                    precisions=precs, rounds=rounds, on_step=step)
         progress.update(task, completed=progress.tasks[0].total, info="fitted")
     write_calibration(calibration, out, replace=replace)

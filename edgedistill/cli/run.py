@@ -118,11 +118,11 @@ def run_command(
 
 def check_ssh_config(target: str, profile, ssh_config: Optional[Path]) -> None:
     """Before anything runs: the --ssh-config file exists, and a profile's own ssh_config is not used unasked."""
-    from edgedistill.bench.targets import resolve_target, ssh_config_for
+    from edgedistill.bench.targets import get_target
 
     if ssh_config is not None and not ssh_config.is_file():
         raise UserError(f"{ssh_config}: --ssh-config: file not found")
-    ssh_config_for(resolve_target(target, profile), profile, ssh_config)
+    get_target(target, profile).ssh_config(profile, ssh_config)
 
 
 def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Path] = None) -> None:

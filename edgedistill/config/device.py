@@ -3,69 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgedistill.bench.ssh import check_ssh_address
 from edgedistill.config.loading import load_model
 from edgedistill.errors import UserError, unknown_choice
 from edgedistill.export.formats import FormatName, RuntimeName
 from edgedistill.resources import bundled_dir
-
-# A user name and a host name, as OpenSSH is given them: neither may start with '-' (ssh would read it as
-# an option) and neither holds a shell or ssh_config metacharacter. An IPv6 address goes in brackets.
-_SSH_USER = r"[A-Za-z_][A-Za-z0-9._-]{0,31}"
-_SSH_HOST = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]"
-SSH_ADDRESS = re.compile(rf"^ssh://(?:(?P<user>{_SSH_USER})@)?(?P<host>{_SSH_HOST})(?::(?P<port>\d{{1,5}}))?/?$")
-_PASSWORD = re.compile(r"^(ssh://[^@/:\s]*):[^@/\s]*@")
-
-
-def refuse_password(address: object) -> object:
-    """Refuse an SSH address that carries a password, showing it masked: addresses go into logs and reports."""
-    if isinstance(address, str) and _PASSWORD.match(address):
-        masked = _PASSWORD.sub(r"\1:***@", address)
-        raise ValueError(f"{masked!r} holds a password; edgedistill connects with SSH keys only, so that no "
-                         "password reaches a log or a report (ssh-copy-id installs a key)")
-    return address
-
-
-def check_target(target: object) -> object:
-    """A benchmark target: auto, local, emulated[:cpu] (the runner under qemu on an ARM CPU) or an SSH address."""
-    if isinstance(target, str) and (target == "emulated" or target.startswith("emulated:")):
-        from edgedistill.bench.emulated import CPUS
-
-        cpu = target.partition(":")[2]
-        if target != "emulated" and cpu not in CPUS:
-            raise ValueError(unknown_choice("emulated CPU", cpu, CPUS))
-        return target
-    if isinstance(target, str) and target not in ("auto", "local") and not target.startswith("ssh://"):
-        raise ValueError(f"{ascii(target)}: expected auto, local, emulated[:cpu] or ssh://[user@]host[:port]")
-    return check_ssh_address(target)
-
-
-def check_ssh_address(address: object) -> object:
-    """An ssh://[user@]host[:port] address whose parts cannot be read by ssh as options; a ValueError
-    that says which part is wrong otherwise."""
-    refuse_password(address)
-    if not isinstance(address, str) or address in ("auto", "local"):
-        return address
-    shown = ascii(address)
-    match = SSH_ADDRESS.match(address)
-    if match is None:
-        rest = address.removeprefix("ssh://")
-        if not address.startswith("ssh://"):
-            why = "expected auto, local or ssh://[user@]host[:port]"
-        elif rest.startswith("-") or "@-" in rest:
-            why = "a user or host may not start with '-' (ssh would take it for an option)"
-        else:
-            why = ("expected ssh://[user@]host[:port]: a user of letters, digits, '.', '_', '-' (not first), a host "
-                   "name or address of the same, or [IPv6]")
-        raise ValueError(f"{shown}: {why}")
-    if match["port"] and not 1 <= int(match["port"]) <= 65535:
-        raise ValueError(f"{shown}: port {match['port']} is outside 1..65535")
-    return address
 
 
 class Strict(BaseModel):

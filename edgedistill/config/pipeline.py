@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_serializer, model_validator
 
-from edgedistill.config.device import Budgets, Strict, check_ssh_address, device_path
+from edgedistill.bench.targets import check_target
+from edgedistill.config.device import Budgets, Strict, device_path
 from edgedistill.config.loading import read_yaml, validate
 from edgedistill.distill.terms import TERMS
 from edgedistill.errors import UserError, unknown_choice
@@ -491,7 +492,7 @@ class Bench(Strict):
     threads: int | None = Field(default=None, ge=1, description="default: the device's cores, capped at the host's")
     timeout_s: float = Field(default=600, gt=0)
 
-    _safe_target = field_validator("target", mode="before")(check_ssh_address)
+    _known_target = field_validator("target", mode="before")(check_target)
 
 
 class Report(Strict):

@@ -112,7 +112,7 @@ def micro_models() -> list[tuple[str, object, tuple[int, ...]]]:
     return out
 
 
-# (artifact path) -> runner result, as bench.targets.run_on returns it
+# (artifact path) -> runner result, as a bench target's run returns it
 Bench = Callable[[Path], dict]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgedistill.bench.local import BenchFailed
-from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+from edgedistill.bench.targets import get_target
 from edgedistill.data import load_dataset
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output, atomic_write_json
@@ -30,10 +30,10 @@ def run(spec, ctx) -> StageResult:
             ctx.console.print(f"  accuracy on the target: {shipped['samples']:,} of the {shipped['of']:,} test samples "
                               f"(a seeded draw keeping each class's share; at most {MAX_TEST_MB} MB are shipped)")
         outputs["test_data"] = test_npz
-    target = resolve_target(cfg.target, ctx.device)
-    threads = bench_threads(target, ctx.device, cfg.threads)
-    where = describe(target, ctx.device, threads) + (f", {seq_len} tokens" if tokens else "")
-    measured_on = measured_where(target, ctx.device)
+    target = get_target(cfg.target, ctx.device)
+    threads = target.threads(ctx.device, cfg.threads)
+    where = target.describe(ctx.device, threads) + (f", {seq_len} tokens" if tokens else "")
+    measured_on = target.evidence(ctx.device)
     arm_cpu = emulation_cpu(cfg.emulate, ctx.device, tokens)  # before any work: `on` without a CPU stops here
     student = None if tokens else load_student(spec, ctx)
     predictions = {} if tokens else device_predictions(spec, ctx, student, data.input_shape)
@@ -47,7 +47,7 @@ def run(spec, ctx) -> StageResult:
         try:
             with ctx.console.status(f"  benchmarking {artifact['format']} {artifact['precision']} on "
                                     f"{threads} thread(s)…"):
-                result = run_on(target, ctx.device, ctx.output("export", key), test_npz, threads=threads,
+                result = target.run(ctx.device, ctx.output("export", key), test_npz, threads=threads,
                                 warmup_runs=cfg.warmup_runs, warmup_s=cfg.warmup_s, runs=cfg.runs,
                                 min_time_s=cfg.min_time_s, timeout_s=cfg.timeout_s, trust_new_host=cfg.trust_new_host,
                                 ssh_config=ctx.ssh_config, seq_len=seq_len)
@@ -115,14 +115,6 @@ def emulation_cpu(mode: str, device, tokens: bool) -> str | None:
     if mode == "auto" and (cpu is None or not emulated.available()):
         return None
     return cpu
-
-
-def measured_where(target: str, device) -> str:
-    """Whose figures the benchmark gives: the device's (over SSH), this host's as itself (the host profile),
-    or this host's standing in for the device."""
-    if target.startswith("ssh://"):
-        return "device"
-    return "host" if device.name == "host" else "stand-in"
 
 
 def load_student(spec, ctx):

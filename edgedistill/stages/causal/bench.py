@@ -9,13 +9,13 @@ import json
 import numpy as np
 
 from edgedistill.bench.local import BenchFailed
-from edgedistill.bench.targets import bench_threads, describe, resolve_target, run_on
+from edgedistill.bench.targets import get_target
 from edgedistill.fileio import atomic_output, atomic_write_json
 from edgedistill.lm.causal import rouge_l
 from edgedistill.lm.chat import chat_ids, load_causal, stop_ids
 from edgedistill.lm.instructions import scores
 from edgedistill.pipeline.engine import StageResult
-from edgedistill.stages.bench import bench_cell, emulation_cpu, measured_where
+from edgedistill.stages.bench import bench_cell, emulation_cpu
 from edgedistill.stages.causal.teacher import load_prompts
 
 MAX_ANSWER_IDS = 1 << 20  # tokens a runner's answers may hold in all, before they are believed
@@ -33,10 +33,10 @@ def run(spec, ctx) -> StageResult:
                  offsets=np.cumsum([0] + [len(p) for p in prompt_ids]), new_tokens=np.array(spec.data.answer_tokens),
                  stop_ids=np.array(sorted(stop_ids(model, tokenizer))))
     reference = json.loads(ctx.output("teacher", "answers").read_text())["ids"]
-    target = resolve_target(cfg.target, ctx.device)
-    threads = bench_threads(target, ctx.device, cfg.threads)
-    where = describe(target, ctx.device, threads) + f", prompt of {cfg.prompt_tokens} tokens"
-    measured_on = measured_where(target, ctx.device)
+    target = get_target(cfg.target, ctx.device)
+    threads = target.threads(ctx.device, cfg.threads)
+    where = target.describe(ctx.device, threads) + f", prompt of {cfg.prompt_tokens} tokens"
+    measured_on = target.evidence(ctx.device)
     arm_cpu = emulation_cpu(cfg.emulate, ctx.device, False)  # before any work: `on` without a CPU stops here
     cells, warnings, outputs = [], [], {"prompts": prompts_npz}
     for artifact in ctx.metrics("export").get("artifacts", []):
@@ -48,7 +48,7 @@ def run(spec, ctx) -> StageResult:
         try:
             with ctx.console.status(f"  generating with {artifact['format']} {artifact['precision']} on "
                                     f"{threads} thread(s)…"):
-                result = run_on(target, ctx.device, ctx.output("export", key), prompts_npz, threads=threads,
+                result = target.run(ctx.device, ctx.output("export", key), prompts_npz, threads=threads,
                                 warmup_runs=1, warmup_s=0, runs=cfg.runs, min_time_s=0, timeout_s=cfg.timeout_s,
                                 trust_new_host=cfg.trust_new_host, ssh_config=ctx.ssh_config,
                                 seq_len=cfg.prompt_tokens)
