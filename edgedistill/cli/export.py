@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from edgedistill.errors import UserError
+from edgedistill.precisions import PRECISIONS, QUANTIZED, get_precision
 
 
 def _load_npz(path: Path, what: str, input_shape=None):
@@ -85,7 +86,7 @@ def _checkpoint(checkpoint: Path, arch: Optional[Path], allow_factory: bool = Fa
 def export_command(
     checkpoint: Path = typer.Argument(..., help="A run folder, or student weights (.safetensors / .pt)."),
     format: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, int8-dynamic or int8."),
+    precision: str = typer.Option("fp32", "--precision", help=f"{', '.join(PRECISIONS)}."),
     arch: Optional[Path] = typer.Option(None, "--arch", help="arch.json (default: beside the weights)."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help=".npz with x and y, for parity."),
@@ -97,7 +98,7 @@ def export_command(
     """Export a student checkpoint to ONNX or TFLite at a precision, and check its parity with PyTorch."""
     from edgedistill.distill.trainer import predict
     from edgedistill.errors import unknown_choice
-    from edgedistill.export.formats import PRECISIONS, artifact_name, get_format
+    from edgedistill.export.formats import artifact_name, get_format
     from edgedistill.export.parity import compare
 
     fmt = get_format(format)
@@ -120,7 +121,7 @@ def export_command(
         calib_x, _ = _load_npz(calibration_data, "--calibration-data", shape)
     if test_data:
         test = _load_npz(test_data, "--test-data", shape)
-    if precision == "int8" and calib_x is None:
+    if get_precision(precision).needs_calibration and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     out = out or (run_dir / "export" if run_dir else checkpoint.parent) / artifact_name(format, precision)
     fp32 = out if precision == "fp32" else out.with_name(artifact_name(format, "fp32"))
@@ -130,7 +131,8 @@ def export_command(
                 "model": f"{info.family} x{info.width} depth x{info.depth}"}
     fmt.export(model, (1, info.in_channels, *info.input_hw), fp32, opset=17, metadata=metadata)
     try:
-        fmt.variant(fp32, out, precision, calib_x, method if precision == "int8" else None, [], metadata)
+        calibration = method if get_precision(precision).needs_calibration else None
+        fmt.variant(fp32, out, precision, calib_x, calibration, [], metadata)
     finally:
         if scratch_fp32:
             fp32.unlink(missing_ok=True)
@@ -146,7 +148,7 @@ def export_command(
 
 def quantize_command(
     model: Path = typer.Argument(..., help="An fp32 .onnx or .tflite file."),
-    precision: str = typer.Option("int8", "--precision", help="fp16, int8-dynamic or int8."),
+    precision: str = typer.Option("int8", "--precision", help=f"{', '.join(QUANTIZED)}."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", help=".npz with x, for int8."),
     method: str = typer.Option("minmax", "--calibration", help="int8: minmax; ONNX also entropy, percentile."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: MODEL-PRECISION.suffix)."),
@@ -158,8 +160,8 @@ def quantize_command(
     fmt = format_of(model)
     if not model.is_file():
         raise UserError(f"{model}: file not found")
-    if precision not in ("fp16", "int8-dynamic", "int8"):
-        raise UserError(f"--precision: {unknown_choice('precision', precision, ('fp16', 'int8-dynamic', 'int8'))}")
+    if precision not in QUANTIZED:
+        raise UserError(f"--precision: {unknown_choice('precision', precision, QUANTIZED)}")
     if method not in fmt.calibration_methods:
         raise UserError(f"--calibration: {unknown_choice('calibration method', method, fmt.calibration_methods)}")
     out = out or model.with_name(f"{model.stem}-{precision}{model.suffix}")
@@ -171,10 +173,11 @@ def quantize_command(
     calib_x = None
     if calibration_data:
         calib_x = _load_npz(calibration_data, "--calibration-data", metadata.get("input_shape"))[0]
-    if precision == "int8" and calib_x is None:
+    if get_precision(precision).needs_calibration and calib_x is None:
         raise UserError("--calibration-data: static int8 needs calibration samples (an .npz with x)")
     try:
-        fmt.variant(model, out, precision, calib_x, method if precision == "int8" else None, [], metadata)
+        calibration = method if get_precision(precision).needs_calibration else None
+        fmt.variant(model, out, precision, calib_x, calibration, [], metadata)
     except Exception as exc:  # noqa: BLE001 - the quantizer refusing the user's file or data, in one line
         raise UserError(f"{model}: {precision} quantization failed: {' '.join(str(exc).split())[-300:]}") from None
     typer.echo(f"{precision}: {out} ({out.stat().st_size / 1024:.1f} KiB, from {model.stat().st_size / 1024:.1f} KiB)")

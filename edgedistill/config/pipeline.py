@@ -12,9 +12,10 @@ from edgedistill.config.device import Budgets, Strict, device_path
 from edgedistill.config.loading import read_yaml, validate
 from edgedistill.distill.terms import TERMS
 from edgedistill.errors import UserError, unknown_choice
-from edgedistill.export.formats import PRECISIONS, FormatName
+from edgedistill.export.formats import FormatName
 from edgedistill.fileio import in_package
 from edgedistill.models import FOREIGN_TEACHERS, family_names, is_factory
+from edgedistill.precisions import PRECISIONS, get_precision
 
 
 def _existing_file(value: Path, info: ValidationInfo) -> Path:
@@ -433,12 +434,13 @@ class Parity(Strict):
 
     def problem(self, precision: str, max_abs_diff: float, agreement: float, reference_scale: float) -> str | None:
         """Why an artifact of `precision` fails parity, or None when it passes."""
-        if precision == "fp32" and max_abs_diff > self.fp32_atol:
+        if get_precision(precision).parity == "exact" and max_abs_diff > self.fp32_atol:
             return f"max |Δ| {max_abs_diff:.2e} exceeds export.parity.fp32_atol {self.fp32_atol:g}"
-        if precision == "fp16" and max_abs_diff > self.fp16_rtol * reference_scale:
+        kind = get_precision(precision).parity
+        if kind == "relative" and max_abs_diff > self.fp16_rtol * reference_scale:
             return (f"max |Δ| {max_abs_diff:.2e} exceeds export.parity.fp16_rtol {self.fp16_rtol:g} of the largest "
                     f"|output| {reference_scale:.3g}")
-        if precision.startswith("int8") and agreement < self.min_agreement:
+        if kind == "agreement" and agreement < self.min_agreement:
             return f"top-1 agreement {agreement:.2%} is below export.parity.min_agreement {self.min_agreement:.0%}"
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+from edgedistill.precisions import get_precision
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,12 @@ class ModelCost:
         return 2 * self.macs  # a multiply-accumulate is two floating-point operations
 
     def weight_bytes(self, precision: str) -> int:
-        return self.params * BYTES_PER_VALUE[precision]
+        return int(self.params * get_precision(precision).bytes_per_weight)
 
     def activation_bytes(self, precision: str) -> int:
         """Activations read and written by all layers, at `precision` (the counts are fp32 bytes)."""
-        return sum(layer.input_bytes + layer.output_bytes for layer in self.layers) * BYTES_PER_VALUE[precision] // 4
+        per_value = get_precision(precision).bytes_per_weight  # the arithmetic's value size
+        return int(sum(layer.input_bytes + layer.output_bytes for layer in self.layers) * per_value) // 4
 
     def macs_by_kind(self) -> dict[str, int]:
         out = {"conv": 0, "linear": 0}

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgedistill.cost import BYTES_PER_VALUE, ModelCost
+from edgedistill.cost import ModelCost
+from edgedistill.precisions import get_precision
 
 # Dense convolutions are bound by arithmetic and by moving their activations; depthwise ones by moving
 # activations; linear layers at batch 1 by their weights (counted in their FLOPs, 2 per weight);
@@ -38,7 +39,7 @@ KIND_TERMS = {"conv": ("conv_flops", "conv_act"), "depthwise": ("depthwise_flops
 
 def cost_precision(precision: str) -> str:
     """The arithmetic a precision runs in: dynamic int8 keeps activations in float, fp16 widens on CPUs."""
-    return "int8" if precision == "int8" else "fp32"
+    return get_precision(precision).arithmetic
 
 
 def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
@@ -47,7 +48,7 @@ def terms(cost: ModelCost, hardware, precision: str) -> np.ndarray:
     peak_ms = (hardware.peak_gops_int8 if arithmetic == "int8" else hardware.peak_gflops_fp32) * 1e9 / 1e3
     bandwidth_ms = hardware.memory_bandwidth_gbps * 1e9 / 1e3
     cycles_ms = hardware.clock_ghz * 1e9 / 1e3
-    value_bytes = BYTES_PER_VALUE[arithmetic] / 4  # the layer counts are fp32 bytes
+    value_bytes = get_precision(arithmetic).bytes_per_weight / 4  # the layer counts are fp32 bytes
     out = dict.fromkeys(TERMS, 0.0)
     for layer in cost.layers:
         flops_term, act_term = KIND_TERMS[layer.kind]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from edgedistill.cost import BYTES_PER_VALUE, model_cost
+from edgedistill.cost import model_cost
 from edgedistill.errors import UserError
 from edgedistill.latency.predictor import LatencyPredictor
+from edgedistill.precisions import get_precision
 
 WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 DEPTHS = (0.5, 1.0, 2.0)
@@ -29,8 +30,8 @@ OBJECTIVES = {
 TIE_BREAK = OBJECTIVES["largest"][0]
 
 
-def storage_bytes_per_value(precision: str) -> int:
-    return BYTES_PER_VALUE["int8" if precision.startswith("int8") else precision]
+def storage_bytes_per_value(precision: str) -> float:
+    return get_precision(precision).bytes_per_weight
 
 
 @dataclass

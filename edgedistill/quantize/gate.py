@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgedistill.precisions import GATE_FALLBACKS, get_precision
+
 
 @dataclass
 class Attempt:
@@ -63,17 +65,18 @@ def run_gate(requested: str, *, make: Make, evaluate: Evaluate, reference_accura
         attempts.append(trial)
         return trial
 
-    first = attempt(requested, calibration if requested == "int8" else None, [], "as requested")
+    asked = get_precision(requested)
+    first = attempt(requested, calibration if asked.needs_calibration else None, [], "as requested")
     if first.passed or requested == "fp32":
         return GateResult(first, attempts)
     limit = f"drop {first.drop:.2%} > {max_drop:.2%}" if first.drop is not None else "conversion failed"
     steps: list[tuple[str, str | None, bool, str]] = []
-    if requested == "int8":
-        steps += [("int8", other, False, f"{limit} with {calibration}: try {other} calibration")
+    if asked.needs_calibration:
+        steps += [(requested, other, False, f"{limit} with {calibration}: try {other} calibration")
                   for other in other_calibrations if other != calibration]
-    if requested.startswith("int8"):
+    if asked.keep_float_retry:
         steps.append((requested, "best", True, f"{limit}: keep the first and last layers in float"))
-    steps += [(p, None, False, f"{limit}: fall back to {p}") for p in ("fp16", "fp32") if p != requested]
+    steps += [(p, None, False, f"{limit}: fall back to {p}") for p in GATE_FALLBACKS if p != requested]
     for precision, calib, keep_float, why in steps:
         if calib == "best":  # the calibration that did best so far
             calib = _best(attempts).calibration
@@ -84,5 +87,5 @@ def run_gate(requested: str, *, make: Make, evaluate: Evaluate, reference_accura
 
 
 def _best(attempts: list[Attempt]) -> Attempt:
-    scored = [a for a in attempts if a.accuracy is not None and a.precision == "int8"]
+    scored = [a for a in attempts if a.accuracy is not None and get_precision(a.precision).needs_calibration]
     return max(scored, key=lambda a: a.accuracy) if scored else attempts[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgedistill.lm.instructions import mix_text
+from edgedistill.precisions import TABLE
 
 
 def pct(value) -> str:
@@ -95,13 +96,17 @@ def baseline_sentence(d: dict, student_accuracy) -> str | None:
             "Try a higher temperature or alpha, more epochs, or a better teacher; or deploy the scratch student.")
 
 
+def is_integer(precision: str | None) -> bool:
+    return precision in TABLE and TABLE[precision].integer
+
+
 def quantization_notes(artifacts: list[dict]) -> list[str]:
     """Plain sentences for what surprises readers: a quantized file larger (or slower) than its fp32 one."""
     fp32 = {a["format"]: a for a in artifacts if a.get("precision") == "fp32" and a.get("bytes")}
     notes = []
     for a in artifacts:
         base = fp32.get(a["format"])
-        if base is None or a is base or not a.get("bytes") or not a.get("precision", "").startswith("int8"):
+        if base is None or a is base or not a.get("bytes") or not is_integer(a.get("precision")):
             continue
         larger = a["bytes"] > base["bytes"]
         slower = (a.get("latency_ms") or {}).get("p90", 0) > (base.get("latency_ms") or {}).get("p90", float("inf"))

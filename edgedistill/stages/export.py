@@ -18,6 +18,7 @@ from edgedistill.export.parity import compare
 from edgedistill.fileio import sha256_json
 from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
 from edgedistill.pipeline.engine import StageResult
+from edgedistill.precisions import get_precision
 from edgedistill.quantize.gate import run_gate
 
 
@@ -91,7 +92,7 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     work = out / "attempts"
     work.mkdir(exist_ok=True)
     calibration = cfg.calibration.method
-    if precision == "int8" and calibration not in fmt.calibration_methods:
+    if get_precision(precision).needs_calibration and calibration not in fmt.calibration_methods:
         calibration = fmt.calibration_methods[0]  # what the quantizer can do, and what the metadata will say
         warnings.append(f"{name}: calibration {cfg.calibration.method} is not available ({fmt.quantizer} does "
                         f"{', '.join(fmt.calibration_methods)}); {calibration} used")

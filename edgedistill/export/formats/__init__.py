@@ -14,9 +14,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-# int8-weights: int8 weights, float activations (the MatMuls of transformers); int8-dynamic: int8 weights and
-# activations quantized per tensor at run time; int8: static, calibrated activation ranges.
-PRECISIONS = ("fp32", "fp16", "int8-weights", "int8-dynamic", "int8")
+from edgedistill.precisions import PRECISIONS as PRECISIONS  # the table: edgedistill/precisions.py
 
 
 @dataclass(frozen=True)
