@@ -247,16 +247,30 @@ class Steps:
             if not all(torch.isfinite(v) for v in terms.values()):
                 stop_on_non_finite(terms, self.label, epoch, step,
                                    f"the last good epoch's state is kept; {why_non_finite(x, self.model)}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(sum(terms.values())).backward()
-            self.parallel.average_gradients(self.extra)  # adapters live outside the DDP wrapper
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            optimizer_step(terms, self.optimizer, self.scaler,
+                           # adapters live outside the DDP wrapper: their gradients are averaged here
+                           before_step=lambda: self.parallel.average_gradients(self.extra))
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
             seen += len(idx)
             advance()
         return totals, seen
+
+
+def optimizer_step(terms: dict[str, torch.Tensor], optimizer, scaler: torch.amp.GradScaler, *,
+                   clip: list[torch.nn.Parameter] | None = None, before_step: Callable[[], None] | None = None) -> None:
+    """The update of every training loop (image, sentence encoder, causal LM): backward on the sum of the loss
+    terms through the precision's gradient scaler, then, once gradients are whole (`before_step`: averaged across
+    ranks) and unscaled, clipped to norm 1 when `clip` names parameters, and the optimizer's step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(sum(terms.values())).backward()
+    if before_step is not None:
+        before_step()
+    if clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def stop_on_non_finite(terms: dict[str, torch.Tensor], label: str, epoch: int, step: int, hint: str) -> None:

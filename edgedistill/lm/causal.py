@@ -22,7 +22,7 @@ from torch import nn
 
 from edgedistill.distill.compute import CPU, Compute
 from edgedistill.distill.losses import divergence
-from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
+from edgedistill.distill.trainer import optimizer_step, progress_bar, stop_on_non_finite
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.encoder import keep_layers, transformers
@@ -186,12 +186,7 @@ def _train_causal(model, blocks, cfg, *, topk, targets, seed, label, console, co
                                                                cfg.divergence, cfg.beta)
                 stop_on_non_finite(terms, label, epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(terms, optimizer, scaler, clip=list(model.parameters()))
                 schedule.step()
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from edgedistill.distill.compute import CPU, Compute, to_cpu
-from edgedistill.distill.trainer import progress_bar, stop_on_non_finite
+from edgedistill.distill.trainer import optimizer_step, progress_bar, stop_on_non_finite
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output
 from edgedistill.lm.encoder import embed, mean_pool, projection_of
@@ -188,10 +188,7 @@ def _distill_encoder(student, teacher, tokenizer, texts, kept, cfg, *, seed, con
                                                                                  mask)
                 stop_on_non_finite(terms, "encoder distillation", epoch, step, "lower the learning rate")
                 loss = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(terms, optimizer, scaler)
                 schedule.step()
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.item()
