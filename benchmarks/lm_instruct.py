@@ -28,6 +28,7 @@ from edgedistill.bench.local import run_local
 from edgedistill.config.pipeline import load_pipeline
 from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.lm.chat import load_causal
+from edgedistill.lm.formats import DECODER
 from edgedistill.lm.instructions import Prompt, scores
 from edgedistill.stages.causal.bench import checked_answers
 from edgedistill.stages.causal.export import cache_positions
@@ -78,8 +79,8 @@ def main() -> None:
         fmt = FORMATS[args.format]
         fp32 = Path(work) / artifact_name(args.format, "fp32")
         started = time.perf_counter()
-        fmt.export_decoder(teacher, fp32, opset=17, max_tokens=cache_positions(spec, tokenizer, evaluation),
-                           metadata={"model": "teacher"})
+        DECODER[args.format].export(teacher, fp32, opset=17, max_tokens=cache_positions(spec, tokenizer, evaluation),
+                                    metadata={"model": "teacher"})
         path = fp32
         if args.precision != "fp32":
             path = Path(work) / artifact_name(args.format, args.precision)

@@ -17,9 +17,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from edgedistill.config.device import Strict
 from edgedistill.config.pipeline import Bench, PipelineBase
 from edgedistill.export.formats import FORMATS
+from edgedistill.lm.formats import DECODER
 
-# The formats that can take a decoder with its KV cache.
-DecoderFormatName = Literal[tuple(n for n, f in FORMATS.items() if f.export_decoder)]  # type: ignore[valid-type]
+# The formats that can take a decoder with its KV cache (the causal-LM kind's table).
+DecoderFormatName = Literal[tuple(n for n in FORMATS if n in DECODER)]  # type: ignore[valid-type]
 MAX_PROMPT_FILE_BYTES = 1 << 20
 
 

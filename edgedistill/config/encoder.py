@@ -16,9 +16,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from edgedistill.config.device import Strict
 from edgedistill.config.pipeline import PipelineBase
 from edgedistill.export.formats import FORMATS
+from edgedistill.lm.formats import ENCODER
 
-# The formats that can take a sentence encoder (token inputs).
-EncoderFormatName = Literal[tuple(n for n, f in FORMATS.items() if f.export_encoder)]  # type: ignore[valid-type]
+# The formats that can take a sentence encoder (token inputs; the encoder kind's table).
+EncoderFormatName = Literal[tuple(n for n in FORMATS if n in ENCODER)]  # type: ignore[valid-type]
 
 
 class TextData(Strict):

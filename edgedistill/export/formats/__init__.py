@@ -36,13 +36,6 @@ class ExportFormat:
     outputs: Callable[[Path, np.ndarray], np.ndarray]  # the artifact's outputs on x, on its runtime's CPU path
     # An integer input's scale and zero point, for the app that feeds the model; None for float inputs.
     input_quantization: Callable[[Path], dict | None] = lambda path: None
-    # Sentence encoders (data.kind: text); None where the format cannot take one.
-    export_encoder: Callable[..., Path] | None = None  # (model, path, *, opset, seq_len, metadata) -> path
-    encoder_embeddings: Callable[..., np.ndarray] | None = None  # (path, tokenizer, texts, *, seq_len)
-    # Causal LMs with their KV cache as inputs and outputs (data.kind: instructions); None where not supported.
-    # (model, path, *, opset, max_tokens, metadata) -> path; max_tokens: prompt + answer a generation may need
-    export_decoder: Callable[..., Path] | None = None
-    decoder_feeding: str = ""  # how an app feeds that decoder, for the report
 
     def variant(self, fp32_path: Path, out: Path, precision: str, calibration_x: np.ndarray | None,
                 method: str | None, keep_float: list[str], metadata: dict) -> Path:

@@ -50,32 +50,10 @@ def _outputs(path, x):
     return onnx_outputs(path, x)
 
 
-def _export_encoder(model, path, *, opset, seq_len, metadata):
-    from edgedistill.lm.export import encoder_to_onnx
-
-    return encoder_to_onnx(model, path, opset=opset, metadata=metadata)  # dynamic length: seq_len not baked in
-
-
-def _encoder_embeddings(path, tokenizer, texts, *, seq_len):
-    from edgedistill.lm.export import onnx_embed
-
-    return onnx_embed(path, tokenizer, texts, max_length=seq_len)
-
-
-def _export_decoder(model, path, *, opset, max_tokens, metadata):
-    from edgedistill.lm.kv_export import decoder_to_onnx
-
-    return decoder_to_onnx(model, path, opset=opset, metadata=metadata)  # dynamic lengths: max_tokens not baked in
-
-
 FORMAT = ExportFormat(
     name="onnx", suffix=".onnx", runtime="onnxruntime", extra="onnx", color="#1f77b4",
     converter="torch.onnx (TorchScript exporter)",
     quantizer="onnxruntime.quantization (QDQ static, dynamic), onnxruntime.transformers.float16",
     calibration_methods=("minmax", "entropy", "percentile"),
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
-    write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
-    export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
-    export_decoder=_export_decoder,
-    decoder_feeding="the prompt once with empty past_key_<i> / past_value_<i> (1, kv_heads, 0, head_dim), then one "
-                    "token per call with the present_* outputs fed back as pasts; logits are the last position's")
+    write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs)

@@ -56,33 +56,10 @@ def _input_quantization(path):
     return input_quantization(path)
 
 
-def _export_encoder(model, path, *, opset, seq_len, metadata):
-    from edgedistill.lm.export import encoder_to_tflite
-
-    return encoder_to_tflite(model, path, seq_len=seq_len, metadata=metadata)
-
-
-def _encoder_embeddings(path, tokenizer, texts, *, seq_len):
-    from edgedistill.lm.export import tflite_embed
-
-    return tflite_embed(path, tokenizer, texts, seq_len=seq_len)
-
-
-def _export_decoder(model, path, *, opset, max_tokens, metadata):
-    from edgedistill.lm.litert_decoder import decoder_to_tflite
-
-    return decoder_to_tflite(model, path, cache_length=max_tokens, metadata=metadata)
-
-
 FORMAT = ExportFormat(
     name="tflite", suffix=".tflite", runtime="tflite", extra="tflite", color="#ff7f0e",
     converter="litert-torch", quantizer="ai-edge-quantizer",
     calibration_methods=("minmax",),  # ai-edge-quantizer estimates activation ranges by min/max only
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
     write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs,
-    input_quantization=_input_quantization, export_encoder=_export_encoder, encoder_embeddings=_encoder_embeddings,
-    export_decoder=_export_decoder,
-    decoder_feeding="signatures prefill_<n> and decode, with kv_cache_k_<i> / kv_cache_v_<i> (1, cache, kv_heads, "
-                    "head_dim) fed back: the prompt but its last token through prefill (int32 tokens padded at the "
-                    "end, input_pos), then decode one token at a time from the last prompt token; logits (1, 1, "
-                    "vocab)")
+    input_quantization=_input_quantization)

@@ -10,6 +10,7 @@ from edgedistill.errors import StageFailed
 from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.chat import chat_ids, greedy_answers, load_causal
+from edgedistill.lm.formats import DECODER
 from edgedistill.lm.kv_export import torch_next_logits
 from edgedistill.pipeline.engine import StageResult
 from edgedistill.quiet import quiet
@@ -49,7 +50,7 @@ def run(spec, ctx) -> StageResult:
         fp32_path, conv = out / artifact_name(fmt, "fp32"), FORMATS[fmt]
         try:
             with ctx.console.status(f"  {fmt}: exporting the decoder with its KV cache…"):
-                conv.export_decoder(model, fp32_path, opset=cfg.opset, max_tokens=positions, metadata=metadata)
+                DECODER[fmt].export(model, fp32_path, opset=cfg.opset, max_tokens=positions, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
             artifacts += [failed_artifact(fmt, p, f"conversion failed: {one_line(exc)}") for p in cfg.precisions]
             warnings.append(f"{fmt}: conversion failed: {one_line(exc)}")
@@ -86,7 +87,7 @@ def run(spec, ctx) -> StageResult:
         raise StageFailed("no artifact was exported: " + "; ".join(a["error"] for a in artifacts))
     feeding = {"input": "token ids of the prompt through the tokenizer's chat template (the template and the stop id "
                         "are in the artifact's metadata: chat_template, eos_token_id)",
-               **{f"generation ({fmt})": FORMATS[fmt].decoder_feeding for fmt in cfg.formats},
+               **{f"generation ({fmt})": DECODER[fmt].feeding for fmt in cfg.formats},
                "stop": f"token id {tokenizer.eos_token_id} ({tokenizer.eos_token!r})"}
     return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": feeding},
                        warnings=warnings)

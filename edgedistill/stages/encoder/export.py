@@ -12,6 +12,7 @@ from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.distill import encoder_agreement
 from edgedistill.lm.encoder import embed, load_encoder
+from edgedistill.lm.formats import ENCODER
 from edgedistill.lm.text import held_out_texts
 from edgedistill.pipeline.engine import StageResult
 from edgedistill.stages.artifacts import failed_artifact, ok_artifact, one_line
@@ -32,7 +33,7 @@ def run(spec, ctx) -> StageResult:
     for fmt in cfg.formats:
         fp32_path, conv = out / artifact_name(fmt, "fp32"), FORMATS[fmt]
         try:
-            conv.export_encoder(model, fp32_path, opset=cfg.opset, seq_len=cfg.seq_len, metadata=metadata)
+            ENCODER[fmt].export(model, fp32_path, opset=cfg.opset, seq_len=cfg.seq_len, metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - one format failing leaves the others going
             artifacts += [failed_artifact(fmt, p, f"conversion failed: {one_line(exc)}") for p in cfg.precisions]
             warnings.append(f"{fmt}: conversion failed: {one_line(exc)}")
@@ -43,7 +44,7 @@ def run(spec, ctx) -> StageResult:
                 if precision != "fp32":
                     conv.quantize(fp32_path, path, precision, None, None, [])
                 with ctx.console.status(f"  {fmt} {precision}: embedding {len(texts)} held-out sentences…"):
-                    got = conv.encoder_embeddings(path, tokenizer, texts, seq_len=cfg.seq_len)
+                    got = ENCODER[fmt].embeddings(path, tokenizer, texts, seq_len=cfg.seq_len)
             except Exception as exc:  # noqa: BLE001
                 artifacts.append(failed_artifact(fmt, precision, one_line(exc)))
                 continue
