@@ -393,3 +393,23 @@ def test_log_axis_labels_are_few_and_plain(span):
     assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]  # minor labels were the overlap
     assert 3 <= len(major) <= 10 and all("$" not in t for t in major), major
     plt.close(fig)
+
+
+def test_a_truncated_pt2_is_one_line_without_torch_s_log(tmp_path, capfd):
+    program = torch.export.export(_Linear().eval(), (torch.zeros(1, 4),))
+    torch.export.save(program, tmp_path / "whole.pt2")
+    data = (tmp_path / "whole.pt2").read_bytes()
+    (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    with pytest.raises(UserError, match=r"cut.pt2: teacher.path: not a zip archive"):
+        load_foreign("exported", tmp_path / "cut.pt2")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_a_device_s_answer_reaches_the_terminal_escaped(capsys):
+    from edgedistill.cli.bench import _say
+
+    _say("m.onnx on ssh://pi@box, CPU \x1b]0;owned\x07Cortex-A72\x1b[2J: p50 1.0 ms")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;owned\\x07Cortex-A72" in out
