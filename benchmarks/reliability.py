@@ -95,7 +95,9 @@ GROUPS = {
         "tests/test_hostile_round3.py::test_a_superscript_digit_in_a_file_name_is_one_line",
         "tests/test_hostile_round3.py::test_bench_on_emulated_arm_with_a_non_model_or_5d_data_is_one_line",
         "tests/test_report.py::test_a_failed_device_benchmark_leaves_no_device_scope",
-        "tests/test_report.py::test_compared_runs_keep_their_table_whatever_the_folder_names"],
+        "tests/test_report.py::test_compared_runs_keep_their_table_whatever_the_folder_names",
+        "tests/test_hostile_round3.py::test_a_truncated_pt2_is_one_line_without_torch_s_log",
+        "tests/test_hostile_round3.py::test_a_device_s_answer_reaches_the_terminal_escaped"],
     "new user": [
         "tests/test_hostile_round3.py::test_mean_and_std_read_back_from_the_resolved_pipeline",
         "tests/test_report.py::test_every_markdown_table_has_as_many_cells_in_each_row_as_its_header",
@@ -125,7 +127,8 @@ ROUND3 = {
     "denial of service": "a 1x2,000,000 PNG, a 7.5 GiB batch, a backtracking label_pattern, class 10^9, an idx "
                          "bomb, a cache entry truncated while mapped",
     "one-line messages": "an oversized npy header, a superscript digit, bench on emulated ARM with a non-model or "
-                         "5-D data, a failed device benchmark's verdict, newlines in compared run names",
+                         "5-D data, a failed device benchmark's verdict, newlines in compared run names, a truncated "
+                         ".pt2, escape sequences in a device's answer",
     "new user": "mean/std in the resolved pipeline, report.md tables, the broken budget named, select's data, "
                 "bench on training images, log-axis labels",
 }
