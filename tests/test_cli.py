@@ -76,7 +76,7 @@ def test_failed_bench_still_reports(tmp_path):
 @pytest.mark.slow
 def test_kill_during_distill_then_resume(tmp_path):
     """SIGKILL while distilling; --resume keeps teacher and student, continues distillation, completes."""
-    spec = tiny_pipeline_dict(distill={"epochs": 40, "batch_size": 32})
+    spec = tiny_pipeline_dict(distill={"epochs": 12, "batch_size": 32})
     path = write_pipeline(tmp_path / "p.yaml", spec)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir)],
