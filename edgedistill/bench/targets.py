@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgedistill.bench.local import BenchFailed, host_cores, run_local
-from edgedistill.errors import UserError
+from edgedistill.errors import UserError, unknown_choice
 
 PLUGIN_GROUP = "edgedistill.targets"
 
@@ -112,15 +112,17 @@ def check_target(address: object, measures: tuple[str, ...] = ("timing",)) -> ob
     return address
 
 
-def get_target(address: str, device) -> Target:
-    """The target of `address`; 'auto' is the device profile's SSH address when it has one, else this host."""
+def get_target(address: str, device, measures: tuple[str, ...] = ("timing", "fidelity"),
+               field: str = "target") -> Target:
+    """The target of `address`, checked (a UserError naming `field` otherwise); 'auto' is the device profile's SSH
+    address when it has one, else this host."""
     if address == "auto":
         conn = device.connection
         address = conn.address if conn and conn.transport == "ssh" and conn.address else "local"
     try:
-        check_target(address, measures=("timing", "fidelity"))
+        check_target(address, measures=measures)
     except ValueError as exc:
-        raise UserError(f"target {exc}") from None
+        raise UserError(f"{field} {exc}") from None
     return target_class(address)(address)
 
 
@@ -200,7 +202,6 @@ class UnderQemu(Target):
     @classmethod
     def check(cls, address: str) -> None:
         from edgedistill.bench.emulated import CPUS
-        from edgedistill.errors import unknown_choice
 
         cpu = address.partition(":")[2]
         if address != cls.scheme and cpu not in CPUS:

@@ -35,7 +35,7 @@ def bench_command(
 ) -> None:
     """Benchmark MODEL: p50/p90/p99 latency, init time, peak RSS, accuracy on --data, device info."""
     from edgedistill.bench.local import BenchFailed
-    from edgedistill.bench.targets import check_target, get_target
+    from edgedistill.bench.targets import get_target
     from edgedistill.cli.run import check_ssh_config
     from edgedistill.config.device import load_device
     from edgedistill.export.formats import format_of
@@ -50,19 +50,15 @@ def bench_command(
     if data is not None:
         _check_data(data)
     profile = load_device(device)
-    try:
-        check_target(target, measures=("timing", "fidelity"))
-    except ValueError as exc:
-        raise UserError(f"--target {exc}") from None
-    where = get_target(target, profile)
+    where = get_target(target, profile, field="--target")
     if where.measures == "fidelity":
         return _bench_emulated(model, where.cpu(profile), data, timeout_s, as_json)
     check_ssh_config(target, profile, ssh_config)
     n = where.threads(profile, threads)
     try:
         result = where.run(profile, model, data, threads=n, warmup_runs=warmup, warmup_s=0.2, runs=runs,
-                        min_time_s=min_time_s, timeout_s=timeout_s, trust_new_host=trust_new_host,
-                        ssh_config=ssh_config, seq_len=seq_len)
+                           min_time_s=min_time_s, timeout_s=timeout_s, trust_new_host=trust_new_host,
+                           ssh_config=ssh_config, seq_len=seq_len)
     except BenchFailed as exc:
         raise UserError(str(exc)) from None
     if as_json:
@@ -74,14 +70,14 @@ def bench_command(
     gen = result.get("generation")
     if gen:  # a KV-cache decoder: time to first token and decode speed
         _say(f"{model.name} on {where.describe(profile, n)}, CPU {cpu}: time to first token p50 "
-                   f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']}-token prompt), "
-                   f"{gen['decode_tokens_per_s']:.1f} tokens/s (p90 {lat['p90']:.2f} ms a token, {gen['runs']} "
-                   f"generations of {gen['new_tokens']}); init {result['init_ms']:.1f} ms, peak RSS "
-                   f"{result['peak_rss_mb']:.0f} MB")
+             f"{gen['ttft_ms']['p50']:.1f} ms ({gen['prompt_tokens']}-token prompt), "
+             f"{gen['decode_tokens_per_s']:.1f} tokens/s (p90 {lat['p90']:.2f} ms a token, {gen['runs']} "
+             f"generations of {gen['new_tokens']}); init {result['init_ms']:.1f} ms, peak RSS "
+             f"{result['peak_rss_mb']:.0f} MB")
         return
     _say(f"{model.name} on {where.describe(profile, n)}, CPU {cpu}: "
-               f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
-               f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
+         f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms over {lat['count']} runs; "
+         f"init {result['init_ms']:.1f} ms, peak RSS {result['peak_rss_mb']:.0f} MB{acc}")
 
 
 def _say(text: str) -> None:
@@ -125,9 +121,9 @@ def _bench_emulated(model: Path, cpu: str, data: Path | None, timeout_s: float, 
         typer.echo(json.dumps(fidelity, indent=2))
         return
     _say(f"{model.name} on emulated {cpu} ({fidelity['machine']}, qemu {fidelity['qemu']}): accuracy "
-               f"{fidelity['accuracy']:.2%} on {fidelity['samples']} samples; top-1 agreement with this host's "
-               f"{fmt.runtime} {fidelity['top1_agreement']:.2%}, max |Δ| {fidelity['max_abs_diff']:.1e}. "
-               f"Timing under emulation is not a device latency: measure it on the device (--target ssh://...).")
+         f"{fidelity['accuracy']:.2%} on {fidelity['samples']} samples; top-1 agreement with this host's "
+         f"{fmt.runtime} {fidelity['top1_agreement']:.2%}, max |Δ| {fidelity['max_abs_diff']:.1e}. "
+         f"Timing under emulation is not a device latency: measure it on the device (--target ssh://...).")
 
 
 def _folder_data(model: Path, folder: Path, samples: int) -> Path:

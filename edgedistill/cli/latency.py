@@ -32,7 +32,7 @@ def calibrate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedistill.bench.local import BenchFailed
-    from edgedistill.bench.targets import check_target, get_target
+    from edgedistill.bench.targets import get_target
     from edgedistill.cli.run import check_ssh_config
     from edgedistill.config.device import device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
@@ -47,11 +47,7 @@ def calibrate_command(
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
     profile_path = device_path(device)
     profile = load_device(device)
-    try:
-        check_target(target)
-    except ValueError as exc:
-        raise UserError(f"--target {exc}") from None
-    where = get_target(target, profile)
+    where = get_target(target, profile, measures=("timing",), field="--target")
     check_ssh_config(target, profile, ssh_config)
     out = output or calibration_path(profile_path)
     refuse_overwrite(out, replace)  # say so before minutes of measuring, not after
@@ -65,7 +61,7 @@ def calibrate_command(
     def bench(artifact: Path) -> dict:
         try:
             return where.run(profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
-                          min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host, ssh_config=ssh_config)
+                             min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host, ssh_config=ssh_config)
         except BenchFailed as exc:
             raise UserError(f"calibration stopped, nothing written: {exc}") from None
 

@@ -190,10 +190,7 @@ def image_files(folder: Path, include: str = "*", *, root: Path | None = None,
     boundary = (root or folder).resolve()
     _check_link(folder, boundary, follow_links)
     found, walked = [], set()
-    def unreadable(error: OSError):
-        raise UserError(f"{error.filename}: data.root: cannot be read ({error.strerror or error})")
-
-    for current, dirs, files in os.walk(folder, onerror=unreadable, followlinks=follow_links):
+    for current, dirs, files in os.walk(folder, onerror=_unreadable, followlinks=follow_links):
         here = Path(current)
         stat = here.stat()
         if (stat.st_dev, stat.st_ino) in walked:
@@ -212,6 +209,10 @@ def image_files(folder: Path, include: str = "*", *, root: Path | None = None,
             if len(found) > MAX_FILES:
                 raise UserError(f"{folder}: data.root: more than {MAX_FILES:,} images; at most {MAX_FILES:,} are read")
     return sorted(found)
+
+
+def _unreadable(error: OSError):
+    raise UserError(f"{error.filename}: data.root: cannot be read ({error.strerror or error})")
 
 
 def _check_link(path: Path, boundary: Path, follow_links: bool) -> None:
