@@ -238,6 +238,20 @@ def measure_lost(workdir: Path) -> tuple[list[dict], int, int]:
     return cases, len(reference["files"]), len(reference["results"])
 
 
+def save(summary: dict) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags of this host's CPU that decide its kernels (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted({f for f in flags.split(":", 1)[1].split() if f.startswith(("avx", "sse4", "fma", "amx"))})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", default=",".join(GROUPS),
@@ -245,13 +259,15 @@ def main() -> None:
     parser.add_argument("--skip-lost", action="store_true", help="keep the last lost-or-changed measurement")
     args = parser.parse_args()
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    summary = {**previous, "benchmark": "reliability", "date": time.strftime("%Y-%m-%d")}
+    summary = {**previous, "benchmark": "reliability", "date": time.strftime("%Y-%m-%d"), "cpu_flags": cpu_flags()}
     summary.setdefault("groups", {})
     with tempfile.TemporaryDirectory() as tmp:
         for name in [g for g in args.groups.split(",") if g]:
             cases = run_group(GROUPS[name], Path(tmp) / f"{name}.xml")
-            summary["groups"][name] = {"cases": cases, "tried": len(cases),
-                                       "passed": sum(c["outcome"] == "passed" for c in cases)}
+            summary["groups"][name] = {"cases": cases, "tried": len(cases), "date": time.strftime("%Y-%m-%d"),
+                                       "passed": sum(c["outcome"] == "passed" for c in cases),
+                                       "load_average_1m": round(os.getloadavg()[0], 2)}
+            save(summary)  # each finished group is kept, should the rest be cut short
         if not args.skip_lost:
             faults, files, facts = measure_lost(Path(tmp))
             summary["resumed_runs"] = faults
@@ -260,11 +276,12 @@ def main() -> None:
             summary["changed"] = sum(len(c["changed"]) + len(c["results_changed"]) for c in faults)
     faults, files, facts = summary["resumed_runs"], summary["compared"]["artifacts"], summary["compared"]["results"]
     summary["load_average_1m"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    save(summary)
     g = summary["groups"]
     resumed_ok = sum(c["killed"] and c["resume_exit"] == 0 for c in faults)
-    rows = [f"{summary['date']}; test rows count pytest cases (the fuzz test is one case of 150 generated pipelines).",
+    flags = " ".join(summary.get("cpu_flags") or ["unknown"])
+    rows = [f"{summary['date']}, this host (CPU flags: {flags}; 1-minute load {summary['load_average_1m']} at the "
+            "end); test rows count pytest cases (the fuzz test is one case of 150 generated pipelines).",
             "", "| what | tried | survived / handled / held |", "|---|---|---|",
             "| faults injected (SIGKILL in each stage, truncated artifact and cache entry, full disk mid-run, "
             "read-only and unwritable run folder, failed benchmark, SSH device dropping off, failing distributed "

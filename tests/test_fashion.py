@@ -27,9 +27,9 @@ def test_fashion_pipeline_runs_on_a_share_of_the_real_files(tmp_path):
     proc = cli("run", tmp_path / "p.yaml", "--out", tmp_path / "run", timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
-    # 10 classes, chance 10 %: far above it after 2 epochs. The figure depends on the host's kernels: 48.4 % on
-    # an AVX2-only host on 2026-12-05 (also with the code before that day's changes), above 50 % on the host of the
-    # previous CI run.
+    # 10 classes, chance 10 %: far above it after 2 epochs. The figure depends on the host's kernels: 48.4 % on an
+    # AMD EPYC host with AVX-512 and VNNI on 2026-12-05 (also with the code before that day's changes), above 50 %
+    # on the host of the previous CI run.
     assert stages["teacher"]["metrics"]["accuracy"] > 0.3
     assert "dkd" in stages["distill"]["metrics"]["terms"]
     results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
