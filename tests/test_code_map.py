@@ -22,10 +22,16 @@ def test_the_registries_it_names_are_there():
     from edgedistill.bench.targets import TARGETS, register_target
     from edgedistill.config.pipeline import PIPELINE_KINDS
     from edgedistill.distill.terms import TERMS
+    from edgedistill.distill.trainer import ClassifierTask, TrainingTask
     from edgedistill.export.formats import FORMATS
+    from edgedistill.lm.causal import CausalTask
+    from edgedistill.lm.distill import EncoderTask
+    from edgedistill.lm.terms import CAUSAL_TERMS, ENCODER_TERMS
     from edgedistill.models.teachers import FOREIGN
     from edgedistill.precisions import TABLE
 
     assert callable(register_target) and {"local", "ssh", "emulated"} <= set(TARGETS)
     assert {"onnx", "tflite"} <= set(FORMATS) and "fp32" in TABLE and "dkd" in TERMS
     assert {"text", "instructions"} <= set(PIPELINE_KINDS) and "torchscript" in FOREIGN
+    assert all(issubclass(t, TrainingTask) for t in (ClassifierTask, EncoderTask, CausalTask))
+    assert {"embedding", "hidden", "attention"} == set(ENCODER_TERMS) and {"ce", "kd"} == set(CAUSAL_TERMS)

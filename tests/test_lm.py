@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from edgedistill.errors import UserError
-from edgedistill.lm.distill import attention_kl, embedding_cosine_loss, hidden_state_loss, neighbour_overlap
+from edgedistill.lm.distill import neighbour_overlap
 from edgedistill.lm.encoder import keep_layers
+from edgedistill.lm.terms import attention_kl, embedding_cosine_loss, hidden_state_loss
 from edgedistill.lm.text import bundled_documents, sentences, split_by_document
 
 transformers = pytest.importorskip("transformers")

@@ -20,10 +20,10 @@ from edgedistill.lm.causal import (  # noqa: E402
     teacher_topk,
     tiny_gpt2,
     token_blocks,
-    topk_kd_loss,
     train_causal,
     train_tokenizer,
 )
+from edgedistill.lm.terms import topk_kd_loss  # noqa: E402
 
 
 def test_rouge_l_by_hand():
@@ -92,3 +92,15 @@ def test_kd_from_a_trained_teacher_on_real_text(tmp_path):
     assert set(run.history[0]) == {"epoch", "ce", "kd"} and all(math.isfinite(v) for v in run.history[0].values())
     assert next_token_agreement(student, teacher, test) > next_token_agreement(undistilled, teacher, test)
     assert perplexity(student, test) < perplexity(undistilled, test)
+
+
+def test_causal_training_is_guarded_by_the_one_loop():
+    """Causal LMs train in the shared loop (distill/trainer.py:train_epochs): a step that blows the weights up
+    stops training at the NaN guard, naming the loss term and the step, not later with garbage weights."""
+    from edgedistill.errors import StageFailed
+
+    torch.manual_seed(0)
+    blocks = torch.randint(0, 50, (8, 16))
+    model = tiny_gpt2(50, layers=1, hidden=16, heads=2, context=16)
+    with pytest.raises(StageFailed, match=r"blow-up: loss term 'ce' became (nan|inf) at epoch 1, step [2-4]"):
+        train_causal(model, blocks, CausalTrainConfig(epochs=1, batch_size=2, lr=1e30), label="blow-up")

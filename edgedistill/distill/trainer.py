@@ -141,9 +141,9 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
          parallel: DataParallel, compute: Compute) -> FitResult:
     """Train `model` for cfg.epochs with cosine LR; keep the weights with the best validation accuracy.
 
-    The loop only sequences its collaborators: the epoch plan (which examples, in which order, on this rank),
-    the steps of an epoch (forward, the NaN guard, backward, update), validation and the best weights, the
-    checkpoint that a later call resumes from, and the progress bar.
+    It sequences its collaborators: the epoch plan (which examples, in which order, on this rank), the one
+    training loop (`train_epochs`, fed by a `ClassifierTask`), validation and the best weights at each epoch's
+    end, and the checkpoint that a later call resumes from.
     """
     seed_everything(seed)
     if not parallel.is_main:
@@ -159,22 +159,88 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     start_epoch = checkpoint.resume(result, console)
     generator = torch.Generator().manual_seed(seed)
     plan = EpochPlan.draw(len(train), cfg.epochs, cfg.batch_size, generator, schedule, parallel)
-    steps = Steps(model, parallel.wrap(model, compute.device), extra, optimizer, loss_fn, augment, generator,
-                  parallel, label, train.x, torch.from_numpy(train.y), compute, compute.scaler())
-    with progress_bar(console) as progress:
-        task = progress.add_task(label, total=plan.total_steps, completed=plan.steps_before(start_epoch), info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            totals, seen = steps.epoch(epoch, plan.orders[epoch], plan.batch_size, lambda: progress.advance(task))
-            scheduler.step()
-            totals, seen = parallel.reduce_totals(totals, seen, compute.device)
-            parallel.sync_buffers(model)
-            val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
-            result.record(epoch, model, val_acc, totals, seen, optimizer.param_groups[0]["lr"],
-                          schedule.at(epoch).name if schedule is not None else None)
-            progress.update(task, info=f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})")
-            checkpoint.save(epoch + 1, result)
+
+    def end_epoch(epoch: int, totals: dict[str, float], seen: int) -> str:
+        scheduler.step()
+        totals, seen = parallel.reduce_totals(totals, seen, compute.device)
+        parallel.sync_buffers(model)
+        val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
+        result.record(epoch, model, val_acc, totals, seen, optimizer.param_groups[0]["lr"],
+                      schedule.at(epoch).name if schedule is not None else None)
+        checkpoint.save(epoch + 1, result)
+        return f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})"
+
+    task = ClassifierTask(label, [order.split(plan.batch_size) for order in plan.orders], end_epoch, model,
+                          parallel.wrap(model, compute.device), extra, loss_fn, augment, generator, train.x,
+                          torch.from_numpy(train.y), compute)
+    # adapters live outside the DDP wrapper: their gradients are averaged before each update
+    train_epochs(task, start_epoch, optimizer, compute.scaler(), console,
+                 before_step=lambda: parallel.average_gradients(extra))
     model.load_state_dict(result.best_state)
     return result
+
+
+class TrainingTask:
+    """What one model kind brings to `train_epochs`: every epoch's batches (drawn up front, so a resumed run
+    sees the same ones), how a batch reaches the device, its weighted loss terms, and what ends an epoch
+    (validation, history, checkpoint). Image classifiers, sentence encoders and causal LMs differ only here."""
+
+    label: str
+    batches: list[list]  # per epoch, the batches in order (whatever `load` takes)
+    compute: Compute  # where the steps run, in which precision
+
+    def train_mode(self) -> None:
+        raise NotImplementedError
+
+    def load(self, batch):
+        """The batch on the training device, made outside autocast (augmentations stay in float32)."""
+        raise NotImplementedError
+
+    def terms(self, loaded, epoch: int) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of one step, by name (under autocast)."""
+        raise NotImplementedError
+
+    def size(self, batch) -> int:
+        return len(batch)
+
+    def non_finite_hint(self, loaded) -> str:
+        return "lower the learning rate"
+
+    def end_epoch(self, epoch: int, totals: dict[str, float], seen: int) -> str:
+        """After an epoch's last step, with the terms' example-weighted sums: returns the progress bar's note."""
+        raise NotImplementedError
+
+
+def train_epochs(task: TrainingTask, start_epoch: int, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, console: Console, *, clip: list[torch.nn.Parameter] | None = None,
+                 before_step: Callable[[], None] | None = None,
+                 per_step: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """The one training loop of every model kind: for each epoch left, each batch is loaded, its loss terms
+    computed in the compute's precision, checked by the NaN guard, and stepped by `optimizer_step`
+    (`per_step`: an LR schedule that moves every step); the task ends each epoch. A progress bar counts the
+    steps of every epoch, a resumed run's finished ones included."""
+    with progress_bar(console) as progress:
+        bar = progress.add_task(task.label, total=sum(map(len, task.batches)),
+                                completed=sum(map(len, task.batches[:start_epoch])), info="")
+        for epoch in range(start_epoch, len(task.batches)):
+            task.train_mode()
+            totals: dict[str, float] = {}
+            seen = 0
+            for step, batch in enumerate(task.batches[epoch]):
+                loaded = task.load(batch)
+                with task.compute.autocast():
+                    terms = task.terms(loaded, epoch)
+                if not all(torch.isfinite(v) for v in terms.values()):
+                    stop_on_non_finite(terms, task.label, epoch, step, task.non_finite_hint(loaded))
+                optimizer_step(terms, optimizer, scaler, clip=clip, before_step=before_step)
+                if per_step is not None:
+                    per_step.step()
+                n = task.size(batch)
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + value.item() * n
+                seen += n
+                progress.update(bar, advance=1, info=f"loss {sum(totals.values()) / seen:.4f}")
+            progress.update(bar, info=task.end_epoch(epoch, totals, seen))
 
 
 def cosine_schedule(optimizer, epochs: int, lr_scale: Callable[[int], float] | None):
@@ -213,48 +279,43 @@ class EpochPlan:
 
 
 @dataclass
-class Steps:
-    """The steps of one epoch: forward, the NaN guard, backward, update; returns the loss terms' sums."""
+class ClassifierTask(TrainingTask):
+    """An image classifier's (or any array-fed model's) training: batches of example indices into `x`,
+    augmented, and `loss_fn`'s terms on the model's logits."""
 
+    label: str
+    batches: list[list[torch.Tensor]]
+    end: Callable[[int, dict[str, float], int], str]
     model: torch.nn.Module
     forward: torch.nn.Module  # the model, or its DDP wrapper
     extra: torch.nn.Module | None  # trainable modules outside the model (adapters)
-    optimizer: torch.optim.Optimizer
     loss_fn: LossFn
     augment: Augment | None
     generator: torch.Generator
-    parallel: DataParallel
-    label: str
-    x: np.ndarray  # the training split (an array, or image files read batch by batch); each batch goes to the device
+    x: np.ndarray  # the training split (an array, or image files read batch by batch)
     y: torch.Tensor
     compute: Compute
-    scaler: torch.amp.GradScaler
 
-    def epoch(self, epoch: int, order: torch.Tensor, batch_size: int,
-              advance: Callable[[], None]) -> tuple[dict[str, float], int]:
+    def train_mode(self) -> None:
         self.model.train()
         if self.extra is not None:
             self.extra.train()
-        totals: dict[str, float] = {}
-        seen = 0
-        for step, idx in enumerate(order.split(batch_size)):
-            x = torch.from_numpy(np.ascontiguousarray(self.x[idx.numpy()]))
-            x = x if self.augment is None else self.augment(x, self.generator)
-            x, y = self.compute.batch(x), self.compute.batch(self.y[idx])
-            with self.compute.autocast():
-                terms = self.loss_fn(x, self.forward(x), y, idx, epoch)
-            terms = terms if isinstance(terms, dict) else {"loss": terms}
-            if not all(torch.isfinite(v) for v in terms.values()):
-                stop_on_non_finite(terms, self.label, epoch, step,
-                                   f"the last good epoch's state is kept; {why_non_finite(x, self.model)}")
-            optimizer_step(terms, self.optimizer, self.scaler,
-                           # adapters live outside the DDP wrapper: their gradients are averaged here
-                           before_step=lambda: self.parallel.average_gradients(self.extra))
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + value.item() * len(idx)
-            seen += len(idx)
-            advance()
-        return totals, seen
+
+    def load(self, idx: torch.Tensor):
+        x = torch.from_numpy(np.ascontiguousarray(self.x[idx.numpy()]))
+        x = x if self.augment is None else self.augment(x, self.generator)
+        return self.compute.batch(x), self.compute.batch(self.y[idx]), idx
+
+    def terms(self, loaded, epoch: int) -> dict[str, torch.Tensor]:
+        x, y, idx = loaded
+        terms = self.loss_fn(x, self.forward(x), y, idx, epoch)
+        return terms if isinstance(terms, dict) else {"loss": terms}
+
+    def non_finite_hint(self, loaded) -> str:
+        return f"the last good epoch's state is kept; {why_non_finite(loaded[0], self.model)}"
+
+    def end_epoch(self, epoch: int, totals: dict[str, float], seen: int) -> str:
+        return self.end(epoch, totals, seen)
 
 
 def optimizer_step(terms: dict[str, torch.Tensor], optimizer, scaler: torch.amp.GradScaler, *,

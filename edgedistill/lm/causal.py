@@ -21,11 +21,11 @@ from rich.console import Console
 from torch import nn
 
 from edgedistill.distill.compute import CPU, Compute
-from edgedistill.distill.losses import divergence
-from edgedistill.distill.trainer import optimizer_step, progress_bar, stop_on_non_finite
+from edgedistill.distill.trainer import TrainingTask, train_epochs
 from edgedistill.errors import StageFailed
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.encoder import keep_layers, transformers
+from edgedistill.lm.terms import CAUSAL_TERMS, CausalStep, weighted_terms
 
 EOS = "<|endoftext|>"
 
@@ -111,15 +111,6 @@ def teacher_topk(teacher: nn.Module, blocks: torch.Tensor, k: int, *, root: Path
     return result
 
 
-def topk_kd_loss(student_logits: torch.Tensor, top_values: torch.Tensor, top_indices: torch.Tensor,
-                 temperature: float, kind: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
-    """The divergence between teacher and student restricted to the teacher's top-k tokens at each position
-    (both renormalized over them), averaged over positions, times T^2."""
-    k = top_values.shape[-1]
-    gathered = student_logits.gather(-1, top_indices.long())
-    return divergence(gathered.reshape(-1, k), top_values.reshape(-1, k).to(gathered.dtype), temperature, kind, beta)
-
-
 @dataclass
 class CausalTrainConfig:
     epochs: int = 2
@@ -155,46 +146,55 @@ def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig,
 
 def _train_causal(model, blocks, cfg, *, topk, targets, seed, label, console, compute: Compute) -> CausalTrained:
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     model.to(compute.device)
-    model.train()
-    scaler = compute.scaler()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    steps = cfg.epochs * ((len(blocks) + cfg.batch_size - 1) // cfg.batch_size)
+    task = CausalTask(label, model, blocks, cfg, topk, targets, compute, torch.Generator().manual_seed(seed))
+    steps = sum(map(len, task.batches))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    result, start = CausalTrained(), time.perf_counter()
-    with progress_bar(console or Console()) as progress:
-        task = progress.add_task(label, total=steps, info="")
-        for epoch in range(cfg.epochs):
-            totals: dict[str, float] = {}
-            batches = torch.randperm(len(blocks), generator=generator).split(cfg.batch_size)
-            for step, idx in enumerate(batches):
-                x = compute.batch(blocks[idx])
-                terms = {}
-                # Positions whose next token counts: all, or those before a marked target.
-                keep = (compute.batch(targets[idx][:, 1:]) if targets is not None
-                        else torch.ones_like(x[:, 1:], dtype=torch.bool))
-                with compute.autocast():
-                    logits = model(x).logits[:, :-1][keep]
-                    if cfg.alpha < 1:
-                        terms["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits, x[:, 1:][keep])
-                    if cfg.alpha > 0:
-                        i = idx.numpy()
-                        values = compute.batch(torch.from_numpy(np.asarray(topk.values[i][:, :-1])))[keep]
-                        indices = compute.batch(torch.from_numpy(np.asarray(topk.indices[i][:, :-1])))[keep]
-                        terms["kd"] = cfg.alpha * topk_kd_loss(logits, values, indices, cfg.temperature,
-                                                               cfg.divergence, cfg.beta)
-                stop_on_non_finite(terms, label, epoch, step, "lower the learning rate")
-                loss = sum(terms.values())
-                optimizer_step(terms, optimizer, scaler, clip=list(model.parameters()))
-                schedule.step()
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + value.item()
-                progress.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            result.history.append({"epoch": epoch + 1, **{k: round(v / len(batches), 5) for k, v in totals.items()}})
+    start = time.perf_counter()
+    train_epochs(task, 0, optimizer, compute.scaler(), console or Console(), clip=list(model.parameters()),
+                 per_step=schedule)
     model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
+    task.result.seconds = time.perf_counter() - start
+    return task.result
+
+
+class CausalTask(TrainingTask):
+    """Next-token training in the one training loop: random batches of token blocks, and the terms of
+    lm/terms.py:CAUSAL_TERMS at the positions whose next token counts."""
+
+    def __init__(self, label: str, model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig,
+                 topk: TopKLogits | None, targets: torch.Tensor | None, compute: Compute, generator: torch.Generator):
+        self.label, self.model, self.blocks, self.cfg, self.topk, self.targets = (
+            label, model, blocks, cfg, topk, targets)
+        self.compute, self.result = compute, CausalTrained()
+        self.batches = [torch.randperm(len(blocks), generator=generator).split(cfg.batch_size)
+                        for _ in range(cfg.epochs)]
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def load(self, idx: torch.Tensor):
+        x = self.compute.batch(self.blocks[idx])
+        # Positions whose next token counts: all, or those before a marked target.
+        keep = (self.compute.batch(self.targets[idx][:, 1:]) if self.targets is not None
+                else torch.ones_like(x[:, 1:], dtype=torch.bool))
+        top = None
+        if self.topk is not None and self.cfg.alpha > 0:
+            i = idx.numpy()
+            top = [self.compute.batch(torch.from_numpy(np.asarray(part[i][:, :-1])))[keep]
+                   for part in (self.topk.values, self.topk.indices)]
+        return x, keep, top
+
+    def terms(self, loaded, epoch: int) -> dict[str, torch.Tensor]:
+        x, keep, top = loaded
+        logits = self.model(x).logits[:, :-1][keep]
+        step = CausalStep(logits, x[:, 1:][keep], *(top or (None, None)), self.cfg)
+        return weighted_terms(CAUSAL_TERMS, self.cfg, step)
+
+    def end_epoch(self, epoch: int, totals: dict[str, float], seen: int) -> str:
+        self.result.history.append({"epoch": epoch + 1, **{k: round(v / seen, 5) for k, v in totals.items()}})
+        return f"loss {sum(totals.values()) / seen:.3f}"
 
 
 @torch.no_grad()

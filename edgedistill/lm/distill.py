@@ -1,8 +1,5 @@
-"""Distilling a sentence encoder: embedding cosine, hidden states through the layer map, MiniLM attention KL.
-
-Logit KD for token distributions reuses edgedistill.distill.losses.divergence (forward KL, reverse KL,
-generalized JSD with beta), applied per token.
-"""
+"""Distilling a sentence encoder in the one training loop: embedding cosine, hidden states through the layer
+map, MiniLM attention KL (the terms of lm/terms.py:ENCODER_TERMS)."""
 
 from __future__ import annotations
 
@@ -17,37 +14,11 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from edgedistill.distill.compute import CPU, Compute, to_cpu
-from edgedistill.distill.trainer import optimizer_step, progress_bar, stop_on_non_finite
+from edgedistill.distill.trainer import TrainingTask, train_epochs
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output
 from edgedistill.lm.encoder import embed, mean_pool, projection_of
-
-
-def embedding_cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity of sentence embeddings, averaged over the batch."""
-    return (1 - F.cosine_similarity(student, teacher.detach(), dim=-1)).mean()
-
-
-def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
-                      kind: str = "mse") -> torch.Tensor:
-    """MSE or 1 - cosine between token hidden states (batch, tokens, hidden), over real tokens only."""
-    teacher = teacher.detach()
-    keep = mask.bool()
-    s, t = student[keep], teacher[keep]
-    if kind == "mse":
-        return F.mse_loss(s, t)
-    if kind == "cosine":
-        return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
-    raise ValueError(f"unknown hidden-state loss {kind!r} (valid: mse, cosine)")
-
-
-def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MiniLM's self-attention distribution transfer: KL(teacher || student) of each head's attention
-    distribution (batch, heads, queries, keys), averaged over heads and real query tokens."""
-    eps = 1e-12
-    kl = (teacher.detach() * ((teacher.detach() + eps).log() - (student + eps).log())).sum(-1)  # b, h, q
-    query_mask = mask[:, None, :].to(kl.dtype)
-    return (kl * query_mask).sum() / (query_mask.sum() * kl.shape[1]).clamp(min=1)
+from edgedistill.lm.terms import ENCODER_LAYER_TERMS, ENCODER_TERMS, EncoderStep, weighted_terms
 
 
 def token_lengths(tokenizer, texts: list[str], max_length: int) -> list[int]:
@@ -129,81 +100,83 @@ def distill_encoder(student, teacher, tokenizer, texts: list[str], kept: list[in
 def _distill_encoder(student, teacher, tokenizer, texts, kept, cfg, *, seed, console, evaluate, state_path,
                      compute: Compute) -> EncoderDistilled:
     torch.manual_seed(seed)
-    order_rng = random.Random(seed)
     student.to(compute.device)
     teacher.to(compute.device)
     teacher.eval()
-    student.train()
-    scaler = compute.scaler()
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = (len(texts) + cfg.batch_size - 1) // cfg.batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / (cfg.epochs * steps_per_epoch))
-    want_attention = cfg.attention_weight > 0
-    projection = projection_of(student)
-    widen = projection if projection is not None else (lambda h: h)
-    if want_attention and student.config.num_attention_heads != teacher.config.num_attention_heads:
+    if cfg.attention_weight > 0 and student.config.num_attention_heads != teacher.config.num_attention_heads:
         raise UserError(f"attention transfer compares heads one to one: the student has "
                         f"{student.config.num_attention_heads}, the teacher {teacher.config.num_attention_heads}; "
                         "set attention_weight to 0 for a narrower student")
     result, start = EncoderDistilled(), time.perf_counter()
     start_epoch, result.history = _resume_encoder(state_path, student, optimizer, schedule, console or Console())
     result.resumed_from_epoch = start_epoch
-    # With the embedding term alone the teacher's side is one vector per text: computed once, not per epoch.
-    cached = None
-    if cfg.hidden_weight == 0 and not want_attention:
-        cached = embed(teacher, tokenizer, texts, max_length=cfg.max_length)
-    lengths = token_lengths(tokenizer, texts, cfg.max_length)
-    # Every epoch's batches drawn up front, so a resumed run sees the same ones.
-    epoch_batches = [length_bucketed_batches(lengths, cfg.batch_size, order_rng) for _ in range(cfg.epochs)]
-    with progress_bar(console or Console()) as progress:
-        task = progress.add_task("distill encoder", total=cfg.epochs * steps_per_epoch,
-                                 completed=start_epoch * steps_per_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            batches = epoch_batches[epoch]
-            totals: dict[str, float] = {}
-            for step, batch_ids in enumerate(batches):
-                batch_texts = [texts[i] for i in batch_ids]
-                batch = tokenizer(batch_texts, padding=True, truncation=True, max_length=cfg.max_length,
-                                  return_tensors="pt")
-                batch = {k: compute.batch(v) for k, v in batch.items()}
-                mask = batch["attention_mask"]
-                with compute.autocast():
-                    s = student(**batch, output_hidden_states=True, output_attentions=want_attention)
-                    if cached is None:
-                        with torch.no_grad():
-                            t = teacher(**batch, output_hidden_states=True, output_attentions=want_attention)
-                        t_embedding = mean_pool(t.last_hidden_state, mask)
-                    else:
-                        t_embedding = compute.batch(cached[batch_ids])
-                    terms = {"embedding": cfg.embedding_weight * embedding_cosine_loss(
-                        mean_pool(s.last_hidden_state, mask, projection), t_embedding)}
-                    if cfg.hidden_weight > 0:
-                        # hidden_states[0] is the embeddings' output; layer i's output is hidden_states[i + 1].
-                        # A narrower student's states reach the teacher's width through its projection.
-                        terms["hidden"] = cfg.hidden_weight * torch.stack([
-                            hidden_state_loss(widen(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask,
-                                              cfg.hidden_loss) for i, j in enumerate(kept)]).mean()
-                    if want_attention:
-                        terms["attention"] = cfg.attention_weight * attention_kl(s.attentions[-1], t.attentions[-1],
-                                                                                 mask)
-                stop_on_non_finite(terms, "encoder distillation", epoch, step, "lower the learning rate")
-                loss = sum(terms.values())
-                optimizer_step(terms, optimizer, scaler)
-                schedule.step()
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + value.item()
-                progress.update(task, advance=1, info=f"loss {loss.item():.4f}")
-            entry = {"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 6) for k, v in totals.items()}}
-            if evaluate is not None:
-                student.eval()
-                entry["val_accuracy"] = round(evaluate(), 6)
-                student.train()
-            result.history.append(entry)
-            if state_path is not None:
-                _save_encoder_state(state_path, epoch + 1, student, optimizer, schedule, result.history)
+
+    def save(epoch: int) -> None:
+        if state_path is not None:
+            _save_encoder_state(state_path, epoch + 1, student, optimizer, schedule, result.history)
+
+    task = EncoderTask(student, teacher, tokenizer, texts, kept, cfg, compute, random.Random(seed), result,
+                       evaluate, save)
+    train_epochs(task, start_epoch, optimizer, compute.scaler(), console or Console(), per_step=schedule)
     student.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+class EncoderTask(TrainingTask):
+    """A sentence encoder's distillation in the one training loop: batches of texts of similar length, and
+    the terms of ENCODER_TERMS on the student's and the teacher's outputs."""
+
+    label = "distill encoder"
+
+    def __init__(self, student, teacher, tokenizer, texts, kept, cfg, compute: Compute, order_rng: random.Random,
+                 result: EncoderDistilled, evaluate: Callable[[], float] | None, save: Callable[[int], object]):
+        self.student, self.teacher, self.tokenizer, self.texts, self.kept, self.cfg = (
+            student, teacher, tokenizer, texts, kept, cfg)
+        self.compute, self.result, self.evaluate, self.save = compute, result, evaluate, save
+        self.want_attention = cfg.attention_weight > 0
+        self.projection = projection_of(student)
+        # With no term on the teacher's layers its side is one vector per text: computed once, not per epoch.
+        reads_layers = any(ENCODER_TERMS[name].weight(cfg) > 0 for name in ENCODER_LAYER_TERMS)
+        self.cached = None if reads_layers else embed(teacher, tokenizer, texts, max_length=cfg.max_length)
+        lengths = token_lengths(tokenizer, texts, cfg.max_length)
+        self.batches = [length_bucketed_batches(lengths, cfg.batch_size, order_rng) for _ in range(cfg.epochs)]
+
+    def train_mode(self) -> None:
+        self.student.train()
+
+    def load(self, batch_ids: list[int]):
+        batch = self.tokenizer([self.texts[i] for i in batch_ids], padding=True, truncation=True,
+                               max_length=self.cfg.max_length, return_tensors="pt")
+        return {k: self.compute.batch(v) for k, v in batch.items()}, batch_ids
+
+    def terms(self, loaded, epoch: int) -> dict[str, torch.Tensor]:
+        batch, batch_ids = loaded
+        mask = batch["attention_mask"]
+        s = self.student(**batch, output_hidden_states=True, output_attentions=self.want_attention)
+        t = None
+        if self.cached is None:
+            with torch.no_grad():
+                t = self.teacher(**batch, output_hidden_states=True, output_attentions=self.want_attention)
+            t_embedding = mean_pool(t.last_hidden_state, mask)
+        else:
+            t_embedding = self.compute.batch(self.cached[batch_ids])
+        widen = self.projection if self.projection is not None else (lambda h: h)
+        step = EncoderStep(s, t, mean_pool(s.last_hidden_state, mask, self.projection), t_embedding, mask,
+                           self.kept, widen, self.cfg.hidden_loss)
+        return weighted_terms(ENCODER_TERMS, self.cfg, step)
+
+    def end_epoch(self, epoch: int, totals: dict[str, float], seen: int) -> str:
+        entry = {"epoch": epoch + 1, **{k: round(v / seen, 6) for k, v in totals.items()}}
+        if self.evaluate is not None:
+            self.student.eval()
+            entry["val_accuracy"] = round(self.evaluate(), 6)
+        self.result.history.append(entry)
+        self.save(epoch)
+        return f"loss {sum(totals.values()) / seen:.4f}"
 
 
 @torch.no_grad()
