@@ -167,3 +167,11 @@ def test_an_unquoted_yaml_off_gets_a_hint_to_quote_it(tmp_path):
     path.write_text(text.replace("baseline: 'off'", "baseline: off"))
     with pytest.raises(UserError, match=r"distill.baseline: unknown value False.*quote the word \('off'\)"):
         load_pipeline(path)
+
+
+def test_shipping_the_scratch_student_needs_its_baseline(tmp_path):
+    spec = tiny_pipeline_dict(distill={"ship": "scratch", "baseline": "off"})
+    with pytest.raises(UserError, match=r"p\.yaml:\d+: distill: .*ship: scratch ships the scratch baseline, which "
+                                        r"baseline: 'off' does not train"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
+    assert load_pipeline(write_pipeline(tmp_path / "q.yaml", tiny_pipeline_dict())).distill.ship == "best"

@@ -94,9 +94,10 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
     # two such runs has an sd of 2.5 points, and 5 points is two of those.
     assert abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy
     files = sorted(p.name for p in (tmp_path / "n2" / "distill").iterdir())
-    # One weights file and one training state: rank 0's; no per-rank copies.
+    # The shipped and the distilled weights and one training state: rank 0's; no per-rank copies.
     state = next(f for f in files if f.startswith("train-state"))
-    assert [f for f in files if f.endswith((".safetensors", ".pt"))] == ["best.safetensors", state]
+    assert [f for f in files if f.endswith((".safetensors", ".pt"))] == ["best.safetensors", "distilled.safetensors",
+                                                                         state]
     assert (tmp_path / "n2" / "report" / "report.md").is_file()
 
 

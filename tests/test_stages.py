@@ -60,7 +60,11 @@ def test_a_scratch_baseline_measures_what_distilling_gained(tiny_run):
     m = manifest.stages["distill"].metrics
     base = m["baseline"]
     assert base["kind"] == "scratch" and 0 <= base["accuracy"] <= 1 and base["epochs"] == m["epochs"]
-    assert base["gain"] == pytest.approx(m["accuracy"] - base["accuracy"])
+    assert base["gain"] == pytest.approx(m["distilled_accuracy"] - base["accuracy"])
+    # The later stages got the student that validated higher (distill.ship: best), and the stage says which.
+    scratch_won = base["val_accuracy"] > m["val_accuracy"]
+    assert m["shipped"] == ("scratch" if scratch_won else "distilled")
+    assert m["accuracy"] == (base["accuracy"] if scratch_won else m["distilled_accuracy"])
     results = json.loads((run_dir / "report" / "results.json").read_text())
     assert results["distillation"]["baseline"]["accuracy"] == base["accuracy"]
     sentence = "Distillation gained" if base["gain"] > 0 else "Distillation did not help here"
@@ -71,11 +75,51 @@ def test_a_scratch_baseline_measures_what_distilling_gained(tiny_run):
 def test_the_baseline_sentence_says_when_distillation_did_not_help():
     from edgedistill.report.text import baseline_sentence
 
-    lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}}, 0.973)
+    lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "distilled"})
     assert lost.startswith("Distillation did not help here (-1.10 points)") and "98.40%" in lost and "97.30%" in lost
-    gained = baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}}, 0.92)
+    assert "distill.ship: best" in lost  # the command behind the advice
+    shipped = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "scratch", "ship": "best"})
+    assert "The scratch student is the one exported and benchmarked (it validated higher" in shipped
+    gained = baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}})
     assert gained.startswith("Distillation gained +2.00")
-    assert baseline_sentence({"baseline": None}, 0.9) is None
+    assert baseline_sentence({"baseline": None}) is None
+
+
+def test_the_verdict_says_what_distilling_gained_or_that_scratch_shipped():
+    from edgedistill.report.results import verdict
+
+    art = {"format": "onnx", "precision": "fp32", "accuracy": 0.9, "bytes": 10, "latency_ms": {"p90": 1.0},
+           "measured_on": "host"}
+    base = {"accuracy": 0.88, "gain": 0.02, "val_accuracy": 0.87}
+    gained = verdict([art], {}, 0.95, "rpi", {"baseline": base, "shipped": "distilled"})["summary"]
+    assert gained.endswith("; distilling gained 2.00 points over the same student from scratch")
+    lost = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": -0.031}, "shipped": "scratch"})["summary"]
+    assert lost.endswith("; the scratch student shipped: distilling lost 3.10 points against it")
+    assert "scratch" not in verdict([art], {}, 0.95, "rpi", {"baseline": None})["summary"]
+
+
+def test_a_weak_teacher_ships_the_scratch_student_and_says_so(tmp_path):
+    """A teacher barely trained (one epoch at a tiny learning rate) teaches a student less than the labels do: the
+    run exports and benchmarks the scratch student, and the verdict, the stage's output and the report say so."""
+    from tests.conftest import cli
+
+    spec = tiny_pipeline_dict(teacher={"epochs": 1, "lr": 1e-6},
+                              distill={"alpha": 1.0, "baseline": "scratch", "epochs": 3, "batch_size": 64})
+    proc = cli("run", write_pipeline(tmp_path / "weak.yaml", spec), "--out", tmp_path / "run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
+    d = results["distillation"]
+    assert d["shipped"] == "scratch" and d["baseline"]["gain"] < 0
+    assert "the scratch student shipped: distilling lost" in results["verdict"]["summary"]
+    assert "shipping the scratch student" in proc.stderr + proc.stdout
+    assert any(flag.startswith("weak teacher") for flag in d["teacher_flags"])
+    # What was exported is the scratch student: its fp32 ONNX scores what the baseline scored.
+    onnx = next(a for a in results["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
+    assert onnx["accuracy"] == pytest.approx(d["baseline"]["accuracy"], abs=1e-9)
+    assert results["student"]["accuracy"] == d["baseline"]["accuracy"]
+    distill_dir = tmp_path / "run" / "distill"
+    assert (distill_dir / "best.safetensors").read_bytes() == (distill_dir / "scratch.safetensors").read_bytes()
+    assert "Note on the teacher: weak teacher" in (tmp_path / "run" / "report" / "report.md").read_text()
 
 
 def test_export_onnx_with_metadata_and_parity(tiny_run):

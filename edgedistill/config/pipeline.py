@@ -372,6 +372,10 @@ class _Distill(Training):
         default="auto", description="scratch: also train the same student from its labels alone (same epochs, batch, "
                                     "optimizer, LR) and report distillation's gain over it; auto: scratch when the "
                                     f"training split x epochs is at most {BASELINE_AUTO_EXAMPLES:,} examples")
+    ship: Literal["best", "distilled", "scratch"] = Field(
+        default="best", description="which student the later stages export and benchmark: best: the scratch "
+                                    "baseline's when it validates higher than the distilled one, else the distilled "
+                                    "one; distilled; scratch (needs the baseline)")
     processes: int = Field(default=1, ge=1, le=256, description="data-parallel processes on this machine (torchrun, "
                                                                   "DDP: gloo on CPU, nccl on GPU)")
 
@@ -383,6 +387,13 @@ class _Distill(Training):
             if abs(total - 1) > 1e-6:
                 raise ValueError(f"phase fractions must add up to 1, got {total:g}")
         return value
+
+    @model_validator(mode="after")
+    def _scratch_needs_its_baseline(self):
+        if self.ship == "scratch" and self.baseline == "off":
+            raise ValueError("distill.ship: scratch ships the scratch baseline, which baseline: 'off' does not train; "
+                             "set distill.baseline: scratch, or ship: best")
+        return self
 
     @model_validator(mode="after")
     def _consistent_views(self):

@@ -32,6 +32,7 @@ class Distilled:
     phases: list[dict]
     seconds: float
     terms: list[str] = field(default_factory=list)  # the loss terms trained on (kd, ce, then the registry's)
+    teacher_train_accuracy: float = float("nan")  # the teacher's top-1 on the training split
     assistants: list[dict] = field(default_factory=list)
 
 
@@ -90,7 +91,9 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         teacher.to("cpu")
     phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
                "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
-    return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start, objective.names)
+    teacher_fit = float((torch.from_numpy(np.array(t_all.logits)).argmax(1) == labels).float().mean())
+    return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start, objective.names,
+                     teacher_train_accuracy=teacher_fit)
 
 
 def train_from_labels(student: torch.nn.Module, data: Dataset, cfg, *, seed: int, console: Console,

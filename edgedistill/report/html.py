@@ -159,9 +159,10 @@ def _distillation(r: dict) -> str:
                 if d.get("divergence") else "")
     best = f"best epoch {e(d['best_epoch'])} of {e(d['epochs'])}" if d.get("best_epoch") else f"{e(d['epochs'])} epochs"
     text = f"<p>Terms {e(', '.join(d['terms']))}{logit_kd}; {best}; teacher outputs: {e(d['teacher_cache'])}.</p>"
-    sentence = baseline_sentence(d, (r.get("student") or {}).get("accuracy"))
+    sentence = baseline_sentence(d)
     if sentence:
         text += f"<p><strong>{e(sentence)}</strong></p>"
+    text += "".join(f"<p class=unknown>Note on the teacher: {e(flag)}.</p>" for flag in d.get("teacher_flags") or [])
     mapping = d.get("mapping") or {}
     pairs = [[e(term), e(p["student"]), e(p["teacher"]), e(tuple(p["student_shape"])), e(tuple(p["teacher_shape"]))]
              for term, p in layer_pairs(mapping)]

@@ -65,8 +65,7 @@ def render_markdown(results: dict) -> str:
     if feeding:
         lines += ["## Feeding the model", ""] + [f"- {_escape(line)}" for line in feeding] + [""]
     lines += _selection(results.get("selection"))
-    lines += _distillation(results.get("distillation"), results["training"].get("distill"),
-                           (results.get("student") or {}).get("accuracy"))
+    lines += _distillation(results.get("distillation"), results["training"].get("distill"))
     lines += _gate(results["artifacts"])
     lines += ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
     for name, s in results["stages"].items():
@@ -125,7 +124,7 @@ def _selection(sel: dict | None) -> list[str]:
     return lines + ["", f"Tie-break: {sel['tie_break']}.", ""]
 
 
-def _distillation(d: dict | None, history: list | None, student_accuracy=None) -> list[str]:
+def _distillation(d: dict | None, history: list | None) -> list[str]:
     if not d or not history:
         return []
     best = max(history, key=lambda h: h.get("val_accuracy", 0))
@@ -136,9 +135,11 @@ def _distillation(d: dict | None, history: list | None, student_accuracy=None) -
     lines = ["## Distillation", "",
              f"Terms {', '.join(d['terms'])}{logit_kd}; {len(history)} epochs{validated}; teacher outputs: "
              f"{d['teacher_cache']}.", ""]
-    sentence = baseline_sentence(d, student_accuracy)
+    sentence = baseline_sentence(d)
     if sentence:
         lines += [sentence, ""]
+    lines += [f"Note on the teacher: {_escape(flag)}." for flag in d.get("teacher_flags") or []]
+    lines += [""] if d.get("teacher_flags") else []
     if len(d.get("phases") or []) > 1:
         lines += ["| phase | epochs | alpha | LR scale | examples |", "|---|---|---|---|---|"]
         lines += [f"| {p['name']} | {p['epochs'][0]}–{p['epochs'][1]} | {p['alpha']} | {p['lr_scale']} | "

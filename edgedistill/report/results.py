@@ -60,12 +60,13 @@ def build_results(ctx) -> dict:
         "distillation": None if d_metrics is None else {
             key: d_metrics.get(key) for key in ("terms", "divergence", "temperature", "alpha", "epochs", "best_epoch",
                                                 "mapping", "phases", "teacher_cache", "width_ratio", "progressive",
-                                                "baseline")},
+                                                "baseline", "ship", "shipped", "distilled_accuracy", "teacher_flags")},
         "artifacts": artifacts,
         # A causal LM's capability per category, generation speed and answers side by side (None otherwise).
         "language_model": _language_model(ctx, t_metrics, d_metrics, artifacts),
         "budgets": budgets,
-        "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None, ctx.device.name),
+        "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None, ctx.device.name,
+                           d_metrics),
         "stages": {name: {"status": rec.status, "seconds": rec.seconds, "resumed": rec.resumed, "error": rec.error}
                    for name, rec in stages.items() if name != "report"},
         "failures": [f"{name}: {rec.error}" for name, rec in stages.items() if rec.status in ("failed", "blocked")]
@@ -213,7 +214,8 @@ def _amount(value: float) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None, device: str = "the device") -> dict:
+def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None, device: str = "the device",
+            distillation: dict | None = None) -> dict:
     """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
 
     `scope` says whose measurements those are: the device's, this host's (the host profile), or this host's
@@ -253,8 +255,22 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
                None: f"cannot tell: {unknown} measurement(s) missing for {name}"}[fits]
     if scope == "stand-in":
         summary += _stand_in_evidence(art, device)
+    summary += _distillation_evidence(distillation)
     return {"fits": fits, "fits_device": fits if scope == "device" else None, "scope": scope, "artifact": name,
             "checks": checks, "summary": summary}
+
+
+def _distillation_evidence(d: dict | None) -> str:
+    """What distilling gained over the same student trained from labels alone, and which one shipped."""
+    base = (d or {}).get("baseline")
+    if not base:
+        return ""
+    points = f"{abs(base['gain']) * 100:.2f} points"
+    if d.get("shipped") == "scratch":
+        return f"; the scratch student shipped: distilling lost {points} against it"
+    if base["gain"] > 0:
+        return f"; distilling gained {points} over the same student from scratch"
+    return f"; distilling lost {points} against the same student from scratch (distill.ship: distilled)"
 
 
 def _stand_in_evidence(art: dict, device: str) -> str:

@@ -82,18 +82,27 @@ def selection_summary(sel: dict) -> str:
     return text + "."
 
 
-def baseline_sentence(d: dict, student_accuracy) -> str | None:
-    """One plain sentence on what distilling gained over training the same student from labels alone."""
+def baseline_sentence(d: dict) -> str | None:
+    """One plain sentence on what distilling gained over training the same student from labels alone, and
+    which of the two the later stages got."""
     base = d.get("baseline")
-    if not base or student_accuracy is None:
+    if not base:
         return None
     gain = base["gain"] * 100
+    distilled = pct(base["accuracy"] + base["gain"])
     same = ("the same student trained from labels alone, with the same epochs and optimizer, reached "
             f"{pct(base['accuracy'])}")
+    if d.get("shipped") == "scratch":
+        why = ("distill.ship: scratch" if d.get("ship") == "scratch"
+               else "it validated higher than the distilled one; distill.ship: best")
+        return (f"Distillation {'did not help here' if gain <= 0 else 'gained on the test split'} ({gain:+.2f} "
+                f"points): {same}, against {distilled} distilled. The scratch student is the one exported and "
+                f"benchmarked ({why}).")
     if gain > 0:
-        return f"Distillation gained {gain:+.2f} points: {same}, against {pct(student_accuracy)} distilled."
-    return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {pct(student_accuracy)} distilled. "
-            "Try a higher temperature or alpha, more epochs, or a better teacher; or deploy the scratch student.")
+        return f"Distillation gained {gain:+.2f} points: {same}, against {distilled} distilled."
+    return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {distilled} distilled. "
+            "Try a higher temperature or alpha, more epochs, or a better teacher; or ship the scratch student "
+            "(distill.ship: best, then edgedistill run --resume).")
 
 
 def is_integer(precision: str | None) -> bool:

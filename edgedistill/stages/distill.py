@@ -3,6 +3,8 @@ large; the best validation checkpoint is kept."""
 
 from __future__ import annotations
 
+import shutil
+
 import torch
 
 from edgedistill.data import load_dataset
@@ -64,23 +66,64 @@ def train(spec, ctx) -> StageResult:
     run = distill_model(student, source, data, cfg, seed=spec.seed, label="distill", console=ctx.console,
                         state_path=out / f"train-state-{state}", parallel=parallel, compute=compute)
     if parallel.is_main:
-        save_weights(student, out / "best.safetensors")
+        save_weights(student, out / "distilled.safetensors")
     test_acc = accuracy(predict(student, data.test.x), data.test.y)
     resumed = run.result.resumed_from_epoch
     ctx.console.print(f"  student test accuracy {test_acc:.2%} (best epoch {run.result.best_epoch}, teacher outputs: "
                       f"{run.cache}" + (f", resumed after epoch {resumed}" if resumed else "") + ")")
     baseline = None if parallel.world > 1 else scratch_baseline(spec, ctx, student_arch, data, test_acc,
                                                                  out / f"baseline-train-state-{state}", compute)
+    shipped = shipped_student(cfg.ship, run.result.best_val_accuracy, baseline)
+    if parallel.is_main:
+        shutil.copyfile(out / f"{shipped}.safetensors", out / "best.safetensors")
+    if shipped == "scratch":
+        ctx.console.print(f"  shipping the scratch student: it validated at {baseline['val_accuracy']:.2%}, the "
+                          f"distilled one at {run.result.best_val_accuracy:.2%} (distill.ship: {cfg.ship})")
+    flags = teacher_flags(ctx.metrics("teacher")["accuracy"], run.teacher_train_accuracy, baseline)
+    for flag in flags:
+        ctx.console.print(f"  [yellow]note:[/yellow] {flag}")
     warnings = [f"teacher-output cache: {run.cache}"] if run.cache.startswith(("rebuilt", "miss,")) else []
     return StageResult(outputs={"weights": out / "best.safetensors"}, warnings=warnings, metrics={
-        "accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy, "best_epoch": run.result.best_epoch,
+        "accuracy": baseline["accuracy"] if shipped == "scratch" else test_acc, "ship": cfg.ship, "shipped": shipped,
+        "distilled_accuracy": test_acc, "val_accuracy": run.result.best_val_accuracy,
+        "best_epoch": run.result.best_epoch,
         "epochs": cfg.epochs, "temperature": cfg.temperature, "alpha": cfg.alpha, "divergence": cfg.divergence,
         "terms": run.terms, "mapping": run.mapping, "phases": run.phases, "teacher_cache": run.cache,
         "width_ratio": ratio, "progressive": {"used": progressive, "threshold": cfg.progressive.threshold,
                                               "assistants": assistants,
                                               "extra_seconds": round(sum(a["seconds"] for a in assistants), 3)},
         "resumed_from_epoch": resumed, "history": run.result.history, "processes": parallel.world,
-        "compute": compute.describe(), "baseline": baseline})
+        "compute": compute.describe(), "baseline": baseline, "teacher_flags": flags,
+        "teacher_train_accuracy": run.teacher_train_accuracy})
+
+
+def shipped_student(ship: str, distilled_val_accuracy: float, baseline: dict | None) -> str:
+    """Which student later stages get: "scratch" when asked for, or (ship: best) when the scratch baseline
+    validates strictly higher than the distilled student; else "distilled". Decided on the validation split,
+    so the test split stays unseen by the choice."""
+    if baseline is None:
+        return "distilled"
+    if ship == "scratch" or (ship == "best" and baseline["val_accuracy"] > distilled_val_accuracy):
+        return "scratch"
+    return "distilled"
+
+
+# A teacher at or above this on its own training split has little beyond the hard labels to give there.
+MEMORIZED = 0.999
+
+
+def teacher_flags(teacher_accuracy: float, teacher_train_accuracy: float, baseline: dict | None) -> list[str]:
+    """What makes a teacher a poor source, measured in this run: below the student trained from labels alone,
+    or perfect on the training split (its soft labels there are almost the hard ones) while distilling lost."""
+    flags = []
+    if baseline is not None and teacher_accuracy < baseline["accuracy"]:
+        flags.append(f"weak teacher: its test accuracy {teacher_accuracy:.2%} is below the same student trained from "
+                     f"labels alone ({baseline['accuracy']:.2%}); distilling teaches the student its mistakes")
+    if baseline is not None and baseline["gain"] <= 0 and teacher_train_accuracy >= MEMORIZED:
+        flags.append(f"the teacher is {teacher_train_accuracy:.2%} right on the training split: a teacher that fits "
+                     "its training data perfectly gives soft labels there that are almost the hard ones; a teacher "
+                     "stopped earlier, or trained on other data, usually teaches more")
+    return flags
 
 
 def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, state_path,
@@ -102,6 +145,7 @@ def scratch_baseline(spec, ctx, student_arch, data, distilled_accuracy: float, s
 
     run = train_from_labels(student, data, cfg, seed=spec.seed, console=ctx.console, state_path=state_path,
                             compute=compute or CPU)
+    save_weights(student, ctx.stage_dir("distill") / "scratch.safetensors")
     scratch = accuracy(predict(student, data.test.x), data.test.y)
     gain = distilled_accuracy - scratch
     ctx.console.print(f"  baseline: the same student from labels alone {scratch:.2%}; distillation "
