@@ -45,13 +45,11 @@ def _spec(**overrides):
                               bench={"runs": 2000, "min_time_s": 2.0}, **overrides)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", ["teacher", "distill", "export", "bench"])
-def test_sigkill_in_each_stage_then_resume(tmp_path, stage):
-    path = write_pipeline(tmp_path / "p.yaml", _spec())
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_when_running(path, run_dir, stage: str, resume: bool) -> dict:
+    """Start `edgedistill run` (with --resume after the first), SIGKILL it and its children as soon as `stage`
+    is running, and return the manifest's stages as the kill left them."""
+    command = [sys.executable, "-m", "edgedistill", "run", str(path), "--out", str(run_dir)] + ["--resume"] * resume
+    proc = subprocess.Popen(command, cwd=path.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
@@ -65,18 +63,35 @@ def test_sigkill_in_each_stage_then_resume(tmp_path, stage):
             child.kill()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    before = _manifest(run_dir)["stages"]
-    assert before[stage]["status"] == "running"
-    finished = {name: rec["outputs"] for name, rec in before.items() if rec["status"] == "completed"}
+    return _manifest(run_dir)["stages"]
+
+
+def _kept(stages: dict, finished: dict) -> None:
+    """Every stage finished before a kill was not redone after it, and its artifacts hash the same."""
+    for name, outputs in finished.items():
+        assert stages[name]["status"] == "completed" and stages[name]["resumed"], name
+        assert {k: v["sha256"] for k, v in stages[name]["outputs"].items()} == \
+            {k: v["sha256"] for k, v in outputs.items()}, name
+
+
+@pytest.mark.slow
+def test_sigkill_in_each_stage_then_resume(tmp_path):
+    """One run folder killed four times, in the teacher, distill, export and bench stages in turn (each kill in
+    a run resumed from the last): every resumed run keeps the stages finished before, and the last completes."""
+    path = write_pipeline(tmp_path / "p.yaml", _spec())
+    run_dir = tmp_path / "run"
+    finished: dict = {}
+    for i, stage in enumerate(["teacher", "distill", "export", "bench"]):
+        before = _kill_when_running(path, run_dir, stage, resume=i > 0)
+        assert before[stage]["status"] == "running", stage
+        _kept(before, finished)
+        finished = {name: rec["outputs"] for name, rec in before.items() if rec["status"] == "completed"}
 
     proc = cli("run", path, "--out", run_dir, "--resume", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = _manifest(run_dir)["stages"]
     assert all(rec["status"] == "completed" for rec in after.values())
-    for name, outputs in finished.items():  # not redone, and their artifacts hash the same
-        assert after[name]["resumed"], name
-        assert {k: v["sha256"] for k, v in after[name]["outputs"].items()} == \
-            {k: v["sha256"] for k, v in outputs.items()}
+    _kept(after, finished)
     assert (run_dir / "report" / "report.html").is_file()
 
 
