@@ -22,6 +22,8 @@ def calibrate_command(
     # 3 is calibration.ROUNDS, not imported here: the CLI starts without numpy.
     rounds: int = typer.Option(3, "--rounds", min=1, max=20, help="Timing rounds per micro-model; the quietest "
                                "counts. 1 is enough on a device nothing else runs on."),
+    min_time: float = typer.Option(0.5, "--min-time", min=0.01, max=60, help="Seconds each micro-model is timed for "
+                                   "per round (after a warm-up of up to 0.2 s); shorter is quicker and noisier."),
     output: Optional[Path] = typer.Option(None, "--output", help="Default: NAME.calibration.json next to the profile."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing calibration file."),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="Accept an SSH host key never seen before."),
@@ -60,8 +62,9 @@ def calibrate_command(
 
     def bench(artifact: Path) -> dict:
         try:
-            return where.run(profile, artifact, None, threads=n, warmup_runs=10, warmup_s=0.2, runs=200,
-                             min_time_s=0.5, timeout_s=300, trust_new_host=trust_new_host, ssh_config=ssh_config)
+            return where.run(profile, artifact, None, threads=n, warmup_runs=10, warmup_s=min(0.2, min_time / 2),
+                             runs=200, min_time_s=min_time, timeout_s=300, trust_new_host=trust_new_host,
+                             ssh_config=ssh_config)
         except BenchFailed as exc:
             raise UserError(f"calibration stopped, nothing written: {exc}") from None
 
