@@ -169,7 +169,7 @@ def setup(console=None, force: bool = False) -> Path:
                 shutil.rmtree(work / "wheels")
                 progress.update(task, advance=1, description=steps[3])
                 (work / "root" / "proc").mkdir(exist_ok=True)
-                _write_cpuinfo(work / "root", "cortex-a72")
+                atomic_write_text(work / "root" / "proc" / "cpuinfo", CPUS["cortex-a72"].cpuinfo())
                 check = ("import numpy, onnxruntime; from ai_edge_litert.interpreter import Interpreter; "
                          "print(numpy.__version__, onnxruntime.__version__)")
                 _run([qemu, "-L", str(work / "root"), str(work / "root" / "usr" / "bin" / f"python{USERLAND_PYTHON}"),
@@ -185,10 +185,9 @@ def setup(console=None, force: bool = False) -> Path:
     return root
 
 
-def _write_cpuinfo(root: Path, cpu: str) -> None:
+def _cpuinfo_is(root: Path, cpu: str) -> bool:
     path = root / "proc" / "cpuinfo"
-    if not path.is_file() or path.read_text() != CPUS[cpu].cpuinfo():
-        atomic_write_text(path, CPUS[cpu].cpuinfo())
+    return path.is_file() and path.read_text() == CPUS[cpu].cpuinfo()
 
 
 @functools.cache  # asked once per process, not once per emulated run
@@ -209,15 +208,22 @@ def available() -> bool:
 
 def run_python(args: list[str], *, cpu: str, timeout_s: float, console=None) -> tuple[int, bytes, bytes]:
     """The userland's python3 under qemu on `cpu`, with `args`; (exit code, stdout, stderr tail). The userland's
-    /proc/cpuinfo is set to `cpu`'s for the run; runs on different CPUs take turns (each lasts seconds)."""
+    /proc/cpuinfo is set to `cpu`'s for the run: runs on the same CPU share the userland at once (a shared lock),
+    runs on different CPUs take turns (each lasts seconds)."""
     from edgedistill.bench.local import run_bounded
 
     root = setup(console)
     cmd = [_tool("qemu-aarch64-static", "qemu-user-static"), "-cpu", check_cpu(cpu), "-L", str(root),
            str(root / "usr" / "bin" / f"python{USERLAND_PYTHON}"), *args]
     with open(root.parent / f".{root.name}.cpu.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _write_cpuinfo(root, cpu)
+        while True:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if _cpuinfo_is(root, cpu):
+                break
+            # Another CPU's cpuinfo: wait for its runs to end, write ours, and check again under the shared lock
+            # (turning the lock back into a shared one lets another CPU's run in between).
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            atomic_write_text(root / "proc" / "cpuinfo", CPUS[cpu].cpuinfo())
         return run_bounded(cmd, timeout_s=timeout_s, what="emulated runner")
 
 

@@ -155,6 +155,8 @@ def _execute(spec, profile, run_dir: Path, resume: bool, ssh_config: Optional[Pa
 def _summary(run_dir: Path, console) -> None:
     import json
 
+    from rich.markup import escape
+
     results_path = run_dir / "report" / "results.json"
     # The richest report written: HTML, else Markdown, else the results.
     report = next((p for p in (run_dir / "report" / n for n in ("report.html", "report.md", "results.json"))
@@ -169,6 +171,11 @@ def _summary(run_dir: Path, console) -> None:
         if teacher and student.get("accuracy") is not None:
             console.print(f"teacher {teacher['params']:,} params, {teacher['accuracy']:.2%}  →  student "
                           f"{student['params']:,} params ({student['param_ratio']:.1%}), {student['accuracy']:.2%}")
+            trained = (results.get("environment") or {}).get("training") or {}
+            if trained.get("threads"):  # trained on this CPU: its accuracies are this machine's
+                where = escape(f"{trained['cpu']}, {trained['kernels']}, {trained['threads']} threads")
+                console.print(f"[dim]  accuracies of weights trained here ({where}): another CPU or thread count "
+                              "trains slightly different weights[/dim]")
         console.print(f"[{colour}]verdict:[/{colour}] {verdict['summary']}")
     # stdout gets only the report's location, so scripts can capture it.
     print(f"report: {report or run_dir}")

@@ -92,6 +92,21 @@ def _host_cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def host_kernels() -> str:
+    """The vector instructions this host's float kernels use, as people name them: AVX-512 (with VNNI), AVX2;
+    the machine's name elsewhere. Training on other ones (or another thread count) sums in another order."""
+    import platform
+
+    flags = (_cpuinfo("flags") or "").split()
+    if "avx512f" in flags:
+        return "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512"
+    return "AVX2" if "avx2" in flags else platform.machine()
+
+
+def host_cpu() -> str:
+    return _host_cpu_model()
+
+
 class Budgets(Strict):
     """What the deployed model must fit in. Unset budgets are not checked."""
 

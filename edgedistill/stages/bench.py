@@ -6,6 +6,8 @@ One failing cell records its status and error; the others and the report go on.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from edgedistill.bench.local import BenchFailed
@@ -145,22 +147,33 @@ def device_predictions(spec, ctx, student, input_shape) -> dict[tuple[str, str],
 
 def emulate_artifacts(ctx, spec, cpu: str, student, data, cells: list[dict], warnings: list[str]) -> None:
     """Each exported artifact on the emulated ARM CPU: its accuracy there and its agreement with the PyTorch
-    student, recorded in its cell (`arm`), beside the host's parity from the export stage."""
+    student, recorded in its cell (`arm`), beside the host's parity from the export stage. The artifacts run at
+    once, one qemu process per core (each is single-threaded; the timing of these runs is not used)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from edgedistill.bench import emulated
     from edgedistill.distill.trainer import predict
 
     reference = predict(student, data.test.x[:emulated.FIDELITY_SAMPLES])
-    for artifact, cell in zip(ctx.metrics("export").get("artifacts", []), cells):
-        if artifact.get("status") != "ok":
-            continue
+    emulated.setup(ctx.console)  # built once here, before the runs that share it
+    todo = [(artifact, cell) for artifact, cell in zip(ctx.metrics("export").get("artifacts", []), cells)
+            if artifact.get("status") == "ok"]
+
+    def fidelity_of(artifact: dict) -> dict | Exception:
         key = f"{artifact['format']}-{artifact['requested_precision']}"
         try:
-            with ctx.console.status(f"  {artifact['format']} {artifact['precision']} on emulated {cpu}…"):
-                fidelity = emulated.arm_fidelity(ctx.output("export", key), data.test.x, data.test.y, reference,
-                                                 cpu=cpu, timeout_s=spec.bench.timeout_s)
+            return emulated.arm_fidelity(ctx.output("export", key), data.test.x, data.test.y, reference, cpu=cpu,
+                                         timeout_s=spec.bench.timeout_s)
         except (BenchFailed, UserError) as exc:  # UserError: the userland could not be built (tools, network)
-            cell["arm"] = {"cpu": cpu, "status": "failed", "error": str(exc)}
-            warnings.append(f"{key}: emulated {cpu}: {exc}")
+            return exc
+
+    with ctx.console.status(f"  {len(todo)} artifact(s) on emulated {cpu}…"), \
+            ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        answers = list(pool.map(fidelity_of, [artifact for artifact, _ in todo]))
+    for (artifact, cell), fidelity in zip(todo, answers):
+        if isinstance(fidelity, Exception):
+            cell["arm"] = {"cpu": cpu, "status": "failed", "error": str(fidelity)}
+            warnings.append(f"{artifact['format']}-{artifact['requested_precision']}: emulated {cpu}: {fidelity}")
             continue
         cell["arm"] = {**fidelity, "status": "ok"}
         ctx.console.print(f"  {artifact['format']} {artifact['precision']} on emulated {cpu}: accuracy "
