@@ -70,6 +70,23 @@ def test_the_userland_shows_the_cpu_it_emulates(userland):
         assert f"CPU part\t: {emulated.CPUS[cpu].part}" in text and text.count("processor") == 4
 
 
+def test_runs_at_once_each_see_their_own_cpu(userland):
+    """The bench stage runs its artifacts at once: runs on the same CPU share the userland, runs on different
+    CPUs take turns, and each sees the cpuinfo of the CPU it asked for, all through its run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The file is read at the start and again after a pause, as a runtime reading it late would.
+    show = ["-c", "import time; a = open('/proc/cpuinfo').read(); time.sleep(1); print(a == open('/proc/cpuinfo')"
+            ".read()); print(a)"]
+    cpus = ["cortex-a72", "cortex-a76", "cortex-a72", "cortex-a76"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda cpu: emulated.run_python(show, cpu=cpu, timeout_s=120), cpus))
+    for cpu, (code, out, _) in zip(cpus, answers):
+        text = out.decode()
+        assert code == 0 and text.startswith("True"), (cpu, text[:200])
+        assert f"CPU part\t: {emulated.CPUS[cpu].part}" in text, cpu
+
+
 def test_the_pipeline_reports_emulated_arm_beside_the_host(userland, tmp_path):
     """bench.emulate: on runs every artifact on the device's ARM CPU under qemu; the report shows its agreement
     beside the host's, and the verdict names it while saying the figures are this host's."""
