@@ -86,7 +86,10 @@ def test_distill_cache_modes(data):
     assert [r.cache for r in runs.values()] == ["miss", "hit", "online", "bypass"]
     # The cache changes where the teacher's outputs come from, not what is learned.
     assert runs["first"].result.history == runs["second"].result.history
-    assert runs["off"].result.history[0]["terms"] == pytest.approx(runs["first"].result.history[0]["terms"], rel=1e-4)
+    # Online, the teacher runs on batches of 128; the cache's pass on larger ones: kernels chosen per batch size
+    # differ in the last bits, and an epoch of channels-last training carries that to ~1e-3 of the loss (9e-4
+    # measured). Outputs of the wrong examples or of another teacher move these terms by far more.
+    assert runs["off"].result.history[0]["terms"] == pytest.approx(runs["first"].result.history[0]["terms"], rel=1e-2)
 
 
 def test_adapters_train_but_are_not_part_of_the_student(data):

@@ -75,9 +75,14 @@ def test_a_scratch_baseline_measures_what_distilling_gained(tiny_run):
 def test_the_baseline_sentence_says_when_distillation_did_not_help():
     from edgedistill.report.text import baseline_sentence
 
-    lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "distilled"})
+    lost = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "distilled",
+                              "ship": "distilled"})
     assert lost.startswith("Distillation did not help here (-1.10 points)") and "98.40%" in lost and "97.30%" in lost
-    assert "distill.ship: best" in lost  # the command behind the advice
+    assert "distill.ship: best or scratch, then edgedistill run --resume" in lost  # the command behind the advice
+    validated = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "distilled",
+                                   "ship": "best"})
+    assert validated.endswith("The distilled student validated higher, so it shipped; distill.ship: scratch ships "
+                              "the other.")
     shipped = baseline_sentence({"baseline": {"accuracy": 0.984, "gain": -0.011}, "shipped": "scratch", "ship": "best"})
     assert "The scratch student is the one exported and benchmarked (it validated higher" in shipped
     gained = baseline_sentence({"baseline": {"accuracy": 0.9, "gain": 0.02}})
@@ -96,6 +101,10 @@ def test_the_verdict_says_what_distilling_gained_or_that_scratch_shipped():
     lost = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": -0.031}, "shipped": "scratch"})["summary"]
     assert lost.endswith("; the scratch student shipped: distilling lost 3.10 points against it")
     assert "scratch" not in verdict([art], {}, 0.95, "rpi", {"baseline": None})["summary"]
+    validated = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": -0.0028}, "shipped": "distilled",
+                                                  "ship": "best"})["summary"]
+    assert validated.endswith("; distilling lost 0.28 points on the test split against the same student from scratch "
+                              "(the distilled one validated higher)")
 
 
 def test_a_weak_teacher_ships_the_scratch_student_and_says_so(tmp_path):

@@ -69,8 +69,8 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         plan, step = schedule.at(epoch), f"epoch {epoch + 1}"
         s_feats, s_ins = s_out.collect(step), s_in.collect(step)
         if online:
-            with torch.no_grad():
-                t_logits = teacher(x)
+            with torch.no_grad():  # in the layout the cache's pass uses, so both give the same outputs
+                t_logits = teacher(x.contiguous())
             t_feats, t_ins = t_out.collect(step), t_in.collect(step)
         else:  # the cache lives in host memory: this batch's rows go to the device
             t_logits, t_feats, t_ins = t_all.batch(idx)

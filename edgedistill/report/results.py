@@ -270,7 +270,8 @@ def _distillation_evidence(d: dict | None) -> str:
         return f"; the scratch student shipped: distilling lost {points} against it"
     if base["gain"] > 0:
         return f"; distilling gained {points} over the same student from scratch"
-    return f"; distilling lost {points} against the same student from scratch (distill.ship: distilled)"
+    why = "distill.ship: distilled" if d.get("ship") == "distilled" else "the distilled one validated higher"
+    return f"; distilling lost {points} on the test split against the same student from scratch ({why})"
 
 
 def _stand_in_evidence(art: dict, device: str) -> str:

@@ -100,9 +100,11 @@ def baseline_sentence(d: dict) -> str | None:
                 f"benchmarked ({why}).")
     if gain > 0:
         return f"Distillation gained {gain:+.2f} points: {same}, against {distilled} distilled."
+    ship = ("The distilled student validated higher, so it shipped; distill.ship: scratch ships the other."
+            if d.get("ship", "best") == "best" else
+            "To ship the scratch student: distill.ship: best or scratch, then edgedistill run --resume.")
     return (f"Distillation did not help here ({gain:+.2f} points): {same}, against {distilled} distilled. "
-            "Try a higher temperature or alpha, more epochs, or a better teacher; or ship the scratch student "
-            "(distill.ship: best, then edgedistill run --resume).")
+            f"Try a higher temperature or alpha, more epochs, or a better teacher. {ship}")
 
 
 def is_integer(precision: str | None) -> bool:
