@@ -43,6 +43,16 @@ def write_pipeline(path: Path, spec: dict) -> Path:
     return path
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker trains on one thread (the CLI runs it starts inherit it): two workers of two
+    threads each on two cores spin against each other (a 3-second test took 44 s so), and no test measures speed."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """The teacher-output cache of the tests lives in a temporary folder, never the user's home."""

@@ -53,7 +53,7 @@ class Hardware(Strict):
     def _detect(self) -> "Hardware":
         # 'auto' is for the host profile: the figures come from the machine the tool runs on.
         if self.processor == "auto":
-            self.processor = _host_cpu_model()
+            self.processor = host_cpu()
         if self.cores == "auto":
             self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if self.ram_mb == "auto":
@@ -86,7 +86,7 @@ def _host_vector_bits() -> int:
     return 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
 
 
-def _host_cpu_model() -> str:
+def host_cpu() -> str:
     import platform
 
     return _cpuinfo("model name") or platform.processor() or platform.machine()
@@ -101,10 +101,6 @@ def host_kernels() -> str:
     if "avx512f" in flags:
         return "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512"
     return "AVX2" if "avx2" in flags else platform.machine()
-
-
-def host_cpu() -> str:
-    return _host_cpu_model()
 
 
 class Budgets(Strict):

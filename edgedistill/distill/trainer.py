@@ -264,7 +264,7 @@ def cosine_schedule(optimizer, epochs: int, lr_scale: Callable[[int], float] | N
 @dataclass
 class EpochPlan:
     """Every epoch's example order, drawn up front (so a resumed run sees the same orders), each rank's shard
-    of it, and the steps they make."""
+    of it, and the batch each rank takes."""
 
     orders: list[torch.Tensor]
     batch_size: int
@@ -277,16 +277,6 @@ class EpochPlan:
         orders = [schedule.order(e, n, generator) if schedule else torch.randperm(n, generator=generator)
                   for e in range(epochs)]
         return cls([parallel.shard(o) for o in orders], parallel.batch_size(global_batch))
-
-    def steps_in(self, epoch: int) -> int:
-        return math.ceil(len(self.orders[epoch]) / self.batch_size)
-
-    @property
-    def total_steps(self) -> int:
-        return sum(self.steps_in(e) for e in range(len(self.orders)))
-
-    def steps_before(self, epoch: int) -> int:
-        return sum(self.steps_in(e) for e in range(epoch))
 
 
 @dataclass
