@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _readme import update_section
 from rich.console import Console
 
 from edgedistill.config.device import load_device
@@ -84,6 +85,12 @@ def main() -> None:
                "entries": {m: sum(s["module"] == m for s in stays) for m in sorted(modules)}, "walk": stays}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    rows = [f"{summary['stays']} stays in {summary['modules']} modules, **{summary['returns']} returns** "
+            f"({summary['date']}). Entries per module:", "", "| module | entries |", "|---|---|"]
+    rows += [f"| {m.removeprefix('edgedistill.')} | {n} |"
+             for m, n in sorted(summary["entries"].items(), key=lambda kv: -kv[1])]
+    update_section("distill_walk", "## The distill walk\n\n`python benchmarks/distill_walk.py`: how many times a "
+                   "reader following one distill stage changes module (a code-structure measure, not a speed)", rows)
     print(f"{summary['stays']} stays in {summary['modules']} modules, {summary['returns']} returns")
 
 
