@@ -45,7 +45,7 @@ def write_pipeline(path: Path, spec: dict) -> Path:
 
 def pytest_configure(config):
     """Under pytest-xdist each worker trains on one thread (the CLI runs it starts inherit it): two workers of two
-    threads each on two cores spin against each other (a 3-second test took 44 s so), and no test measures speed."""
+    threads each on two cores spin against each other (a 3-second test took 44 s), and no test measures speed."""
     if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = "1"
         import torch
