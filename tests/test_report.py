@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from edgedistill.report.html import _quantization as html_gate
 from edgedistill.report.markdown import render_markdown
 from edgedistill.report.results import verdict
 
@@ -112,8 +113,13 @@ def test_markdown_lists_gate_attempts_and_fallbacks():
                 {"precision": "fp16", "calibration": None, "keep_float": [], "accuracy": 0.95, "drop": 0.0,
                  "passed": True, "reason": "drop 45.00% > 2.00%: fall back to fp16", "path": None}]
     art = _artifact(precision="fp16", requested_precision="int8", attempts=attempts,
-                    fallback="drop 45.00% > 2.00%: fall back to fp16")
+                    fallback="drop 45.00% > 2.00%: fall back to fp16",
+                    gate_judged_on="onnxruntime on this host (AMD EPYC, AVX2), not on raspberry-pi-4")
     md = render_markdown(_results(artifacts=[art]))
+    # Whose kernels the gate's accuracies are: this host's, named, never the device's.
+    assert "onnx int8: judged on onnxruntime on this host (AMD EPYC, AVX2), not on raspberry-pi-4." in md
+    assert "judged on onnxruntime on this host (AMD EPYC, AVX2), not on raspberry-pi-4" in html_gate(
+        {"artifacts": [art]})
     assert "| onnx | fp16 (asked int8) |" in md
     assert "## Quantization gate" in md and "| onnx int8 | 1 | int8 | minmax |" in md
     assert "fall back to fp16" in md and "**fail**" in md

@@ -190,6 +190,8 @@ def _quantization(r: dict) -> str:
             for i, t in enumerate(a.get("attempts") or [], 1)]
     body = html_table(["artifact", "attempt", "precision", "calibration", "kept in float", "val. accuracy", "drop",
                    "result", "why"], rows) if rows else "<p class=muted>No quantized artifact was requested.</p>"
+    body += "".join(f"<p class=muted>{e(a['format'])} {e(a['requested_precision'])}: judged on "
+                    f"{e(a['gate_judged_on'])}.</p>" for a in r["artifacts"] if a.get("gate_judged_on"))
     return _section("quantization", "Quantization gate", body)
 
 

@@ -171,6 +171,8 @@ def _gate(artifacts: list[dict]) -> list[str]:
     lines = ["## Quantization gate", "",
              "Each quantized artifact is checked on the validation split against the float student; when it loses "
              "more than the allowed accuracy the next option is tried.", "",
+             *[f"{_escape(a['format'])} {_escape(a['requested_precision'])}: judged on "
+               f"{_escape(a['gate_judged_on'])}." for a in artifacts if a.get("gate_judged_on")], "",
              "| artifact | attempt | precision | calibration | kept in float | val. accuracy | drop | result | why |",
              "|---|---|---|---|---|---|---|---|---|"]
     for a, i, t in rows:

@@ -167,6 +167,7 @@ def _artifacts(ctx) -> list[dict]:
                      "requested_precision": art["requested_precision"], "path": art.get("path"),
                      "bytes": art.get("bytes"), "parity": art.get("parity"), "fallback": art.get("fallback"),
                      "attempts": art.get("attempts", []), "input_quantization": art.get("input_quantization"),
+                     "gate_judged_on": art.get("gate_judged_on"),
                      "accuracy": cell["accuracy"] if cell.get("accuracy") is not None
                      else (art.get("parity") or {}).get("accuracy"),
                      "latency_ms": cell.get("latency_ms"), "peak_rss_mb": cell.get("peak_rss_mb"),

@@ -105,6 +105,8 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
         evaluate=lambda path: accuracy(fmt.outputs(path, data.val.x), data.val.y),
         first_and_last=lambda: fmt.first_and_last_layers(fp32_path))
     record["attempts"] = [a.as_dict() for a in gate.attempts]
+    if get_precision(precision).integer:  # whose integer kernels the gate's accuracies are (they differ by CPU)
+        record["gate_judged_on"] = gate_kernels(fmt.runtime, ctx.device.name)
     final = gate.final
     if final is None:
         record.update(precision=precision, status="failed", error="; ".join(a.reason for a in gate.attempts))
@@ -140,7 +142,17 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
         return record, None
     record["status"] = "ok"
     asked = f" (asked {precision})" if gate.fell_back else ""
+    judged = f"; gate judged on {record['gate_judged_on']}" if "gate_judged_on" in record else ""
     ctx.console.print(f"  {name} {final.precision}{asked}: {target.stat().st_size / 1024:.1f} KiB, max |Δ| "
                       f"{parity.max_abs_diff:.1e}, top-1 agreement {parity.top1_agreement:.1%}, "
-                      f"accuracy {parity.accuracy:.2%}")
+                      f"accuracy {parity.accuracy:.2%}{judged}")
     return record, target
+
+
+def gate_kernels(runtime: str, device: str) -> str:
+    """The kernels the accuracy gate ran a quantized artifact on: this host's runtime, named with its CPU and
+    vector instructions (an ARM core's integer kernels round and accumulate differently), never the device's."""
+    from edgedistill.config.device import host_cpu, host_kernels
+
+    where = f"{runtime} on this host ({host_cpu()}, {host_kernels()})"
+    return where if device == "host" else f"{where}, not on {device}"  # the host profile: the device is here
