@@ -16,6 +16,8 @@ benchmarks/results/distill_methods_fashion.json and its own table.
 Writes benchmarks/results/distill_methods.json and the tables between the markers in benchmarks/README.md.
 Usage: python benchmarks/distill_methods.py [--seeds 5] [--epochs 40] [--transfer-fraction 0.25]
        python benchmarks/distill_methods.py --data fashion-mnist --seeds 3 --epochs 10 --teacher 1.0:1.0
+       python benchmarks/distill_methods.py --data fashion-mnist --convergence --epochs 60 \\
+           --teacher-checkpoint teacher.pt   (resumable: rerun the same command to continue)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _readme import update_section
+from reliability import cpu_flags
 from rich.console import Console
 
 from edgedistill.config.pipeline import DigitsData, Distill, IdxData, TrainedTeacher
@@ -141,8 +144,10 @@ def run_method(name, overrides, teacher, data, student_spec: str, seed, epochs) 
         (assistant_width,) = assistant_widths(float(width), ratio, 1)
         source = student_factory(f"{family}:{assistant_width}:{depth}")()
         distill_model(source, teacher, data, cfg, seed=seed, label="assistant", console=QUIET)
-    distill_model(student, source, data, cfg, seed=seed, label=name, console=QUIET)
-    return {"accuracy": accuracy(predict(student, data.test.x), data.test.y), "seconds": time.perf_counter() - start}
+    run = distill_model(student, source, data, cfg, seed=seed, label=name, console=QUIET)
+    return {"accuracy": accuracy(predict(student, data.test.x), data.test.y), "seconds": time.perf_counter() - start,
+            "best_val_accuracy": run.result.best_val_accuracy,
+            "val_curve": [h["val_accuracy"] for h in run.result.history]}
 
 
 def transfer_subset(data, fraction: float, seed: int = 0):
@@ -202,6 +207,10 @@ def main() -> None:
     parser.add_argument("--reuse-whole-split", action="store_true",
                         help="take the whole-split comparison from the results file instead of running it again "
                              "(the runs are deterministic: same settings, same numbers); only with the same settings")
+    parser.add_argument("--convergence", action="store_true",
+                        help="the resumable at-convergence comparison (see convergence()); with --students")
+    parser.add_argument("--students", default="mobilenetv2:0.125:0.5,mobilenetv2:0.25:0.5",
+                        help="--convergence: comma-separated family:width:depth")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,6 +218,8 @@ def main() -> None:
     _input_hw[0] = INPUT_HW[args.data]
     data = load(args.data)
     teacher, teacher_seconds = trained_teacher(args, data)
+    if args.convergence:
+        return convergence(args, data, teacher, teacher_seconds)
     if args.data == "fashion-mnist":
         return fashion(args, data, teacher, teacher_seconds)
     make_student = student_factory(args.student)
@@ -274,6 +285,69 @@ def fashion(args, data, teacher, teacher_seconds: float) -> None:
                                                        {name: FASHION_METHODS[name]}))
                 save()
     _update_fashion_readme(summary)
+
+
+def convergence(args, data, teacher, teacher_seconds: float) -> None:
+    """Methods compared at convergence, resumable cell by cell: for each student size, every method of
+    FASHION_METHODS on seed 0 (the screen), then scratch and the two methods that validated best on seeds 1 and 2.
+    Each finished cell (student, method, seed) is written to the results file at once; a rerun with the same
+    settings skips the cells already there, so a long run can be stopped and continued. The summary has mean and
+    std over seeds, the paired per-seed difference to scratch, the seconds per epoch, and whether scratch's
+    validation curve is flat over the last 20 % of epochs (moved by at most 0.5 points)."""
+    out = HERE / "results" / f"distill_methods_{args.data.replace('-', '_')}_convergence.json"
+    settings = {"data": args.data, "epochs": args.epochs, "students": args.students, "teacher": args.teacher,
+                "teacher_epochs": args.teacher_epochs, "teacher_shift": args.teacher_shift,
+                "batch_size": BASE["batch_size"]}
+    state = json.loads(out.read_text()) if out.exists() else {}
+    if state.get("settings") != settings:
+        state = {"settings": settings, "cells": {}}
+    state.update(benchmark="distill_methods_convergence", date=time.strftime("%Y-%m-%d"),
+                 teacher_seconds=teacher_seconds, threads=torch.get_num_threads(), cpu_flags=cpu_flags(),
+                 teacher_params=count_params(teacher),
+                 teacher_accuracy=accuracy(predict(teacher, data.test.x), data.test.y))
+    cells = state["cells"]
+
+    def cell(student: str, method: str, seed: int) -> dict:
+        key = f"{student}|{method}|{seed}"
+        if key not in cells:
+            cells[key] = run_method(method, FASHION_METHODS[method], teacher, data, student, seed, args.epochs)
+            state["load_average"] = os.getloadavg()
+            out.write_text(json.dumps(state, indent=2) + "\n")
+            print(f"{key}: {cells[key]['accuracy']:.4f} in {cells[key]['seconds']:.0f} s", file=sys.stderr)
+        return cells[key]
+
+    for student in args.students.split(","):
+        screen = {m: cell(student, m, 0) for m in FASHION_METHODS}
+        best = sorted((m for m in screen if m != "scratch"), key=lambda m: -screen[m]["best_val_accuracy"])[:2]
+        for seed in (1, 2):
+            for method in ["scratch", *best]:
+                cell(student, method, seed)
+    state["summary"] = convergence_summary(cells, args.epochs)
+    out.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def convergence_summary(cells: dict, epochs: int) -> dict:
+    """Per student and method: test accuracy mean and std over its seeds, the paired differences to scratch on
+    the same seeds, seconds per epoch; and scratch's plateau over the last 20 % of epochs."""
+    summary: dict = {}
+    for key, c in cells.items():
+        student, method, seed = key.rsplit("|", 2)
+        summary.setdefault(student, {}).setdefault(method, {})[int(seed)] = c
+    out = {}
+    for student, methods in summary.items():
+        scratch = methods.get("scratch", {})
+        tail = max(1, epochs // 5)
+        plateau = [max(c["val_curve"][-tail:]) - min(c["val_curve"][-tail:]) for c in scratch.values()]
+        out[student] = {"scratch_flat_last_20pct": bool(plateau) and max(plateau) <= 0.005,
+                        "scratch_last_20pct_spread": max(plateau) if plateau else None, "methods": {}}
+        for method, runs in methods.items():
+            accs = [runs[s]["accuracy"] for s in sorted(runs)]
+            paired = [runs[s]["accuracy"] - scratch[s]["accuracy"] for s in sorted(runs) if s in scratch]
+            out[student]["methods"][method] = {
+                "seeds": sorted(runs), "mean": statistics.mean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "paired_vs_scratch": paired,
+                "seconds_per_epoch": statistics.median(r["seconds"] for r in runs.values()) / epochs}
+    return out
 
 
 def fashion_cache_timing(teacher, data, student_spec: str) -> dict:
