@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _readme import update_section
-from reliability import cpu_flags
 from rich.console import Console
 
+from edgedistill.config.device import host_cpu_flags
 from edgedistill.config.pipeline import DigitsData, Distill, IdxData, TrainedTeacher
 from edgedistill.data import Split, load_dataset
 from edgedistill.distill.augment import shift as shift_augment
@@ -302,7 +302,7 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
     if state.get("settings") != settings:
         state = {"settings": settings, "cells": {}}
     state.update(benchmark="distill_methods_convergence", date=time.strftime("%Y-%m-%d"),
-                 teacher_seconds=teacher_seconds, threads=torch.get_num_threads(), cpu_flags=cpu_flags(),
+                 teacher_seconds=teacher_seconds, threads=torch.get_num_threads(), cpu_flags=host_cpu_flags(),
                  teacher_params=count_params(teacher),
                  teacher_accuracy=accuracy(predict(teacher, data.test.x), data.test.y))
     cells = state["cells"]

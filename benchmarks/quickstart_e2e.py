@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from _readme import update_section
-from reliability import cpu_flags
+
+from edgedistill.config.device import host_cpu, host_cpu_flags
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quickstart_e2e.json"
@@ -59,8 +60,8 @@ def main() -> None:
     stages = list(runs[0]["stages_s"])
     summary = {
         "benchmark": "quickstart_e2e", "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
-        "host": {"cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                 "cpu_flags": cpu_flags()},
+        "host": {"cpu": host_cpu(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+                 "cpu_flags": host_cpu_flags()},
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "median_wall_s": statistics.median(r["wall_s"] for r in runs),
         "median_stage_s": {s: statistics.median(r["stages_s"][s] for r in runs) for s in stages},
@@ -71,14 +72,6 @@ def main() -> None:
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
     print(json.dumps({k: summary[k] for k in ("median_wall_s", "median_stage_s")}, indent=2))
-
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def _update_readme(summary: dict) -> None:

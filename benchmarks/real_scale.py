@@ -31,7 +31,7 @@ import numpy as np
 from _readme import update_section
 
 from edgedistill.bench.local import run_local
-from edgedistill.config.device import device_path, load_device
+from edgedistill.config.device import device_path, host_cpu, load_device
 from edgedistill.cost import model_cost
 from edgedistill.data.images import ImageArray, Preprocess
 from edgedistill.distill.trainer import predict
@@ -130,7 +130,7 @@ def main() -> None:
     for row in rows:
         row["speedup_vs_fp32"] = fp32[(row["model"], row["format"])] / row["p50_ms"]
     summary = {"benchmark": "real_scale", "date": time.strftime("%Y-%m-%d"), "threads": 1, "rounds": args.rounds,
-               "runs_per_round": args.runs, "load_before": os.getloadavg(), "cpu": _cpu(), "rows": rows,
+               "runs_per_round": args.runs, "load_before": os.getloadavg(), "cpu": host_cpu(), "rows": rows,
                "host_predictor": host_predictor_check(rows)}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
@@ -163,13 +163,6 @@ def host_predictor_check(rows: list[dict]) -> dict | None:
     return {"calibrated_on": calibration["date"], "predictions": len(errors),
             "within_20": float(np.mean(np.array(errors) <= 0.2)), "median_abs_error": statistics.median(errors),
             "measured_ms_range": [min(r["p50_ms"] for r in rows), max(r["p50_ms"] for r in rows)]}
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def _update_readme(s: dict) -> None:

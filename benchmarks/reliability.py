@@ -30,6 +30,8 @@ from pathlib import Path
 import yaml
 from _readme import update_section
 
+from edgedistill.config.device import host_cpu_flags
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "reliability.json"
@@ -243,15 +245,6 @@ def save(summary: dict) -> None:
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def cpu_flags() -> list[str]:
-    """The SIMD flags of this host's CPU that decide its kernels (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted({f for f in flags.split(":", 1)[1].split() if f.startswith(("avx", "sse4", "fma", "amx"))})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", default=",".join(GROUPS),
@@ -259,7 +252,7 @@ def main() -> None:
     parser.add_argument("--skip-lost", action="store_true", help="keep the last lost-or-changed measurement")
     args = parser.parse_args()
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    summary = {**previous, "benchmark": "reliability", "date": time.strftime("%Y-%m-%d"), "cpu_flags": cpu_flags()}
+    summary = {**previous, "benchmark": "reliability", "date": time.strftime("%Y-%m-%d"), "cpu_flags": host_cpu_flags()}
     summary.setdefault("groups", {})
     with tempfile.TemporaryDirectory() as tmp:
         for name in [g for g in args.groups.split(",") if g]:

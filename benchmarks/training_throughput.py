@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _readme import update_section
-from reliability import cpu_flags
 
+from edgedistill.config.device import host_cpu_flags
 from edgedistill.cost import model_cost
 from edgedistill.distill.trainer import make_optimizer, onednn, onednn_safe, training_layout
 from edgedistill.models import build_model, count_params
@@ -87,7 +87,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     summary = {"benchmark": "training_throughput", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "cpu_flags": cpu_flags(), "load_average_before": os.getloadavg(),
+               "threads": torch.get_num_threads(), "cpu_flags": host_cpu_flags(),
+               "load_average_before": os.getloadavg(),
                "batches": [int(b) for b in args.batches.split(",")], "peak": peaks(), "models": []}
     peak = max(summary["peak"].values())
     for (label, family, width, depth, side), batch in itertools.product(MODELS, summary["batches"]):

@@ -80,9 +80,16 @@ def _cpuinfo(field: str) -> str | None:
     return None
 
 
+def host_cpu_flags() -> list[str]:
+    """The SIMD flags of this host's CPU that decide its kernels (AVX2, AVX-512, VNNI, AMX), from /proc/cpuinfo;
+    [] where it has none to name (ARM, or no /proc)."""
+    flags = (_cpuinfo("flags") or "").split()
+    return sorted({f for f in flags if f.startswith(("avx", "sse4", "fma", "amx"))})
+
+
 def _host_vector_bits() -> int:
     """The widest SIMD registers this machine's CPU flags name (x86); 128 elsewhere (Arm NEON)."""
-    flags = (_cpuinfo("flags") or "").split()
+    flags = host_cpu_flags()
     return 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
 
 
@@ -97,7 +104,7 @@ def host_kernels() -> str:
     the machine's name elsewhere. Training on other ones (or another thread count) sums in another order."""
     import platform
 
-    flags = (_cpuinfo("flags") or "").split()
+    flags = host_cpu_flags()
     if "avx512f" in flags:
         return "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-512"
     return "AVX2" if "avx2" in flags else platform.machine()

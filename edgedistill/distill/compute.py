@@ -48,14 +48,14 @@ class Compute:
     def describe(self) -> dict:
         """What the report's environment says about the training device."""
         info = {"device": str(self.device), "precision": self.precision}
-        if not self.is_cuda:
-            from edgedistill.config.device import host_cpu, host_kernels
-
-            info.update(cpu=host_cpu(), kernels=host_kernels(), threads=torch.get_num_threads())
         if self.is_cuda:
             props = torch.cuda.get_device_properties(self.device)
             info.update(gpu=props.name, memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
                         driver=_nvidia_driver())
+        else:
+            from edgedistill.config.device import host_cpu, host_kernels
+
+            info.update(cpu=host_cpu(), kernels=host_kernels(), threads=torch.get_num_threads())
         return info
 
 

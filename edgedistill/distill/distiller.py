@@ -62,7 +62,8 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
                                        parallel)
         cache = t_all.status
     labels = torch.from_numpy(data.train.y)
-    confidence = torch.softmax(torch.from_numpy(np.array(t_all.logits)), dim=1)[torch.arange(len(labels)), labels]
+    t_train_logits = torch.from_numpy(np.array(t_all.logits))
+    confidence = torch.softmax(t_train_logits, dim=1)[torch.arange(len(labels)), labels]
     schedule = Schedule(cfg, difficulty=1 - confidence)
 
     def loss_fn(x, logits, y, idx, epoch):
@@ -91,7 +92,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         teacher.to("cpu")
     phases = [{"name": p.name, "epochs": [p.first_epoch + 1, p.last_epoch], "alpha": p.alpha,
                "lr_scale": p.lr_scale, "easy_fraction": p.easy_fraction} for p in schedule.plans]
-    teacher_fit = float((torch.from_numpy(np.array(t_all.logits)).argmax(1) == labels).float().mean())
+    teacher_fit = float((t_train_logits.argmax(1) == labels).float().mean())
     return Distilled(result, cache, objective.describe(), phases, time.perf_counter() - start, objective.names,
                      teacher_train_accuracy=teacher_fit)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from edgedistill.distill.compute import CPU, Compute, to_cpu
-from edgedistill.distill.trainer import TrainingTask, train_epochs
+from edgedistill.distill.trainer import TrainingTask, read_training_state, train_epochs
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output
 from edgedistill.lm.encoder import embed, mean_pool, projection_of
@@ -69,8 +69,6 @@ def _save_encoder_state(path: Path, epoch: int, student, optimizer, schedule, hi
 
 def _resume_encoder(path: Path | None, student, optimizer, schedule, console) -> tuple[int, list[dict]]:
     """The epoch to start from and the history so far: 0 and [] without a (readable) saved state."""
-    from edgedistill.distill.trainer import read_training_state
-
     state = read_training_state(path, console)
     if state is None:
         return 0, []
