@@ -16,6 +16,8 @@ from pathlib import Path
 
 from _readme import update_section
 
+from edgedistill.config.device import host_cpu, host_cpu_flags
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -28,7 +30,8 @@ def main() -> None:
     results = json.loads((args.run / "report" / "results.json").read_text())
     record = {
         "pipeline": results["pipeline"], "device": results["device"]["name"], "generated_at": results["generated_at"],
-        "host": platform.node(), "cpus": os.cpu_count(), "load_average_now": os.getloadavg(), "note": args.note,
+        "host": platform.node(), "cpus": os.cpu_count(), "cpu": host_cpu(), "cpu_flags": host_cpu_flags(),
+        "load_average_now": os.getloadavg(), "note": args.note,
         "stages_s": {name: s["seconds"] for name, s in manifest["stages"].items()},
         "resumed": [name for name, s in manifest["stages"].items() if s.get("resumed")],
         "teacher": results["teacher"], "student": results["student"],
@@ -46,7 +49,8 @@ def _update_readme(r: dict) -> None:
     stages = ", ".join(f"{name} {seconds:.0f} s" + (" (kept from an earlier run)" if name in r["resumed"] else "")
                        for name, seconds in r["stages_s"].items())
     lines = [f"`edgedistill run` of {r['pipeline']} → {r['device']}, {r['generated_at'][:10]}, host {r['host']} "
-             f"({r['cpus']} CPUs). Stages: {stages}; {sum(r['stages_s'].values()) / 60:.1f} min in all. "
+             f"({r.get('cpu', 'CPU')}, {r['cpus']} CPUs; flags {' '.join(r.get('cpu_flags') or ['not recorded'])}). "
+             f"Stages: {stages}; {sum(r['stages_s'].values()) / 60:.1f} min in all. "
              f"{r['note']}", "",
              f"Teacher {r['teacher']['arch']}, {r['teacher']['params']:,} params, {r['teacher']['accuracy']:.2%}; "
              f"student {r['student']['arch']}, {r['student']['params']:,} params, {r['student']['accuracy']:.2%} "
