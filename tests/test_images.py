@@ -104,7 +104,9 @@ def test_bad_image_folder_settings_are_one_line(tmp_path, fields, message):
 def test_broken_and_oversized_images_name_the_file(tmp_path):
     root = _folder(tmp_path, per_class=4, classes=("a", "b"))
     (root / "a" / "9.jpg").write_bytes(b"not a jpeg at all")
-    data = load_dataset(_spec(root=str(root), preprocess={"resize": 8}, stratify=False), seed=0)
+    with pytest.raises(UserError, match=r"9\.jpg: data.root: not a readable image"):  # decoded once, at load
+        load_dataset(_spec(root=str(root), preprocess={"resize": 8}, stratify=False), seed=0)
+    data = load_dataset(_spec(root=str(root), preprocess={"resize": 8}, stratify=False, decoded_cache="off"), seed=0)
     every = ImageArray(data.train.x.paths + data.val.x.paths + data.test.x.paths, data.train.x.preprocess)
     with pytest.raises(UserError, match=r"9\.jpg: data.root: not a readable image"):
         every[:]
@@ -149,3 +151,82 @@ def test_foolbox_photos_through_the_pretrained_teacher():
     assert len(every) == 20
     correct = (predict(efficientnet_lite0_imagenet(), every).argmax(1) == labels).sum()
     assert correct >= 16
+
+
+def _table_folder(tmp_path, separator="  "):
+    """Six gray cells labelled by a defect probability in labels.csv (as ELPV writes it), one by a bad line."""
+    root = tmp_path / "cells"
+    rows = []
+    for i, probability in enumerate(["0.0", "1.0", "0.3333333333333333", "0.6666666666666666", "0", "1"]):
+        _write(root / "images" / f"cell{i}.png", (30 * i,) * 3, size=(20, 20))
+        rows.append(f"images/cell{i}.png{separator}{probability}{separator}mono")
+    (root / "labels.csv").write_text("# path, probability, type\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("separator", ["  ", ","])
+def test_labels_from_a_table_with_a_label_map(tmp_path, separator):
+    root = _table_folder(tmp_path, separator)
+    names = {0.0: "functional", 0.3333333333333333: "functional", 0.6666666666666666: "defective", 1.0: "defective"}
+    spec = _spec(root=str(root), labels_from="table", label_map=names, class_names=["functional", "defective"],
+                 preprocess={"resize": 8}, stratify=False, decoded_cache="off")
+    from edgedistill.data.images import by_table
+
+    paths, labels, classes = by_table(root, spec)
+    assert classes == ["functional", "defective"] and [p.name for p in paths][:2] == ["cell0.png", "cell1.png"]
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1]  # '0' and '1' are the numbers 0.0 and 1.0
+    plain = by_table(root, _spec(root=str(root), labels_from="table", preprocess={"resize": 8}))
+    # Without a map every label as written is a class, in numeric order.
+    assert plain[2] == ["0", "0.0", "0.3333333333333333", "0.6666666666666666", "1", "1.0"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("images/missing.png 0.0", r"labels.csv:8: 'images/missing.png': no such image"),
+    ("../outside.png 0.0", r"labels.csv:8: '../outside.png': expected an image file .* under data.root"),
+    ("images/cell0.png 0.5", r"labels.csv:8: label '0.5' \(column 1\) is not a class"),
+    ("images/cell0.png", r"labels.csv:8: data.label_column: 1 but the line has 1 column"),
+])
+def test_a_bad_table_line_names_the_file_line_and_value(tmp_path, line, message):
+    root = _table_folder(tmp_path)
+    _write(tmp_path / "outside.png", (0, 0, 0))
+    with open(root / "labels.csv", "a") as table:
+        table.write(line + "\n")
+    spec = _spec(root=str(root), labels_from="table", preprocess={"resize": 8},
+                 label_map={"0": "ok", "1/3": "ok", "0.3333333333333333": "ok", "0.6666666666666666": "bad",
+                            "1": "bad"})
+    with pytest.raises(UserError, match=message):
+        load_dataset(spec, seed=0)
+
+
+def test_images_are_decoded_once_into_a_content_keyed_cache(tmp_path):
+    from edgedistill.fileio import cache_root
+
+    root = _folder(tmp_path, per_class=6, classes=("a", "b"))
+    spec = _spec(root=str(root), preprocess={"resize": 12, "crop": 10}, stratify=False)
+    first = load_dataset(spec, seed=0)
+    assert first.train.x.decoded is not None  # backed by the cached uint8 file
+    assert str(first.train.x.decoded.filename).startswith(str(cache_root() / "images"))
+    off = load_dataset(spec.model_copy(update={"decoded_cache": "off"}), seed=0)
+    assert off.train.x.decoded is None
+    assert np.array_equal(first.train.x[:], off.train.x[:]) and np.array_equal(first.test.x[[1, 0]], off.test.x[[1, 0]])
+    # Another picture under the same name is other content: a new cache entry, its new pixels read.
+    path = first.test.x.paths[0]
+    _write(path, (255, 255, 255))
+    again = load_dataset(spec, seed=0)
+    assert np.allclose(again.test.x[0], 1.0) and not np.allclose(first.test.x[0], 1.0)
+
+
+def test_mean_and_std_auto_are_measured_on_the_training_split(tmp_path):
+    from edgedistill.data import preprocessing
+
+    root = _folder(tmp_path, per_class=8, classes=("a", "b"))
+    spec = _spec(root=str(root), preprocess={"resize": 8, "mean": "auto", "std": "auto"})
+    data = load_dataset(spec, seed=0)
+    train = data.train.x[:]
+    assert np.allclose(train.mean(axis=(0, 2, 3)), 0, atol=1e-4) and np.allclose(train.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    assert data.test.x.preprocess == data.train.x.preprocess  # the same numbers feed every split
+    described = preprocessing(spec, data)
+    assert described["input = pixel * scale + offset"]["scale"] == list(data.train.x.preprocess.scale)
+    assert "training split" in described["normalization"]
+    with pytest.raises(UserError, match="mean: auto and std: auto go together"):
+        _spec(root=str(root), preprocess={"mean": "auto", "std": [0.5]})

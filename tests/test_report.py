@@ -191,3 +191,27 @@ def test_the_models_table_keeps_its_cells_on_one_line_and_scrolls_when_wide():
     table = html_table(["target", "status"], [["ssh://pi@raspberrypi.local:22 (the device)", "failed"]], nowrap=True)
     assert table.startswith("<div class=scroll><table class=nowrap>") and table.endswith("</table></div>")
     assert html_table(["a"], [["b"]]).startswith("<div class=scroll><table>")  # other tables wrap as before
+
+
+FLOOR = {"chance": 0.5, "majority_class": "functional", "majority_share": 0.6875}
+
+
+def test_a_student_at_chance_level_never_fits():
+    """Every budget met, but the student scores what always answering the majority class scores: no "fits"."""
+    loose = {**BUDGETS, "max_accuracy_drop": 1.0}  # a budget that cannot fail (the 20-photo smoke pipeline's)
+    v = verdict([_artifact(accuracy=0.6875)], loose, teacher_accuracy=0.9, floor=FLOOR)
+    assert v["fits"] is False
+    assert "accuracy above chance level: 0.688 not above 0.688" in v["summary"]
+    floor = next(c for c in v["checks"] if c["budget"] == "accuracy above chance level")
+    assert floor["passed"] is False and "always 'functional'" in floor["note"]
+    assert verdict([_artifact(accuracy=0.9)], loose, 0.9, floor=FLOOR)["fits"] is True
+    assert verdict([_artifact(accuracy=0.0)], loose, 0.9)["fits"] is True  # no floor known: the budgets alone
+
+
+def test_the_report_puts_the_teacher_beside_learning_nothing():
+    results = _results(verdict=verdict([_artifact(accuracy=0.9)], BUDGETS, 0.9, floor=FLOOR),
+                       teacher={"arch": "t", "params": 10, "accuracy": 0.91, "source": "checkpoint", "floor": FLOOR})
+    text = render_markdown(results)
+    assert ("Learning nothing scores 50.00% on the test split (a guess among 2 classes), or 68.75% (always "
+            "'functional'); the teacher scores 91.00%") in text
+    assert "| accuracy above chance level | above 68.75% |" in text

@@ -91,3 +91,37 @@ def test_a_checkpoint_without_weights_says_what_it_holds(tmp_path):
     torch.save({"epoch": 7, "notes": "x"}, tmp_path / "ckpt.pt")
     with pytest.raises(UserError, match=r"found no weights under state_dict, .* \(its keys: epoch, notes\)"):
         read_state_dict(tmp_path / "ckpt.pt")
+
+
+@pytest.mark.parametrize("scope", ["head", "whole"])
+def test_a_pretrained_teacher_is_fine_tuned_whole_or_by_its_head(tmp_path, scope):
+    """A checkpoint with 5 classes on the digits' 10: a new head, and with scope whole every layer trains too
+    (and is what the stage saves, with the floor a learned-nothing model would score beside it)."""
+    pretrained = build_model(in_channels=1, num_classes=5, input_hw=(8, 8), **ARCH)
+    save_weights(pretrained, tmp_path / "five.safetensors")
+    raw = tiny_pipeline_dict()
+    raw["teacher"] = {"kind": "checkpoint", "path": str(tmp_path / "five.safetensors"), **ARCH,
+                      "finetune": {"epochs": 1, "scope": scope, "augment": {"shift": 1}}}
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
+    run_pipeline(spec, load_device(spec.device), default_stages()[:1], tmp_path / "run",
+                 console=Console(file=open("/dev/null", "w")))
+    record = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["teacher"]
+    assert record["status"] == "completed" and record["metrics"]["finetune"]["scope"] == scope
+    assert record["metrics"]["floor"]["chance"] == pytest.approx(0.1)
+    tuned = _model()
+    load_weights(tuned, tmp_path / "run" / "teacher" / "model.safetensors")
+    before, after = pretrained.state_dict(), tuned.state_dict()
+    body = [k for k in before if before[k].shape == after[k].shape and before[k].is_floating_point()]
+    changed = [k for k in body if not torch.equal(before[k], after[k])]
+    if scope == "whole":
+        assert len(changed) > len(body) // 2
+    else:
+        assert changed == []
+
+
+def test_a_foreign_teacher_cannot_be_fine_tuned_whole(tmp_path):
+    raw = tiny_pipeline_dict()
+    (tmp_path / "t.pt").write_bytes(b"x")
+    raw["teacher"] = {"kind": "torchscript", "path": str(tmp_path / "t.pt"), "finetune": {"scope": "whole"}}
+    with pytest.raises(UserError, match="teacher.finetune: .*scope whole: a teacher from another framework"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))

@@ -107,9 +107,10 @@ class Preprocessing(Strict):
                              description="then a centre square of this side (default: resize; ImageNet models are "
                                          "usually evaluated at resize 256, crop 224)")
     channels: Literal["rgb", "gray"] = "rgb"
-    mean: list[float] | None = Field(default=None, min_length=1, max_length=3,
-                                     description="per channel, on 0..1 pixel values, with std: (x - mean) / std")
-    std: list[float] | None = Field(default=None, min_length=1, max_length=3)
+    mean: list[float] | Literal["auto"] | None = Field(
+        default=None, description="per channel, on 0..1 pixel values, with std: (x - mean) / std; auto: measured "
+                                  "once on the training split (stored in every artifact's metadata)")
+    std: list[float] | Literal["auto"] | None = Field(default=None)
     scale: list[float] = Field(default=[1 / 255], min_length=1, max_length=3,
                                description="or: each 0..255 pixel value times scale plus offset")
     offset: list[float] = Field(default=[0.0], min_length=1, max_length=3)
@@ -130,7 +131,13 @@ class Preprocessing(Strict):
             raise ValueError("mean and std go together: give both, or neither")
         if self.mean is not None and {"scale", "offset"} & self.model_fields_set:
             raise ValueError("give mean and std, or scale and offset, not both")
-        if self.std is not None and any(v <= 0 for v in self.std):
+        if (self.mean == "auto") != (self.std == "auto"):
+            raise ValueError("mean: auto and std: auto go together")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if isinstance(values, list) and not 1 <= len(values) <= 3:
+                raise ValueError(f"{name} {values}: give 1 value, or one per channel (3 for rgb)")
+        if isinstance(self.std, list) and any(v <= 0 for v in self.std):
             raise ValueError(f"std {self.std}: every value must be above 0")
         if self.crop is not None and self.crop > self.resize:
             raise ValueError(f"crop {self.crop} is larger than resize {self.resize}; crop at most the resized side")
@@ -145,7 +152,19 @@ class ImageFolderData(_SplitFractions):
     kind: Literal["imagefolder"]
     root: Path
     preprocess: Preprocessing = Field(default_factory=Preprocessing)
-    labels_from: Literal["folders", "filename"] = "folders"
+    labels_from: Literal["folders", "filename", "table"] = "folders"
+    labels_file: str = Field(default="labels.csv", max_length=200,
+                             description="labels_from table: a file under root, one image per line: its path "
+                                         "(relative to the file's folder) and columns split by commas or spaces")
+    label_column: int = Field(default=1, ge=1, le=100, description="labels_from table: the column (0 is the "
+                                                                   "path) that holds each image's label")
+    label_map: dict[str, str] | None = Field(
+        default=None, description="labels_from table: label as written -> class name (several labels may share a "
+                                  "class; values compare as numbers when both are numbers); default: each "
+                                  "distinct label is a class")
+    decoded_cache: Literal["auto", "off"] = Field(
+        default="auto", description="auto: every image decoded and resized once into a memory-mapped uint8 file "
+                                    "in the cache (when it stays under 8 GiB); off: decode each batch from the files")
     label_pattern: str = Field(default=r"_(\d+)\.\w+$", max_length=200,
                                description="labels_from filename: a regex whose first group is the class index")
     include: str = Field(default="*", max_length=200, description="labels_from filename: a glob of file names")
@@ -162,6 +181,14 @@ class ImageFolderData(_SplitFractions):
     @classmethod
     def _root_exists(cls, value, info: ValidationInfo) -> Path:
         return _existing_folder(str(value), info)
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value):
+        # YAML reads `0.5: defective` with a float key; the table's labels are text, so both become text.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
 
     @field_validator("label_pattern")
     @classmethod
@@ -213,11 +240,15 @@ class Augment(Strict):
 
 
 class Finetune(Training):
-    """A new head for a teacher whose classes are not the data's, trained on the data with the rest frozen."""
+    """A new head for a teacher whose classes are not the data's, trained on the data: alone (the rest frozen,
+    `scope: head`), or with the whole network (`scope: whole`, for data unlike the pretraining's)."""
 
     epochs: int = Field(default=5, ge=1, le=1000)
     lr: float = Field(default=1e-3, gt=0, le=10)
     batch_size: int = Field(default=32, ge=1, le=65_536)
+    scope: Literal["head", "whole"] = Field(default="head", description="head: only the new head trains; whole: "
+                                            "every layer, from the pretrained weights (checkpoint teachers)")
+    augment: Augment | None = Field(default=None, description="random crops, flips and shifts of the training images")
 
 
 class TrainedTeacher(Architecture, Training):
@@ -242,6 +273,16 @@ class _ForeignTeacher(Strict):
     path: Path
     finetune: Finetune | None = Field(default=None, description="when its classes are not the data's: a new head, "
                                                                 "fitted on the data with the rest frozen")
+
+    @field_validator("finetune")
+    @classmethod
+    def _head_only(cls, value: Finetune | None) -> Finetune | None:
+        # A foreign teacher is read from its file again by later stages, with the new head beside it: weights
+        # changed inside it would not travel (a checkpoint teacher's whole network is saved, and can).
+        if value is not None and value.scope == "whole":
+            raise ValueError("scope whole: a teacher from another framework gets a new head only (scope: head); "
+                             "give its weights as teacher.kind: checkpoint of a family to fine-tune all of it")
+        return value
 
 
 class HuggingFaceTeacher(_ForeignTeacher):

@@ -82,6 +82,22 @@ def load_dataset(spec, seed: int) -> Dataset:
     x, y, class_names = loaded[:3]
     given_test = loaded[3] if len(loaded) > 3 else None
     given_val = loaded[4] if len(loaded) > 4 else None
+    dataset = _split(spec, seed, x, y, class_names, given_test, given_val)
+    if spec.kind == "imagefolder" and spec.preprocess.mean == "auto":
+        dataset = _normalized_by_training_split(dataset)
+    return dataset
+
+
+def _normalized_by_training_split(dataset: Dataset) -> Dataset:
+    """`data.preprocess: {mean: auto, std: auto}`: per-channel statistics of the training split's pixels, applied
+    to every split (the validation and test images never shape them)."""
+    mean, std = dataset.train.x.pixel_statistics()
+    preprocess = dataset.train.x.preprocess.normalized(mean, std)
+    return Dataset(*(Split(split.x.with_preprocess(preprocess), split.y)
+                     for split in (dataset.train, dataset.val, dataset.test)), dataset.class_names)
+
+
+def _split(spec, seed, x, y, class_names, given_test, given_val) -> Dataset:
     stratify = getattr(spec, "stratify", True)
     if given_test is None:
         return stratified_split(x, y, spec.val_fraction, spec.test_fraction, seed, class_names, stratify)
@@ -97,12 +113,17 @@ def load_dataset(spec, seed: int) -> Dataset:
     return Dataset(take(x, np.sort(train), y), take(x, np.sort(val), y), test, class_names)
 
 
-def preprocessing(spec) -> dict:
+def preprocessing(spec, data: Dataset | None = None) -> dict:
     """How a raw input becomes the model's input, for the artifacts' metadata and the report: what an app
-    must do to feed the model as it was trained."""
+    must do to feed the model as it was trained (with `mean: auto`, the statistics measured on `data`)."""
     if spec.kind == "imagefolder":
         from edgedistill.data.images import Preprocess
 
+        if data is not None and hasattr(data.train.x, "preprocess"):
+            described = data.train.x.preprocess.describe()
+            if spec.preprocess.mean == "auto":
+                described["normalization"] = "per-channel mean and std measured on the training split"
+            return described
         return Preprocess.from_spec(spec.preprocess).describe()
     if spec.kind == "digits":
         return {"source": "scikit-learn load_digits, 8x8", "layout": "NCHW", "channels": "gray",

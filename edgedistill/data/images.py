@@ -52,8 +52,12 @@ class Preprocess:
 
     @classmethod
     def from_spec(cls, spec) -> Preprocess:
+        """The preprocessing a pipeline's `data.preprocess` gives; with `mean: auto` the identity on 0..1 values
+        until `normalized` replaces it by the training split's statistics."""
         count = 3 if spec.channels == "rgb" else 1
-        if spec.mean is not None:
+        if spec.mean == "auto":
+            scale, offset = (1 / 255,) * count, (0.0,) * count
+        elif spec.mean is not None:
             mean, std = per_channel(spec.mean, count, "mean"), per_channel(spec.std, count, "std")
             scale = tuple(1 / (255 * s) for s in std)
             offset = tuple(-m / s for m, s in zip(mean, std))
@@ -86,8 +90,23 @@ class Preprocess:
     def shape(self) -> tuple[int, int, int]:
         return (3 if self.channels == "rgb" else 1, self.crop, self.crop)
 
+    def normalized(self, mean: np.ndarray, std: np.ndarray) -> Preprocess:
+        """This geometry with (pixel / 255 - mean) / std per channel, as `data.preprocess: {mean: auto}` asks."""
+        std = np.maximum(std, 1e-6)
+        return Preprocess(self.resize, self.crop, self.channels, tuple(float(1 / (255 * s)) for s in std),
+                          tuple(float(-m / s) for m, s in zip(mean, std)))
+
+    def affine(self, pixels: np.ndarray) -> np.ndarray:
+        """0..255 pixels (N, C, H, W) or (C, H, W) as model inputs: float32 pixel * scale + offset per channel."""
+        return pixels.astype(np.float32) * np.asarray(self.scale, np.float32)[:, None, None] \
+            + np.asarray(self.offset, np.float32)[:, None, None]
+
     def load(self, path: Path) -> np.ndarray:
         """One file as a (C, crop, crop) float32 array."""
+        return self.affine(self.pixels(path))
+
+    def pixels(self, path: Path) -> np.ndarray:
+        """One file resized and cropped: (C, crop, crop) uint8."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -107,12 +126,10 @@ class Preprocess:
                 image = image.resize(size, Image.Resampling.BILINEAR)
                 w, h = image.size
                 left, top = (w - self.crop) // 2, (h - self.crop) // 2
-                pixels = np.asarray(image.crop((left, top, left + self.crop, top + self.crop)), dtype=np.float32)
+                pixels = np.asarray(image.crop((left, top, left + self.crop, top + self.crop)), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"{path}: data.root: not a readable image ({' '.join(str(exc).split())[:200]})") from None
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-        return pixels * np.asarray(self.scale, np.float32)[:, None, None] \
-            + np.asarray(self.offset, np.float32)[:, None, None]
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def per_channel(values: list[float], count: int, field: str) -> tuple[float, ...]:
@@ -130,13 +147,19 @@ def _pool() -> ThreadPoolExecutor:
 
 
 class ImageArray:
-    """Images in files, read as a float32 (N, C, H, W) array one batch at a time."""
+    """Images in files, read as a float32 (N, C, H, W) array one batch at a time: decoded from the files, or
+    taken from `decoded` (a uint8 array of every file resized and cropped, memory-mapped from the cache; `rows`
+    says which of its rows are this array's)."""
 
     ndim = 4
     dtype = np.dtype(np.float32)
 
-    def __init__(self, paths: list[Path], preprocess: Preprocess):
+    def __init__(self, paths: list[Path], preprocess: Preprocess, decoded: np.ndarray | None = None,
+                 rows: np.ndarray | None = None, file_digests: list[str] | None = None):
         self.paths, self.preprocess = list(paths), preprocess
+        self.decoded = decoded
+        self.rows = np.arange(len(self.paths)) if rows is None else np.asarray(rows)
+        self._file_digests = file_digests
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -146,12 +169,48 @@ class ImageArray:
         return (len(self.paths), *self.preprocess.shape)
 
     def subset(self, indices) -> ImageArray:
-        """The images at `indices`, still on disk."""
-        return ImageArray([self.paths[i] for i in np.asarray(indices).tolist()], self.preprocess)
+        """The images at `indices`, still on disk (or in the decoded cache)."""
+        picked = np.asarray(indices).tolist()
+        digests = None if self._file_digests is None else [self._file_digests[i] for i in picked]
+        return ImageArray([self.paths[i] for i in picked], self.preprocess, self.decoded, self.rows[picked], digests)
+
+    def with_preprocess(self, preprocess: Preprocess) -> ImageArray:
+        return ImageArray(self.paths, preprocess, self.decoded, self.rows, self._file_digests)
+
+    def file_digests(self) -> list[str]:
+        """Each file's sha256, computed once."""
+        if self._file_digests is None:
+            from edgedistill.fileio import sha256_file
+
+            self._file_digests = [sha256_file(path) for path in self.paths]
+        return self._file_digests
+
+    def pixel_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and standard deviation of the 0..1 pixel values (resized and cropped), in float64
+        sums over chunks, so the whole array is never held as floats."""
+        channels = self.preprocess.shape[0]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        for start in range(0, len(self), 256):
+            chunk = self.pixels(slice(start, start + 256)).astype(np.float64) / 255
+            total += chunk.sum(axis=(0, 2, 3))
+            squares += (chunk ** 2).sum(axis=(0, 2, 3))
+            count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+        mean = total / max(count, 1)
+        return mean, np.sqrt(np.maximum(squares / max(count, 1) - mean ** 2, 0))
+
+    def pixels(self, key) -> np.ndarray:
+        """The images at `key` (a slice or indices) as uint8 (N, C, H, W), before the per-channel affine."""
+        picked = range(*key.indices(len(self.paths))) if isinstance(key, slice) else key
+        if self.decoded is not None:
+            return np.asarray(self.decoded[self.rows[list(picked)]])
+        batch = np.empty((len(picked), *self.preprocess.shape), np.uint8)
+        for i, image in enumerate(_pool().map(self.preprocess.pixels, [self.paths[j] for j in picked])):
+            batch[i] = image
+        return batch
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
-            return self.preprocess.load(self.paths[key])
+            return self[[int(key)]][0]
         if isinstance(key, slice):
             picked = range(*key.indices(len(self.paths)))
         else:
@@ -163,10 +222,7 @@ class ImageArray:
             raise UserError(f"data.preprocess: {len(picked):,} images of {channels}x{side}x{side} float32 are "
                             f"{size / 2**30:.1f} GiB at once; at most {MAX_BATCH_BYTES // 2**30} GiB are decoded "
                             "together: lower data.preprocess.crop (or resize), or the batch size")
-        batch = np.empty((len(picked), *self.preprocess.shape), np.float32)
-        for i, image in enumerate(_pool().map(self.preprocess.load, [self.paths[j] for j in picked])):
-            batch[i] = image
-        return batch
+        return self.preprocess.affine(self.pixels(picked))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self[:]
@@ -174,11 +230,9 @@ class ImageArray:
 
     def digest(self) -> str:
         """sha256 over every file's bytes, in order, and the preprocessing: what the teacher cache is keyed by."""
-        from edgedistill.fileio import sha256_file
-
         total = hashlib.sha256(repr(self.preprocess).encode())
-        for path in self.paths:
-            total.update(sha256_file(path).encode())
+        for digest in self.file_digests():
+            total.update(digest.encode())
         return total.hexdigest()
 
 
@@ -261,6 +315,128 @@ def by_file_name(root: Path, pattern: str, include: str, *, boundary: Path | Non
     return paths, np.asarray(labels, np.int64)
 
 
+MAX_TABLE_BYTES = 256 * 2**20  # a labels file of 5 million short lines
+
+
+def by_table(root: Path, spec, *, follow_links: bool = False) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Images listed in a labels file under `root` (`data.labels_file`): one image per line, its path relative to
+    the file's folder, then columns split by commas (when the line has one) or by spaces; the label is column
+    `data.label_column`, mapped to a class by `data.label_map` (default: each distinct label is a class, sorted,
+    or in `data.class_names`' order). Blank lines and lines starting with # are skipped."""
+    table = (root / spec.labels_file).resolve()
+    name = spec.labels_file
+    if not table.is_relative_to(root.resolve()) or not table.is_file():
+        raise UserError(f"{root}: data.labels_file: {name!r} is not a file under data.root")
+    if table.stat().st_size > MAX_TABLE_BYTES:
+        raise UserError(f"{table}: data.labels_file: {table.stat().st_size:,} bytes; at most {MAX_TABLE_BYTES:,}")
+    folder = table.parent
+    rows: list[tuple[int, Path, str]] = []
+    with open(table, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            fields = [f.strip() for f in text.split(",")] if "," in text else text.split()
+            if len(fields) <= spec.label_column:
+                raise UserError(f"{table}:{number}: data.label_column: {spec.label_column} but the line has "
+                                f"{len(fields)} column(s); expected the image's path, then its label")
+            path = (folder / fields[0]).resolve() if not follow_links else folder / fields[0]
+            if not path.resolve().is_relative_to(root.resolve()) or path.suffix.lower() not in EXTENSIONS:
+                raise UserError(f"{table}:{number}: {fields[0]!r}: expected an image file ({', '.join(EXTENSIONS)}) "
+                                "under data.root")
+            if not path.is_file():
+                raise UserError(f"{table}:{number}: {fields[0]!r}: no such image under {folder}")
+            rows.append((number, path, fields[spec.label_column]))
+            if len(rows) > MAX_FILES:
+                raise UserError(f"{table}: data.labels_file: more than {MAX_FILES:,} images")
+    if spec.label_map is None:
+        found = sorted({label for _, _, label in rows}, key=_label_order)
+        names = list(spec.class_names or found)
+        mapping = {label: label for label in names}
+    else:
+        mapping = spec.label_map
+        names = list(spec.class_names or dict.fromkeys(mapping.values()))
+        stray = sorted(set(mapping.values()) - set(names))
+        if stray:
+            raise UserError(f"data.label_map: class {stray[0]!r} is not in data.class_names ({', '.join(names)})")
+    index = {name: i for i, name in enumerate(names)}
+    labels = []
+    for number, _, label in rows:
+        target = _lookup(mapping, label)
+        if target is None or target not in index:
+            valid = ", ".join(list(mapping)[:10])
+            raise UserError(f"{table}:{number}: label {label!r} (column {spec.label_column}) is not a class; valid: "
+                            f"{valid}" + (" (data.label_map)" if spec.label_map is not None else " (data.class_names)"))
+        labels.append(index[target])
+    return [path for _, path, _ in rows], np.asarray(labels, np.int64), names
+
+
+def _label_order(label: str):
+    """Numbers in numeric order, then text."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _lookup(mapping: dict[str, str], label: str) -> str | None:
+    """The class of `label`: by its text, else by its value when both are numbers ('1' and '1.0' are one label)."""
+    if label in mapping:
+        return mapping[label]
+    try:
+        value = float(label)
+    except ValueError:
+        return None
+    for written, target in mapping.items():
+        try:
+            if float(written) == value:
+                return target
+        except ValueError:
+            continue
+    return None
+
+
+MAX_DECODED_BYTES = 8 * 2**30
+
+
+def decode_once(images: ImageArray) -> ImageArray:
+    """`images` backed by a uint8 file of every image resized and cropped, in the cache (fileio.cache_root),
+    keyed by the files' contents and the geometry: decoded once, read memory-mapped by every later epoch, stage
+    and run. Left as it is (decoded per batch) when that file would pass MAX_DECODED_BYTES or the cache cannot be
+    written."""
+    from edgedistill.fileio import cache_root, sha256_json
+
+    shape = images.shape
+    if int(np.prod(shape)) > MAX_DECODED_BYTES or not len(images):
+        return images
+    geometry = {"resize": images.preprocess.resize, "crop": images.preprocess.crop,
+                "channels": images.preprocess.channels, "files": images.file_digests(), "format": 1}
+    path = cache_root() / "images" / f"{sha256_json(geometry)[:32]}.npy"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), transient=True) as bar:
+                task = bar.add_task(f"decoding {len(images):,} images once (cache: {path.name})", total=len(images))
+                for start in range(0, len(images), 256):
+                    stop = min(start + 256, len(images))
+                    out[start:stop] = images.pixels(slice(start, stop))
+                    bar.update(task, completed=stop)
+            out.flush()
+            del out
+            os.replace(partial, path)
+        decoded = np.load(path, mmap_mode="r")
+    except OSError:
+        return images
+    if decoded.shape != shape or decoded.dtype != np.uint8:
+        return images
+    return ImageArray(images.paths, images.preprocess, decoded, None, images.file_digests())
+
+
 @contextmanager
 def time_bound(seconds: float, message: str):
     """Raise UserError(message) when the block runs over `seconds`. A regular expression from a pipeline can
@@ -294,6 +470,8 @@ def read_folder(root: Path, spec) -> tuple[ImageArray, np.ndarray, list[str]]:
     links = {"boundary": spec.root, "follow_links": spec.follow_links}
     if spec.labels_from == "folders":
         paths, labels, names = by_folder(root, spec.class_names, **links)
+    elif spec.labels_from == "table":
+        paths, labels, names = by_table(root, spec, follow_links=spec.follow_links)
     else:
         paths, labels = by_file_name(root, spec.label_pattern, spec.include, **links)
         count = len(spec.class_names) if spec.class_names else spec.num_classes
@@ -304,10 +482,12 @@ def read_folder(root: Path, spec) -> tuple[ImageArray, np.ndarray, list[str]]:
                             f"class indices below {count}")
         names = spec.class_names or [str(i) for i in range(count)]
     if not paths:
+        expected = {"folders": "root/<class>/<image>", "table": f"images listed in {spec.labels_file}",
+                    "filename": f"files matching {spec.include!r} with a class index found by {spec.label_pattern!r}"}
         raise UserError(f"{root}: data.root: no images found (extensions: {', '.join(EXTENSIONS)}); expected "
-                        + ("root/<class>/<image>" if spec.labels_from == "folders" else
-                           f"files matching {spec.include!r} with a class index found by {spec.label_pattern!r}"))
-    return ImageArray(paths, preprocess), labels, names
+                        + expected[spec.labels_from])
+    images = ImageArray(paths, preprocess)
+    return (decode_once(images) if spec.decoded_cache == "auto" else images), labels, names
 
 
 def load(spec):

@@ -16,7 +16,9 @@ from edgedistill.report.text import (
     answer_columns,
     baseline_sentence,
     capability_rows,
+    floor_sentence,
     layer_pairs,
+    limit_text,
     metric_note,
     model_rows,
     pct,
@@ -87,11 +89,12 @@ def _verdict(r: dict) -> str:
         show = pct if as_pct else (lambda x, u=c["unit"]: "—" if x is None else f"{x:.3f} {u}")
         result = {True: "<span class=pass>pass</span>", False: "<span class=fail>FAIL</span>",
                   None: f"<span class=muted>{e(c['note'])}</span>"}[c["passed"]]
-        rows.append([e(c["budget"]), e(show(c["limit"])), e(show(c["value"])), e(show(c["margin"])), result,
+        rows.append([e(c["budget"]), e(limit_text(c, show)), e(show(c["value"])), e(show(c["margin"])), result,
                      e(c.get("evidence") or "—")])
     table = html_table(["budget", "limit", "measured", "margin", "result", "evidence"], rows) if rows else ""
+    floor = f"<p>{e(floor_sentence(r))}</p>" if floor_sentence(r) else ""
     return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{e(word)}</b> — {e(v['summary'])}."
-                    f"</div><p>Device: {e(r['device']['description'])}.</p>{table}")
+                    f"</div><p>Device: {e(r['device']['description'])}.</p>{floor}{table}")
 
 
 def _models(r: dict) -> str:

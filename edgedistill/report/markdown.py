@@ -10,7 +10,9 @@ from edgedistill.report.text import (
     answer_columns,
     baseline_sentence,
     capability_rows,
+    floor_sentence,
     layer_pairs,
+    limit_text,
     metric_note,
     model_rows,
     pct,
@@ -41,9 +43,9 @@ def render_markdown(results: dict) -> str:
     device = results["device"]
     lines = [f"# Deployment report: {_escape(results['pipeline'])} → {_escape(device['name'])}", "",
              f"**{mark}** — {_escape(v['summary'])}.", ""]
-    note = metric_note(results)
-    if note:
-        lines += [_escape(note), ""]
+    for note in (metric_note(results), floor_sentence(results)):
+        if note:
+            lines += [_escape(note), ""]
     if v["checks"]:
         lines += ["| budget | limit | measured | margin | result | evidence |", "|---|---|---|---|---|---|"]
         for c in v["checks"]:
@@ -51,7 +53,7 @@ def render_markdown(results: dict) -> str:
             as_pct = c["budget"].startswith("accuracy")
             show = pct if as_pct else (lambda x, unit=unit: f"{x:.3f} {unit}" if x is not None else "—")
             result = {True: "pass", False: "**FAIL**", None: c["note"]}[c["passed"]]
-            lines.append(f"| {c['budget']} | {show(c['limit']) if c['limit'] is not None else '—'} | "
+            lines.append(f"| {c['budget']} | {limit_text(c, show)} | "
                          f"{show(c['value'])} | {show(c['margin']) if c['margin'] is not None else '—'} | {result} | "
                          f"{c.get('evidence') or '—'} |")
         lines.append("")

@@ -49,7 +49,8 @@ def build_results(ctx) -> dict:
         "metric": (t_metrics or {}).get("metric", "accuracy"),
         "teacher": None if t_metrics is None else {
             "arch": _arch(t_metrics), "params": t_metrics["params"], "accuracy": t_metrics["accuracy"],
-            "source": t_metrics["source"], "finetune": _finetune(t_metrics.get("finetune"))},
+            "source": t_metrics["source"], "finetune": _finetune(t_metrics.get("finetune")),
+            "floor": t_metrics.get("floor")},
         # How an app must prepare an input (the same dict is in every artifact's metadata).
         "preprocessing": (stages["export"].metrics.get("preprocessing") if "export" in stages else None),
         "student": None if s_metrics is None else {
@@ -66,7 +67,7 @@ def build_results(ctx) -> dict:
         "language_model": _language_model(ctx, t_metrics, d_metrics, artifacts),
         "budgets": budgets,
         "verdict": verdict(artifacts, budgets, t_metrics["accuracy"] if t_metrics else None, ctx.device.name,
-                           d_metrics),
+                           d_metrics, (t_metrics or {}).get("floor")),
         "stages": {name: {"status": rec.status, "seconds": rec.seconds, "resumed": rec.resumed, "error": rec.error}
                    for name, rec in stages.items() if name != "report"},
         "failures": [f"{name}: {rec.error}" for name, rec in stages.items() if rec.status in ("failed", "blocked")]
@@ -197,18 +198,32 @@ def _check(name: str, value, limit, unit: str, evidence: str | None) -> dict:
     return {**check, "margin": limit - value, "passed": value <= limit, "note": ""}
 
 
-def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | None) -> list[dict]:
+def floor_check(accuracy: float | None, floor: dict | None, evidence: str) -> dict:
+    """Accuracy above what a model that learned nothing scores (the larger of a uniform guess and always the
+    majority class): not a budget a pipeline sets, a condition of every "fits"."""
+    limit = max(floor["chance"], floor["majority_share"])
+    check = {"budget": "accuracy above chance level", "limit": limit, "value": accuracy, "unit": "",
+             "minimum": True, "evidence": None if accuracy is None else EVIDENCE[evidence],
+             "note": f"the larger of 1/classes and always '{floor['majority_class']}' on the test split"}
+    if accuracy is None:
+        return {**check, "margin": None, "passed": None, "note": "not measured"}
+    return {**check, "margin": accuracy - limit, "passed": accuracy > limit}
+
+
+def artifact_checks(artifact: dict, budgets: dict, teacher_accuracy: float | None,
+                    floor: dict | None = None) -> list[dict]:
     latency = (artifact.get("latency_ms") or {}).get("p90")
     size = artifact["bytes"] / 2**20 if artifact.get("bytes") is not None else None
     acc = artifact.get("accuracy")
     drop = teacher_accuracy - acc if teacher_accuracy is not None and acc is not None else None
     where = artifact.get("measured_on") or "stand-in"
-    return [_check("model size", size, budgets.get("max_model_mb"), "MB", "file"),
-            _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB", where),
-            _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), artifact.get("latency_unit", "ms"),
-                   where),
-            _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "",
-                   where if artifact.get("latency_ms") else "export")]
+    accuracy_where = where if artifact.get("latency_ms") else "export"
+    checks = [_check("model size", size, budgets.get("max_model_mb"), "MB", "file"),
+              _check("peak RAM", artifact.get("peak_rss_mb"), budgets.get("max_ram_mb"), "MB", where),
+              _check("p90 latency", latency, budgets.get("max_latency_p90_ms"), artifact.get("latency_unit", "ms"),
+                     where),
+              _check("accuracy drop vs teacher", drop, budgets.get("max_accuracy_drop"), "", accuracy_where)]
+    return checks + ([floor_check(acc, floor, accuracy_where)] if floor else [])
 
 
 def _amount(value: float) -> str:
@@ -216,7 +231,7 @@ def _amount(value: float) -> str:
 
 
 def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None, device: str = "the device",
-            distillation: dict | None = None) -> dict:
+            distillation: dict | None = None, floor: dict | None = None) -> dict:
     """Fits when some artifact passes every set budget; None (cannot tell) when a measurement is missing.
 
     `scope` says whose measurements those are: the device's, this host's (the host profile), or this host's
@@ -228,7 +243,7 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
     """
     scored = []
     for art in artifacts:
-        checks = artifact_checks(art, budgets, teacher_accuracy)
+        checks = artifact_checks(art, budgets, teacher_accuracy, floor)
         failed = sum(c["passed"] is False for c in checks)
         unknown = sum(c["passed"] is None and c["limit"] is not None for c in checks)
         scored.append((failed, unknown, art, checks))
@@ -250,8 +265,9 @@ def verdict(artifacts: list[dict], budgets: dict, teacher_accuracy: float | None
     where = {"device": f"on {device}, measured on the device", "host": "on this host",
              "stand-in": f"on this host standing in for {device} (not measured on {device})",
              None: f"(no benchmark measured it{': ' + art['error'] if art.get('error') else ''})"}[scope]
-    broken = "; ".join(f"{c['budget']} {_amount(c['value'])} over {_amount(c['limit'])}{c['unit'] and ' ' + c['unit']}"
-                       for c in checks if c["passed"] is False)
+    broken = "; ".join(f"{c['budget']}{':' if c.get('minimum') else ''} {_amount(c['value'])} "
+                       f"{'not above' if c.get('minimum') else 'over'} {_amount(c['limit'])}"
+                       f"{c['unit'] and ' ' + c['unit']}" for c in checks if c["passed"] is False)
     summary = {True: f"{name} fits every budget {where}", False: f"{name} breaks {failed} budget(s) ({broken}) {where}",
                None: f"cannot tell: {unknown} measurement(s) missing for {name}"}[fits]
     if scope == "stand-in":

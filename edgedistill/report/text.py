@@ -157,6 +157,29 @@ def preprocessing_lines(results: dict) -> list[str]:
     return lines
 
 
+def floor_sentence(results: dict) -> str | None:
+    """The teacher's and the student's accuracy beside what learning nothing scores, so a teacher (or student)
+    that learned nothing is seen at once."""
+    teacher, student = results.get("teacher") or {}, results.get("student") or {}
+    floor = teacher.get("floor")
+    if not floor:
+        return None
+    classes = round(1 / floor["chance"])
+    text = (f"Learning nothing scores {pct(floor['chance'])} on the test split (a guess among {classes} classes), "
+            f"or {pct(floor['majority_share'])} (always '{floor['majority_class']}'); the teacher scores "
+            f"{pct(teacher.get('accuracy'))}")
+    if student.get("accuracy") is not None:
+        text += f", the student {pct(student['accuracy'])}"
+    return text + "."
+
+
+def limit_text(check: dict, show) -> str:
+    """A budget's limit as the report prints it: a floor reads 'above X'."""
+    if check["limit"] is None:
+        return "—"
+    return ("above " if check.get("minimum") else "") + show(check["limit"])
+
+
 def metric_note(results: dict) -> str | None:
     """What "accuracy" and "latency" mean in this report, when not a classifier's top-1 and one inference."""
     if results.get("language_model"):

@@ -50,7 +50,7 @@ def run(spec, ctx) -> StageResult:
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}",
-                "preprocessing": preprocessing(spec.data)}
+                "preprocessing": preprocessing(spec.data, data)}
     if spec.data.kind == "imagefolder":  # so that `bench --data` can say when it is given training images
         from edgedistill.data.images import trained_on
 

@@ -64,6 +64,7 @@ def run(spec, ctx) -> StageResult:
         metrics["finetune"] = finetune_head(model, head, data, cfg.finetune, spec, ctx, compute)
         outputs["head"] = out / "head.safetensors"
         save_weights(model.get_submodule(head), outputs["head"])
+    metrics["floor"] = accuracy_floor(data.test.y, data.class_names)
     metrics["params"] = parameter_count(model)
     metrics["val_accuracy"] = accuracy(predict(model, data.val.x), data.val.y)
     metrics["accuracy"] = accuracy(predict(model, data.test.x), data.test.y)
@@ -74,6 +75,15 @@ def run(spec, ctx) -> StageResult:
         save_weights(model, outputs["weights"])
     arch.save(outputs["arch"])
     return StageResult(outputs=outputs, metrics=metrics)
+
+
+def accuracy_floor(labels: np.ndarray, class_names: list[str]) -> dict:
+    """What a model that learned nothing scores on the test split: a uniform guess (1 / classes) and always
+    answering the most frequent class (its share). A verdict never says "fits" at or below the larger."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    top = int(counts.argmax())
+    return {"chance": 1 / len(class_names), "majority_class": class_names[top],
+            "majority_share": float(counts[top] / max(len(labels), 1))}
 
 
 def cross_entropy(x, logits, y, idx, epoch):
@@ -104,12 +114,18 @@ def require_finetune(cfg, given: int, num_classes: int) -> None:
 
 
 def finetune_head(model, head: str, data, cfg, spec, ctx, compute) -> dict:
-    """Fit the new head on the data with the rest of the teacher frozen (and in eval mode)."""
-    trainable = HeadOnlyTraining(model, head)
-    result = fit(trainable, data.train, data.val, cross_entropy, cfg, seed=spec.seed, label="teacher head",
-                 console=ctx.console, compute=compute)
-    ctx.console.print(f"  teacher's new head ({head}, {data.num_classes} classes) fitted for {cfg.epochs} epochs: "
-                      f"validation accuracy {result.best_val_accuracy:.2%}")
-    return {"head": head, "epochs": cfg.epochs, "best_epoch": result.best_epoch,
+    """Fit the new head on the data: alone with the rest of the teacher frozen (and in eval mode), or with every
+    layer (`scope: whole`), resuming from the stage's training state when a run was cut."""
+    whole = cfg.scope == "whole"
+    trainable = model if whole else HeadOnlyTraining(model, head)
+    state = ctx.stage_dir("teacher") / f"finetune-state-{ctx.inputs_digest[:12]}.pt" if whole else None
+    result = fit(trainable, data.train, data.val, cross_entropy, cfg, seed=spec.seed,
+                 label="teacher fine-tune" if whole else "teacher head", console=ctx.console, state_path=state,
+                 augment=augmentation.build(cfg.augment), compute=compute)
+    what = "with the whole network" if whole else "with the rest frozen"
+    ctx.console.print(f"  teacher's new head ({head}, {data.num_classes} classes) fitted {what} for {cfg.epochs} "
+                      f"epochs: validation accuracy {result.best_val_accuracy:.2%}")
+    trained = model if whole else model.get_submodule(head)
+    return {"head": head, "scope": cfg.scope, "epochs": cfg.epochs, "best_epoch": result.best_epoch,
             "val_accuracy": result.best_val_accuracy, "history": result.history,
-            "trainable_params": sum(p.numel() for p in model.get_submodule(head).parameters())}
+            "trainable_params": sum(p.numel() for p in trained.parameters())}
