@@ -223,10 +223,29 @@ def test_mean_and_std_auto_are_measured_on_the_training_split(tmp_path):
     spec = _spec(root=str(root), preprocess={"resize": 8, "mean": "auto", "std": "auto"})
     data = load_dataset(spec, seed=0)
     train = data.train.x[:]
-    assert np.allclose(train.mean(axis=(0, 2, 3)), 0, atol=1e-4) and np.allclose(train.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    assert np.allclose(train.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    assert np.allclose(train.std(axis=(0, 2, 3)), 1, atol=1e-3)
     assert data.test.x.preprocess == data.train.x.preprocess  # the same numbers feed every split
     described = preprocessing(spec, data)
     assert described["input = pixel * scale + offset"]["scale"] == list(data.train.x.preprocess.scale)
     assert "training split" in described["normalization"]
     with pytest.raises(UserError, match="mean: auto and std: auto go together"):
         _spec(root=str(root), preprocess={"mean": "auto", "std": [0.5]})
+
+
+def test_faint_images_get_a_note_from_validate(tmp_path):
+    """Electroluminescence-like images (every pixel within a few grey levels of black): validate says so."""
+    from tests.conftest import cli, tiny_pipeline_dict, write_pipeline
+
+    for c, name in enumerate(("ok", "cracked")):
+        for i in range(6):
+            _write(tmp_path / "faint" / name / f"{i}.png", (2 + c + i % 3,) * 3, size=(12, 12))
+    raw = tiny_pipeline_dict(data={"kind": "imagefolder", "root": str(tmp_path / "faint"),
+                                   "preprocess": {"resize": 8}, "stratify": False})
+    proc = cli("validate", write_pipeline(tmp_path / "p.yaml", raw))
+    assert proc.returncode == 0, proc.stderr
+    assert "note: the training images' pixels spread little (std 0.00" in proc.stdout
+    assert "set data.preprocess: {mean: auto, std: auto}" in proc.stdout
+    raw["data"]["preprocess"] = {"resize": 8, "mean": "auto", "std": "auto"}
+    proc = cli("validate", write_pipeline(tmp_path / "p.yaml", raw))
+    assert "mean/std: auto already rescales them" in proc.stdout

@@ -199,7 +199,7 @@ def validate_one(path: Path) -> None:
     from edgedistill.config.device import DeviceProfile
     from edgedistill.config.loading import load_model, read_yaml
     from edgedistill.config.pipeline import load_pipeline
-    from edgedistill.data import load_dataset
+    from edgedistill.data import load_dataset, spread_note
     from edgedistill.lm.text import load_texts
     from edgedistill.models import check_factory, is_factory
 
@@ -235,3 +235,6 @@ def validate_one(path: Path) -> None:
     shape = "×".join(str(d) for d in dataset.input_shape)
     typer.echo(f"ok: {path} (data: {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
                f"train/val/test samples of {shape}, {dataset.num_classes} classes)")
+    note = spread_note(spec.data, dataset)
+    if note:
+        typer.echo(f"note: {note}")

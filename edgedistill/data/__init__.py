@@ -88,6 +88,23 @@ def load_dataset(spec, seed: int) -> Dataset:
     return dataset
 
 
+FAINT_SPREAD = 0.05  # std of 0..1 pixel values: under 13 grey levels of 255 across the whole training split
+
+
+def spread_note(spec, dataset: Dataset) -> str | None:
+    """A note when an image folder's training pixels barely vary (faint or dark images: electroluminescence,
+    X-ray, thermal), where a network fed 0..1 values sees almost no contrast; None otherwise."""
+    if spec.kind != "imagefolder" or not hasattr(dataset.train.x, "pixel_statistics"):
+        return None
+    mean, std = dataset.train.x.pixel_statistics()
+    if float(std.max()) >= FAINT_SPREAD:
+        return None
+    fix = ("data.preprocess mean/std: auto already rescales them to unit spread" if spec.preprocess.mean == "auto"
+           else "set data.preprocess: {mean: auto, std: auto} to rescale them to unit spread")
+    return (f"the training images' pixels spread little (std {float(std.max()):.3f} of the 0..1 range, mean "
+            f"{float(mean.mean()):.3f}): faint or dark images, where a network learns little from raw values; {fix}")
+
+
 def _normalized_by_training_split(dataset: Dataset) -> Dataset:
     """`data.preprocess: {mean: auto, std: auto}`: per-channel statistics of the training split's pixels, applied
     to every split (the validation and test images never shape them)."""

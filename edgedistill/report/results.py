@@ -50,7 +50,7 @@ def build_results(ctx) -> dict:
         "teacher": None if t_metrics is None else {
             "arch": _arch(t_metrics), "params": t_metrics["params"], "accuracy": t_metrics["accuracy"],
             "source": t_metrics["source"], "finetune": _finetune(t_metrics.get("finetune")),
-            "floor": t_metrics.get("floor")},
+            "floor": t_metrics.get("floor"), "data_notes": t_metrics.get("data_notes") or []},
         # How an app must prepare an input (the same dict is in every artifact's metadata).
         "preprocessing": (stages["export"].metrics.get("preprocessing") if "export" in stages else None),
         "student": None if s_metrics is None else {

@@ -170,7 +170,7 @@ def floor_sentence(results: dict) -> str | None:
             f"{pct(teacher.get('accuracy'))}")
     if student.get("accuracy") is not None:
         text += f", the student {pct(student['accuracy'])}"
-    return text + "."
+    return text + "." + "".join(f" Note on the data: {note}." for note in teacher.get("data_notes") or [])
 
 
 def limit_text(check: dict, show) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgedistill.data import load_dataset
+from edgedistill.data import load_dataset, spread_note
 from edgedistill.distill import augment as augmentation
 from edgedistill.distill.compute import resolve
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
@@ -65,6 +65,10 @@ def run(spec, ctx) -> StageResult:
         outputs["head"] = out / "head.safetensors"
         save_weights(model.get_submodule(head), outputs["head"])
     metrics["floor"] = accuracy_floor(data.test.y, data.class_names)
+    note = spread_note(spec.data, data)
+    if note:
+        metrics["data_notes"] = [note]
+        ctx.console.print(f"  note: {note}")
     metrics["params"] = parameter_count(model)
     metrics["val_accuracy"] = accuracy(predict(model, data.val.x), data.val.y)
     metrics["accuracy"] = accuracy(predict(model, data.test.x), data.test.y)
