@@ -138,8 +138,9 @@ def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt)
     gate = run_gate(
         "int8", reference_accuracy=plain_acc, max_drop=0.02, calibration="minmax",
         other_calibrations=list(conv.calibration_methods), workdir=tmp_path,
-        make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(FORMATS[fmt].suffix), p,
-                                                      digits.train.x[:128], calib, keep, META),
+        make=lambda p, calib, keep, dest, narrow: conv.variant(fp32, dest.with_suffix(FORMATS[fmt].suffix), p,
+                                                              digits.train.x[:128], calib, keep, META, narrow),
+        narrow_weights=conv.narrow_weights,
         evaluate=lambda path: accuracy(FORMATS[fmt].outputs(path, digits.val.x), digits.val.y),
         first_and_last=lambda: conv.first_and_last_layers(fp32))
     first = gate.attempts[0]
@@ -156,8 +157,8 @@ def test_gate_passes_a_healthy_model_first_time(linear_weights, digits, tmp_path
     gate = run_gate(
         "int8", reference_accuracy=accuracy(predict(model, digits.val.x), digits.val.y), max_drop=0.02,
         calibration="minmax", other_calibrations=["minmax"], workdir=tmp_path,
-        make=lambda p, calib, keep, dest: conv.variant(fp32, dest.with_suffix(".onnx"), p, digits.train.x[:128],
-                                                      calib, keep, META),
+        make=lambda p, calib, keep, dest, narrow: conv.variant(fp32, dest.with_suffix(".onnx"), p,
+                                                              digits.train.x[:128], calib, keep, META, narrow),
         evaluate=lambda path: accuracy(FORMATS["onnx"].outputs(path, digits.val.x), digits.val.y),
         first_and_last=lambda: conv.first_and_last_layers(fp32))
     assert len(gate.attempts) == 1 and gate.final.passed and not gate.fell_back

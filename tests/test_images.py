@@ -134,6 +134,13 @@ def test_augmentations_are_seeded_and_keep_the_shape():
     flipped = augment.flip(x, torch.Generator().manual_seed(1))
     assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x))
     assert augment.build(Augment(shift=0)) is None
+    # A turn is one of the square's eight symmetries, and over a batch more than one of them is drawn.
+    many = torch.arange(64 * 16, dtype=torch.float32).reshape(64, 1, 4, 4)
+    turned = augment.turn(many, torch.Generator().manual_seed(2))
+    symmetries = [lambda t, k=k, m=m: torch.rot90(t.flip(-2) if m else t, k, dims=(-2, -1))
+                  for k in range(4) for m in (False, True)]
+    drawn = [next(i for i, s in enumerate(symmetries) if torch.equal(s(o), t)) for t, o in zip(turned, many)]
+    assert len(set(drawn)) == 8
 
 
 def test_foolbox_photos_through_the_pretrained_teacher():

@@ -231,10 +231,13 @@ class Training(Strict):
 
 class Augment(Strict):
     """Training augmentations, drawn per batch from the run's seed: a random resized crop, a left-right flip,
-    a shift (in that order). In distillation the teacher sees the same augmented batch as the student."""
+    a turn, a shift (in that order). In distillation the teacher sees the same augmented batch as the student."""
 
     shift: int = Field(default=1, ge=0, le=64, description="random translation by up to this many pixels")
     flip: bool = Field(default=False, description="mirror left-right with probability 1/2 (not for digits or text)")
+    turn: bool = Field(default=False, description="turn by a random multiple of 90 degrees and mirror top-bottom "
+                                                  "with probability 1/2: for images with no up (cells, microscopy, "
+                                                  "aerial); square inputs")
     crop_area: float = Field(default=1.0, gt=0, le=1,
                              description="below 1: random resized crop of this much to all of the image's area")
 
@@ -505,6 +508,11 @@ class Gate(Strict):
                                                                   "artifact may lose against the float student before "
                                                                   "the gate falls back (the budget max_accuracy_drop "
                                                                   "is against the teacher)")
+    judge_on: Literal["auto", "host", "device"] = Field(
+        default="auto", description="whose kernels measure a quantized artifact's accuracy: device, the device's ARM "
+                                    "core under emulation (qemu), this host's figure beside it; host, this host's "
+                                    "runtime; auto, device when the profile names an ARM core, bench.emulate is not "
+                                    "off and qemu-user is installed")
 
 
 class Export(Strict):

@@ -31,6 +31,15 @@ def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(mirrored[:, None, None, None], x.flip(-1), x)
 
 
+def turn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image turned by 0, 90, 180 or 270 degrees and mirrored top-bottom with probability 1/2: the eight
+    symmetries of a square, for images that have no up (solar cells, microscopy, aerial views). Square only."""
+    quarter = torch.randint(0, 4, (len(x),), generator=generator)
+    mirrored = torch.rand(len(x), generator=generator) < 0.5
+    out = torch.where(mirrored[:, None, None, None], x.flip(-2), x)
+    return torch.stack([torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(out, quarter.tolist())])
+
+
 def resized_crop(min_area: float, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Augment:
     """Random resized crop (Szegedy et al. 2015, as torchvision's RandomResizedCrop): a box of `min_area`..1 of
     the image's area and aspect ratio in `ratio` (log-uniform), resized back to the image's size, bilinear."""
@@ -77,6 +86,8 @@ def build(cfg, mix: float = 0.0) -> Augment | None:
         steps.append(resized_crop(cfg.crop_area))
     if cfg.flip:
         steps.append(flip)
+    if cfg.turn:
+        steps.append(turn)
     if cfg.shift:
         steps.append(shift(cfg.shift))
     if mix > 0:

@@ -10,6 +10,7 @@ from html import escape
 from edgedistill.report import figures
 from edgedistill.report.text import (
     CAPABILITY_COLUMNS,
+    GATE_COLUMNS,
     MODEL_COLUMNS,
     SPEED_COLUMNS,
     answer_cell,
@@ -17,6 +18,7 @@ from edgedistill.report.text import (
     baseline_sentence,
     capability_rows,
     floor_sentence,
+    gate_rows,
     layer_pairs,
     limit_text,
     metric_note,
@@ -185,14 +187,9 @@ def _distillation(r: dict) -> str:
 
 
 def _quantization(r: dict) -> str:
-    rows = [[e(f"{a['format']} {a['requested_precision']}"), str(i), e(t["precision"]), e(t["calibration"]),
-             e(", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or None), e(pct(t["accuracy"])),
-             e(pct(t["drop"])), "<span class=pass>pass</span>" if t["passed"] else "<span class=fail>fail</span>",
-             e(t["reason"])]
-            for a in r["artifacts"] if a["requested_precision"] != "fp32"
-            for i, t in enumerate(a.get("attempts") or [], 1)]
-    body = html_table(["artifact", "attempt", "precision", "calibration", "kept in float", "val. accuracy", "drop",
-                   "result", "why"], rows) if rows else "<p class=muted>No quantized artifact was requested.</p>"
+    rows = [[e(c) for c in row[:9]] + [f"<span class={row[9]}>{row[9]}</span>", e(row[10])]
+            for row in gate_rows(r["artifacts"])]
+    body = html_table(list(GATE_COLUMNS), rows) if rows else "<p class=muted>No quantized artifact was requested.</p>"
     body += "".join(f"<p class=muted>{e(a['format'])} {e(a['requested_precision'])}: judged on "
                     f"{e(a['gate_judged_on'])}.</p>" for a in r["artifacts"] if a.get("gate_judged_on"))
     return _section("quantization", "Quantization gate", body)

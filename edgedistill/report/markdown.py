@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgedistill.report.text import (
     CAPABILITY_COLUMNS,
+    GATE_COLUMNS,
     MODEL_COLUMNS,
     SPEED_COLUMNS,
     answer_cell,
@@ -11,6 +12,7 @@ from edgedistill.report.text import (
     baseline_sentence,
     capability_rows,
     floor_sentence,
+    gate_rows,
     layer_pairs,
     limit_text,
     metric_note,
@@ -166,21 +168,13 @@ def _distillation(d: dict | None, history: list | None) -> list[str]:
 
 def _gate(artifacts: list[dict]) -> list[str]:
     """Every attempt of the quantization gate, for the artifacts that were quantized."""
-    rows = [(a, i, t) for a in artifacts if a["requested_precision"] != "fp32"
-            for i, t in enumerate(a.get("attempts") or [], 1)]
+    rows = gate_rows(artifacts)
     if not rows:
         return []
     lines = ["## Quantization gate", "",
              "Each quantized artifact is checked on the validation split against the float student; when it loses "
              "more than the allowed accuracy the next option is tried.", "",
              *[f"{_escape(a['format'])} {_escape(a['requested_precision'])}: judged on "
-               f"{_escape(a['gate_judged_on'])}." for a in artifacts if a.get("gate_judged_on")], "",
-             "| artifact | attempt | precision | calibration | kept in float | val. accuracy | drop | result | why |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for a, i, t in rows:
-        kept = ", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or "—"
-        lines.append(f"| {a['format']} {a['requested_precision']} | {i} | {t['precision']} | "
-                     f"{t['calibration'] or '—'} | "
-                     f"{_escape(kept)} | {pct(t['accuracy'])} | {pct(t['drop'])} | "
-                     f"{'pass' if t['passed'] else '**fail**'} | {_escape(t['reason'])} |")
-    return lines + [""]
+               f"{_escape(a['gate_judged_on'])}." for a in artifacts if a.get("gate_judged_on")], ""]
+    marked = [row[:9] + ["**fail**" if row[9] == "fail" else row[9]] + row[10:] for row in rows]
+    return lines + _table(GATE_COLUMNS, marked)

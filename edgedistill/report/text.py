@@ -173,6 +173,27 @@ def floor_sentence(results: dict) -> str | None:
     return text + "." + "".join(f" Note on the data: {note}." for note in teacher.get("data_notes") or [])
 
 
+GATE_COLUMNS = ("artifact", "attempt", "precision", "calibration", "weights", "kept in float", "val. accuracy",
+                "on this host", "drop", "result", "why")
+
+
+def gate_rows(artifacts: list[dict]) -> list[list[str]]:
+    """Every attempt of the quantization gate as plain-text cells (GATE_COLUMNS): the accuracy that decided (the
+    device's kernels where they judged) and this host's beside it."""
+    rows = []
+    for a in artifacts:
+        if a["requested_precision"] == "fp32":
+            continue
+        for i, t in enumerate(a.get("attempts") or [], 1):
+            host = t.get("host_accuracy")
+            beside = pct(host) if host is not None and t.get("judged_on", "host") != "host" else "—"
+            rows.append([f"{a['format']} {a['requested_precision']}", str(i), t["precision"], t["calibration"] or "—",
+                         "7-bit" if t.get("reduce_range") else "—",
+                         ", ".join(k.rsplit("/", 1)[-1][:40] for k in t["keep_float"]) or "—", pct(t["accuracy"]),
+                         beside, pct(t["drop"]), "pass" if t["passed"] else "fail", t["reason"]])
+    return rows
+
+
 def limit_text(check: dict, show) -> str:
     """A budget's limit as the report prints it: a floor reads 'above X'."""
     if check["limit"] is None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
+
+import numpy as np
 
 from edgedistill.cost import is_linear_heavy
 from edgedistill.data import load_dataset, preprocessing, stratified_indices
@@ -56,6 +59,7 @@ def run(spec, ctx) -> StageResult:
 
         metadata["trained_on"] = trained_on(spec.data.root)
     artifacts, outputs, warnings = [], {}, []
+    judge = GateJudge.for_run(spec, ctx, data.val, warnings)
     for name in cfg.formats:
         fp32_path = out / artifact_name(name, "fp32")
         try:
@@ -69,7 +73,7 @@ def run(spec, ctx) -> StageResult:
         for precision in precisions:
             record, path = _gated_artifact(ctx, name, precision, fp32_path, shared={
                 "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
-                "data": data, "metadata": metadata}, warnings=warnings)
+                "data": data, "metadata": metadata, "judge": judge}, warnings=warnings)
             artifacts.append(record)
             if path is not None:
                 outputs[f"{name}-{precision}"] = path
@@ -99,14 +103,14 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     gate = run_gate(
         precision, reference_accuracy=shared["val_reference"], max_drop=cfg.gate.max_drop,
         calibration=calibration, other_calibrations=list(fmt.calibration_methods), workdir=work,
-        enabled=cfg.gate.enabled,
-        make=lambda p, calib, keep, dest: fmt.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
-                                                     shared["calibration_x"], calib, keep, metadata),
-        evaluate=lambda path: accuracy(fmt.outputs(path, data.val.x), data.val.y),
+        enabled=cfg.gate.enabled, narrow_weights=fmt.narrow_weights,
+        make=lambda p, calib, keep, dest, narrow: fmt.variant(fp32_path, dest.with_suffix(fmt.suffix), p,
+                                                             shared["calibration_x"], calib, keep, metadata, narrow),
+        evaluate=lambda path: shared["judge"].accuracy(fmt, path, quantized=path != fp32_path),
         first_and_last=lambda: fmt.first_and_last_layers(fp32_path))
-    record["attempts"] = [a.as_dict() for a in gate.attempts]
+    record["attempts"] = [{**a.as_dict(), **shared["judge"].judged.get(a.path, {})} for a in gate.attempts]
     if get_precision(precision).integer:  # whose integer kernels the gate's accuracies are (they differ by CPU)
-        record["gate_judged_on"] = gate_kernels(fmt.runtime, ctx.device.name)
+        record["gate_judged_on"] = shared["judge"].describe(fmt.runtime, ctx.device.name)
     final = gate.final
     if final is None:
         record.update(precision=precision, status="failed", error="; ".join(a.reason for a in gate.attempts))
@@ -149,10 +153,59 @@ def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, 
     return record, target
 
 
-def gate_kernels(runtime: str, device: str) -> str:
-    """The kernels the accuracy gate ran a quantized artifact on: this host's runtime, named with its CPU and
-    vector instructions (an ARM core's integer kernels round and accumulate differently), never the device's."""
-    from edgedistill.config.device import host_cpu, host_kernels
+class GateJudge:
+    """Whose kernels measure a quantized artifact's accuracy for the gate. Integer kernels differ by CPU (x86
+    without VNNI saturates 16-bit sums of u8 x s8 pairs; an ARM core widens and accumulates otherwise), so where
+    the device profile names an ARM core and qemu-user is here, the artifact runs on that core under emulation
+    (bench/emulated.py) and that accuracy decides; this host's is recorded beside it. If emulation fails, the
+    host's decides and a warning says so."""
 
-    where = f"{runtime} on this host ({host_cpu()}, {host_kernels()})"
-    return where if device == "host" else f"{where}, not on {device}"  # the host profile: the device is here
+    def __init__(self, split, cpu: str | None, work: Path | None, timeout_s: float, warnings: list[str]):
+        self.split, self.cpu, self.timeout_s, self.warnings = split, cpu, timeout_s, warnings
+        self.npz = None
+        if cpu is not None:
+            self.npz = work / "gate-validation.npz"
+            np.savez(self.npz, x=np.asarray(split.x), y=split.y)
+        self.judged: dict[Path, dict] = {}  # attempt file -> {"host_accuracy", "judged_on"}
+
+    @classmethod
+    def for_run(cls, spec, ctx, split, warnings: list[str]) -> GateJudge:
+        from edgedistill.bench import emulated
+
+        mode, cpu = spec.export.gate.judge_on, ctx.device.hardware.arm_cpu
+        if mode == "device" and (cpu is None or not emulated.available()):
+            raise StageFailed(f"export.gate.judge_on: device, but {ctx.device.name!r} names no hardware.arm_cpu"
+                              if cpu is None else "export.gate.judge_on: device needs qemu-user-static and "
+                                                  "debootstrap (apt-get install qemu-user-static debootstrap)")
+        emulate = mode == "device" or (mode == "auto" and cpu is not None and spec.bench.emulate != "off"
+                                       and emulated.available())
+        return cls(split, cpu if emulate else None, ctx.stage_dir("export"), spec.bench.timeout_s, warnings)
+
+    def accuracy(self, fmt, path: Path, *, quantized: bool) -> float:
+        on_host = accuracy(fmt.outputs(path, self.split.x), self.split.y)
+        self.judged[path] = {"host_accuracy": on_host, "judged_on": "host"}
+        if self.cpu is None or not quantized:
+            return on_host
+        from edgedistill.bench.emulated import FIDELITY_RUNNER_ARGS, run_emulated
+        from edgedistill.bench.local import BenchFailed
+
+        try:
+            result = run_emulated(path, self.npz, cpu=self.cpu, runner_args=FIDELITY_RUNNER_ARGS,
+                                  timeout_s=self.timeout_s)
+        except BenchFailed as exc:
+            self.warnings.append(f"accuracy gate: emulated {self.cpu} failed ({exc}); this host's kernels judge "
+                                 "the rest")
+            self.cpu = None
+            return on_host
+        self.judged[path] = {"host_accuracy": on_host, "judged_on": f"emulated {self.cpu}"}
+        return float(result["accuracy"])
+
+    def describe(self, runtime: str, device: str) -> str:
+        """The kernels the gate's decisions came from, as the export line, results.json and the report say it."""
+        from edgedistill.config.device import host_cpu, host_kernels
+
+        host = f"this host ({host_cpu()}, {host_kernels()})"
+        if self.cpu is not None:
+            return f"{runtime} on emulated {self.cpu} (qemu: {device}'s ARM kernels); {host} beside it"
+        where = f"{runtime} on {host}"
+        return where if device == "host" else f"{where}, not on {device}"  # the host profile: the device is here

@@ -29,22 +29,26 @@ class ExportFormat:
     calibration_methods: tuple[str, ...]  # activation-range estimators of its static int8
     require: Callable[[], None]  # raises UserError naming the extra when the converter is missing
     export: Callable[..., Path]  # (model, sample_shape, path, *, opset, metadata) -> path
-    quantize: Callable[..., Path]  # (fp32_path, out, precision, calibration_x, method, keep_float) -> path
+    quantize: Callable[..., Path]  # (fp32_path, out, precision, calibration_x, method, keep_float, reduce_range)
     read_metadata: Callable[[Path], dict]
     write_metadata: Callable[[Path, dict], None]
     first_and_last_layers: Callable[[Path], list[str]]  # kept in float by the accuracy gate's second try
     outputs: Callable[[Path, np.ndarray], np.ndarray]  # the artifact's outputs on x, on its runtime's CPU path
     # An integer input's scale and zero point, for the app that feeds the model; None for float inputs.
     input_quantization: Callable[[Path], dict | None] = lambda path: None
+    # Whether its static int8 can store 7-bit weights (onnxruntime's reduce_range): x86 integer kernels without
+    # VNNI add u8 x s8 products in pairs into 16 bits, which saturate with full 8-bit weights; 7 bits cannot.
+    narrow_weights: bool = False
 
     def variant(self, fp32_path: Path, out: Path, precision: str, calibration_x: np.ndarray | None,
-                method: str | None, keep_float: list[str], metadata: dict) -> Path:
+                method: str | None, keep_float: list[str], metadata: dict, reduce_range: bool = False) -> Path:
         """The `precision` version of `fp32_path` at `out`, its metadata saying so; fp32 is the file itself."""
         if precision == "fp32":
             return fp32_path
-        self.quantize(fp32_path, out, precision, calibration_x, method, keep_float)
+        self.quantize(fp32_path, out, precision, calibration_x, method, keep_float, reduce_range)
         self.write_metadata(out, {**metadata, "precision": precision, "calibration": method,
-                                  "kept_float": list(keep_float), "input_quantization": self.input_quantization(out)})
+                                  "kept_float": list(keep_float), "input_quantization": self.input_quantization(out),
+                                  **({"weights": "7-bit (reduce_range)"} if reduce_range else {})})
         return out
 
 

@@ -18,12 +18,12 @@ def _export(model, sample_shape, path, *, opset, metadata):
     return torch_to_onnx(model, sample_shape, path, opset=opset, metadata=metadata)
 
 
-def _quantize(fp32_path, out, precision, calibration_x, method, keep_float):
+def _quantize(fp32_path, out, precision, calibration_x, method, keep_float, reduce_range=False):
     from edgedistill.quantize.onnx import quantize_onnx
 
     with quiet():
         return quantize_onnx(fp32_path, out, precision, calibration_x=calibration_x, method=method or "minmax",
-                             keep_float=keep_float)
+                             keep_float=keep_float, reduce_range=reduce_range)
 
 
 def _read_metadata(path):
@@ -56,4 +56,4 @@ FORMAT = ExportFormat(
     quantizer="onnxruntime.quantization (QDQ static, dynamic), onnxruntime.transformers.float16",
     calibration_methods=("minmax", "entropy", "percentile"),
     require=_require, export=_export, quantize=_quantize, read_metadata=_read_metadata,
-    write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs)
+    write_metadata=_write_metadata, first_and_last_layers=_layers, outputs=_outputs, narrow_weights=True)

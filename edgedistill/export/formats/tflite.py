@@ -19,7 +19,7 @@ def _export(model, sample_shape, path, *, opset, metadata):
         return torch_to_tflite(model, sample_shape, path, metadata=metadata)
 
 
-def _quantize(fp32_path, out, precision, calibration_x, method, keep_float):
+def _quantize(fp32_path, out, precision, calibration_x, method, keep_float, reduce_range=False):
     from edgedistill.quantize.tflite import quantize_tflite
 
     with quiet():
