@@ -106,3 +106,9 @@ def test_the_pipeline_reports_emulated_arm_beside_the_host(userland, tmp_path):
     assert "on emulated cortex-a72 (ARM kernels, qemu)" in results["verdict"]["summary"]
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "| on emulated ARM |" in md and "(cortex-a72, 360 samples)" in md
+    # The accuracy gate judged int8 on the Pi's core (export.gate.judge_on: auto), this host's figure beside it.
+    (int8,) = [a for a in results["artifacts"] if a["requested_precision"] == "int8"]
+    assert int8["gate_judged_on"].startswith("onnxruntime on emulated cortex-a72 (qemu: raspberry-pi-4's ARM kernels)")
+    first = int8["attempts"][0]
+    assert first["judged_on"] == "emulated cortex-a72" and 0 < first["host_accuracy"] <= 1
+    assert "judged on onnxruntime on emulated cortex-a72" in md and "| on this host |" in md
