@@ -149,3 +149,46 @@ def test_onednn_is_off_only_for_the_models_it_trained_wrongly():
     assert onednn_safe(net("resnet", width=0.5)) and onednn_safe(net("mobilenetv2", width=0.125))
     assert not onednn_safe(net("mobilenetv2", width=0.125), net("resnet", width=0.25))  # adapters, assistants
 
+
+
+def test_a_bank_of_seeded_views_caches_the_teacher_on_augmented_images(data, tmp_path, monkeypatch):
+    """distill.teacher_views: the teacher's logits on K seeded views of each image, computed once; the student
+    sees exactly those views (so each cached row is the teacher on the pixels the student trains on)."""
+    from edgedistill.config.pipeline import Augment
+    from edgedistill.distill import augment as augmentation
+    from edgedistill.distill.cache import lookup
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))
+    bank = augmentation.ViewBank(augmentation.build(Augment(shift=2, flip=True)), 3, seed=0, count=len(data.train))
+    x = torch.from_numpy(data.train.x[:6])
+    idx, view = torch.arange(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    once = bank.render(x, idx, view)
+    # View k of image i has the same pixels whichever batch it is made in; another view has others.
+    assert torch.equal(bank.render(x[[4, 1]], idx[[4, 1]], view[[4, 1]]), once[[4, 1]])
+    assert not all(torch.equal(a, b) for a, b in zip(bank.render(x, idx, (view + 1) % 3), once))
+
+    teacher = net(width=0.5)
+    cfg = _cfg(augment={"shift": 2, "flip": True}, teacher_views=3)
+    first = distill_model(net("mobilenetv2", 0.125), teacher, data, cfg, seed=0, label="v", console=QUIET)
+    second = distill_model(net("mobilenetv2", 0.125), teacher, data, cfg, seed=0, label="v", console=QUIET)
+    assert first.cache == "miss; augmented views: miss (3 per image)"
+    assert second.cache == "hit; augmented views: hit (3 per image)"
+    assert first.result.history == second.result.history  # the cache changes nothing that is learned
+    (entry,) = [p.name for p in (tmp_path / "teacher").iterdir() if p.name.startswith("views-")]
+    logits = lookup(entry).logits
+    n = len(data.train)
+    assert logits.shape == (3 * n, 10)
+    with torch.no_grad():
+        direct = teacher.eval()(bank.render(x, idx, view))
+    rows = (view * n + idx).numpy()
+    assert np.allclose(logits[rows], direct.numpy(), atol=1e-4)
+    # What a training step loads: one view per image and the bank's rows of exactly those views.
+    shown, picked = bank.views_of(x, idx, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert np.allclose(logits[picked.numpy()], teacher(shown).numpy(), atol=1e-4)
+    # A term that reads the teacher's layers cannot use a bank of logits: the teacher runs online.
+    features = {"mapping": "projection", "pairs": [["stages.1", "stages.1"]]}
+    hooked = distill_model(net("mobilenetv2", 0.125), teacher, data, _cfg(features=features, augment={"shift": 1},
+                                                                          teacher_views=3),
+                           seed=0, label="f", console=QUIET)
+    assert hooked.cache == "bypass"

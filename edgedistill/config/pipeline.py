@@ -411,6 +411,11 @@ class _Distill(Training):
     schedule: Literal["standard"] | list[Phase] | None = None
     augment: Augment | None = None
     cache: Literal["auto", "off"] = Field(default="auto", description="teacher outputs on disk, reused across runs")
+    teacher_views: int = Field(default=0, ge=0, le=64, description="with augment: the teacher's outputs on this many "
+                                                                   "seeded augmented views of each training image, "
+                                                                   "computed once and cached, the student shown one "
+                                                                   "of them each epoch; 0: the teacher runs on every "
+                                                                   "batch")
     progressive: Progressive = Field(default_factory=Progressive)
     baseline: Literal["auto", "scratch", "off"] = Field(
         default="auto", description="scratch: also train the same student from its labels alone (same epochs, batch, "
@@ -437,6 +442,13 @@ class _Distill(Training):
         if self.ship == "scratch" and self.baseline == "off":
             raise ValueError("distill.ship: scratch ships the scratch baseline, which baseline: 'off' does not train; "
                              "set distill.baseline: scratch, or ship: best")
+        return self
+
+    @model_validator(mode="after")
+    def _views_need_augmentation(self):
+        if self.teacher_views and self.augment is None:
+            raise ValueError(f"distill.teacher_views {self.teacher_views}: views of what? set distill.augment "
+                             "(crop_area, flip, turn, shift), or teacher_views: 0")
         return self
 
     @model_validator(mode="after")

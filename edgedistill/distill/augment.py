@@ -76,6 +76,31 @@ def mixup(alpha: float) -> Augment:
     return augment
 
 
+class ViewBank:
+    """K seeded augmented views of every training image (distill.teacher_views), so the teacher's outputs on
+    them are computed once and cached, and a long schedule costs the student's time, not the teacher's. View k of
+    image i is drawn from its own generator, seeded by (seed, i, k): the same pixels whenever it is made, in any
+    batch. Each training step picks one view per image from the loop's generator; the student sees exactly the
+    view whose teacher outputs were cached (Beyer et al. 2022's consistent teaching, within K views). Per-image
+    steps only: mixup mixes images of a batch and has no per-image view."""
+
+    def __init__(self, augment: Augment, views: int, seed: int, count: int):
+        self.augment, self.views, self.seed, self.count = augment, views, seed, count
+
+    def render(self, x: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """View `view[j]` of image `idx[j]`, for each row x[j]."""
+        out = torch.empty_like(x)
+        for j, (i, k) in enumerate(zip(idx.tolist(), view.tolist())):
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + i) * 64 + k)
+            out[j] = self.augment(x[j:j + 1], generator)[0]
+        return out
+
+    def views_of(self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator):
+        """One view per image, drawn from the training loop's generator: (the views, their rows in the bank)."""
+        view = torch.randint(0, self.views, (len(idx),), generator=generator)
+        return self.render(x, idx, view), view * self.count + idx
+
+
 def build(cfg, mix: float = 0.0) -> Augment | None:
     """The augmentation a pipeline's `augment` section (or the consistent term) asks for: crop, flip, shift,
     then mixup when `mix` > 0; None when it asks for nothing."""

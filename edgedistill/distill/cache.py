@@ -48,11 +48,15 @@ def weights_digest(model: torch.nn.Module) -> str:
     return weights.hexdigest()
 
 
-def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str]) -> str:
-    # Image files are digested file by file (ImageArray.digest), never read into one array.
-    data = x.digest() if hasattr(x, "digest") else hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-    return sha256_json({"weights": weights_digest(teacher), "data": data, "shape": list(x.shape), "outputs": outputs,
-                        "inputs": inputs, "version": __version__})[:32]
+def data_digest(x: np.ndarray) -> str:
+    """sha256 of the inputs. Image files are digested file by file (ImageArray.digest), never read into one array."""
+    return x.digest() if hasattr(x, "digest") else hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def cache_key(teacher: torch.nn.Module, x: np.ndarray, outputs: list[str], inputs: list[str], **more) -> str:
+    """The entry of this teacher's outputs on `x` (and whatever `more` names: augmented views' settings)."""
+    return sha256_json({"weights": weights_digest(teacher), "data": data_digest(x), "shape": list(x.shape),
+                        "outputs": outputs, "inputs": inputs, "version": __version__, **more})[:32]
 
 
 @torch.no_grad()

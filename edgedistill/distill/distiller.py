@@ -50,8 +50,10 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     s_out = FeatureHooks(student, objective.student_outputs, only_training=True)
     s_in = FeatureHooks(student, objective.student_inputs, "input", only_training=True)
     augment = distill_augmentation(cfg)
-    online = augment is not None or cfg.cache == "off"
+    bank = view_bank(cfg, augment, objective, seed, len(data.train))
+    online = (augment is not None and bank is None) or cfg.cache == "off"
     t_all: TeacherOutputs
+    t_views: TeacherOutputs | None = None
     if online:
         t_all = teacher_pass(teacher, data.train.x, [], [])  # logits only: to rank examples by difficulty
         cache = "online" if augment is None else "bypass"
@@ -61,6 +63,9 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
         t_all = cached_teacher_outputs(teacher, data.train.x, objective.teacher_outputs, objective.teacher_inputs,
                                        parallel)
         cache = t_all.status
+        if bank is not None:
+            t_views = teacher_on_views(teacher, data.train.x, bank, cfg, console)
+            cache += f"; augmented views: {t_views.status} ({bank.views} per image)"
     labels = torch.from_numpy(data.train.y)
     t_train_logits = torch.from_numpy(np.array(t_all.logits))
     confidence = torch.softmax(t_train_logits, dim=1)[torch.arange(len(labels)), labels]
@@ -73,8 +78,8 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
             with torch.no_grad():  # in the layout the cache's pass uses, so both give the same outputs
                 t_logits = teacher(x.contiguous())
             t_feats, t_ins = t_out.collect(step), t_in.collect(step)
-        else:  # the cache lives in host memory: this batch's rows go to the device
-            t_logits, t_feats, t_ins = t_all.batch(idx)
+        else:  # the cache lives in host memory: this batch's rows go to the device (of the views' bank, if any)
+            t_logits, t_feats, t_ins = (t_views or t_all).batch(idx)
             t_logits = t_logits.to(x.device, non_blocking=True)
             t_feats = {k: v.to(x.device, non_blocking=True) for k, v in t_feats.items()}
             t_ins = {k: v.to(x.device, non_blocking=True) for k, v in t_ins.items()}
@@ -84,7 +89,7 @@ def distill_model(student: torch.nn.Module, teacher: torch.nn.Module, data: Data
     try:
         result = fit(student, data.train, data.val, loss_fn, cfg, seed=seed, label=label, console=console,
                      state_path=state_path, extra=objective.adapters, schedule=schedule,
-                     augment=augment, parallel=parallel,
+                     augment=bank or augment, parallel=parallel,
                      compute=compute)
     finally:
         for hooks in (s_out, s_in) + ((t_out, t_in) if online else ()):
@@ -117,6 +122,49 @@ def distill_augmentation(cfg, with_mixup: bool = True):
     if term is None:
         return augmentation.build(cfg.augment)
     return augmentation.build(term, term.mixup if with_mixup else 0.0)
+
+
+def view_bank(cfg, augment, objective: DistillObjective, seed: int, count: int) -> augmentation.ViewBank | None:
+    """The bank of seeded views `distill.teacher_views` asks for, when it can serve: augmentation on, the cache on,
+    no mixup (it mixes images, a view is one image's) and no teacher layer hooked (K views of every feature map
+    would not fit the cache); None otherwise, and the teacher runs online on every batch."""
+    if not cfg.teacher_views or augment is None or cfg.cache == "off" or cfg.consistent is not None:
+        return None
+    if objective.teacher_outputs or objective.teacher_inputs:
+        return None
+    return augmentation.ViewBank(augmentation.build(cfg.augment), cfg.teacher_views, seed, count)
+
+
+def teacher_on_views(teacher, x, bank: augmentation.ViewBank, cfg, console: Console,
+                     batch_size: int = 128) -> TeacherOutputs:
+    """The teacher's logits on every view of the bank, row k * N + i for view k of image i: from the cache, or
+    computed once (K passes over the training split) and stored, keyed by the teacher's weights, the data, the
+    augmentation, the view count and the seed."""
+    from edgedistill.distill.trainer import progress_bar
+
+    key = "views-" + cache_key(teacher, x, [], [], augment=cfg.augment.model_dump(mode="json"), views=bank.views,
+                               seed=bank.seed)
+    cached = lookup(key)
+    if cached is not None:
+        return cached
+    n = len(x)
+    logits = None
+    device = next(teacher.parameters()).device
+    with torch.no_grad(), progress_bar(console) as progress:
+        task = progress.add_task(f"teacher on {bank.views} augmented views", total=bank.views * n, info="")
+        for k in range(bank.views):
+            for start in range(0, n, batch_size):
+                idx = torch.arange(start, min(start + batch_size, n))
+                views = bank.render(torch.from_numpy(np.ascontiguousarray(x[idx.numpy()])), idx,
+                                    torch.full((len(idx),), k))
+                out = teacher(views.to(device)).float().cpu().numpy()
+                if logits is None:
+                    logits = np.empty((bank.views * n, out.shape[1]), np.float32)
+                logits[k * n + start:k * n + start + len(idx)] = out
+                progress.update(task, advance=len(idx))
+    result = TeacherOutputs(logits)
+    store(key, result)
+    return result
 
 
 def cached_teacher_outputs(teacher, x, outputs: list[str], inputs: list[str],

@@ -305,10 +305,15 @@ class ClassifierTask(TrainingTask):
 
     def load(self, idx: torch.Tensor):
         x = torch.from_numpy(np.ascontiguousarray(self.x[idx.numpy()]))
-        x = x if self.augment is None else self.augment(x, self.generator)
+        y = self.y[idx]
+        views_of = getattr(self.augment, "views_of", None)  # a ViewBank (distill/augment.py): cached teacher views
+        if views_of is not None:
+            x, idx = views_of(x, idx, self.generator)  # idx now names the view's row of the teacher's bank
+        elif self.augment is not None:
+            x = self.augment(x, self.generator)
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.layout)
-        return self.compute.batch(x), self.compute.batch(self.y[idx]), idx
+        return self.compute.batch(x), self.compute.batch(y), idx
 
     def terms(self, loaded, epoch: int) -> dict[str, torch.Tensor]:
         x, y, idx = loaded
