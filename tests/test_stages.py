@@ -178,7 +178,8 @@ def test_report_results_json_schema(tiny_run):
     assert results["budgets"]["max_accuracy_drop"] == 0.5  # the pipeline's override
     assert results["budgets"]["max_model_mb"] == 20  # the device's default
     assert {c["budget"] for c in results["verdict"]["checks"]} == {"model size", "peak RAM", "p90 latency",
-                                                                   "accuracy drop vs teacher"}
+                                                                   "accuracy drop vs teacher",
+                                                                   "accuracy above chance level"}
     assert results["verdict"]["fits"] in (True, False)
     md = (run_dir / "report" / "report.md").read_text()
     assert md.startswith("# Deployment report: tiny → raspberry-pi-4")

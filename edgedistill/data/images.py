@@ -340,8 +340,10 @@ def by_table(root: Path, spec, *, follow_links: bool = False) -> tuple[list[Path
             if len(fields) <= spec.label_column:
                 raise UserError(f"{table}:{number}: data.label_column: {spec.label_column} but the line has "
                                 f"{len(fields)} column(s); expected the image's path, then its label")
-            path = (folder / fields[0]).resolve() if not follow_links else folder / fields[0]
-            if not path.resolve().is_relative_to(root.resolve()) or path.suffix.lower() not in EXTENSIONS:
+            path = folder / fields[0]
+            # '..' or a link out of the root is refused; with data.follow_links the link's target may lie outside.
+            inside = (Path(os.path.normpath(path)) if follow_links else path.resolve()).is_relative_to(root.resolve())
+            if not inside or path.suffix.lower() not in EXTENSIONS:
                 raise UserError(f"{table}:{number}: {fields[0]!r}: expected an image file ({', '.join(EXTENSIONS)}) "
                                 "under data.root")
             if not path.is_file():

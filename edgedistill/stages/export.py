@@ -49,7 +49,6 @@ def run(spec, ctx) -> StageResult:
     val_reference = accuracy(predict(model, data.val.x), data.val.y)
     calibration_x = data.train.x[stratified_indices(data.train.y, cfg.calibration.samples, spec.seed)]
     precisions = requested_precisions(spec, ctx.device, is_linear_heavy(model, data.input_shape))
-    out = ctx.stage_dir("export")
     metadata = {"pipeline": spec.name, "config_digest": sha256_json(spec.model_dump(mode="json")),
                 "input_shape": [None, *data.input_shape], "input_dtype": "float32", "precision": "fp32",
                 "class_names": arch.class_names, "model": f"{arch.family} x{arch.width} depth x{arch.depth}",
@@ -58,12 +57,30 @@ def run(spec, ctx) -> StageResult:
         from edgedistill.data.images import trained_on
 
         metadata["trained_on"] = trained_on(spec.data.root)
-    artifacts, outputs, warnings = [], {}, []
+    warnings: list[str] = []
     judge = GateJudge.for_run(spec, ctx, data.val, warnings)
+    try:
+        artifacts, outputs = _every_artifact(ctx, model, data, precisions, warnings, {
+            "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
+            "data": data, "metadata": metadata, "judge": judge})
+    finally:
+        judge.close()
+    if not outputs:
+        raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
+    return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": metadata["preprocessing"],
+                                                 "gate_reference_accuracy": val_reference,
+                                                 "gate_max_drop": cfg.gate.max_drop}, warnings=warnings)
+
+
+def _every_artifact(ctx, model, data, precisions: list[str], warnings: list[str], shared: dict):
+    """Each format exported in fp32, then each precision of it through the gate: (records, shipped files)."""
+    cfg, out = ctx.spec.export, ctx.stage_dir("export")
+    artifacts, outputs = [], {}
     for name in cfg.formats:
         fp32_path = out / artifact_name(name, "fp32")
         try:
-            get_format(name).export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset, metadata=metadata)
+            get_format(name).export(model, (1, *data.input_shape), fp32_path, opset=cfg.opset,
+                                    metadata=shared["metadata"])
         except Exception as exc:  # noqa: BLE001 - one failed format is recorded, the others go on
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             warnings.append(f"{name}: export failed: {error[:200]}")
@@ -71,18 +88,12 @@ def run(spec, ctx) -> StageResult:
                            "error": error} for p in precisions]
             continue
         for precision in precisions:
-            record, path = _gated_artifact(ctx, name, precision, fp32_path, shared={
-                "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
-                "data": data, "metadata": metadata, "judge": judge}, warnings=warnings)
+            record, path = _gated_artifact(ctx, name, precision, fp32_path, shared=shared, warnings=warnings)
             artifacts.append(record)
             if path is not None:
                 outputs[f"{name}-{precision}"] = path
         shutil.rmtree(out / "attempts", ignore_errors=True)
-    if not outputs:
-        raise StageFailed("no artifact exported: " + "; ".join(a.get("error", "") for a in artifacts))
-    return StageResult(outputs=outputs, metrics={"artifacts": artifacts, "preprocessing": metadata["preprocessing"],
-                                                 "gate_reference_accuracy": val_reference,
-                                                 "gate_max_drop": cfg.gate.max_drop}, warnings=warnings)
+    return artifacts, outputs
 
 
 def _gated_artifact(ctx, name: str, precision: str, fp32_path, *, shared: dict, warnings: list[str]):
@@ -160,11 +171,12 @@ class GateJudge:
     (bench/emulated.py) and that accuracy decides; this host's is recorded beside it. If emulation fails, the
     host's decides and a warning says so."""
 
-    def __init__(self, split, cpu: str | None, work: Path | None, timeout_s: float, warnings: list[str]):
+    MAX_SAMPLES = 2_000  # a larger validation split is judged on this host: emulation runs ~100x slower
+
+    def __init__(self, split, cpu: str | None, work: Path, timeout_s: float, warnings: list[str]):
         self.split, self.cpu, self.timeout_s, self.warnings = split, cpu, timeout_s, warnings
-        self.npz = None
+        self.npz = work / ".gate-validation.npz"
         if cpu is not None:
-            self.npz = work / "gate-validation.npz"
             np.savez(self.npz, x=np.asarray(split.x), y=split.y)
         self.judged: dict[Path, dict] = {}  # attempt file -> {"host_accuracy", "judged_on"}
 
@@ -179,7 +191,14 @@ class GateJudge:
                                                   "debootstrap (apt-get install qemu-user-static debootstrap)")
         emulate = mode == "device" or (mode == "auto" and cpu is not None and spec.bench.emulate != "off"
                                        and emulated.available())
+        if emulate and len(split) > cls.MAX_SAMPLES:
+            warnings.append(f"accuracy gate: {len(split):,} validation samples are over the {cls.MAX_SAMPLES:,} the "
+                            f"emulated {cpu} judges; this host's kernels judge them")
+            emulate = False
         return cls(split, cpu if emulate else None, ctx.stage_dir("export"), spec.bench.timeout_s, warnings)
+
+    def close(self) -> None:
+        self.npz.unlink(missing_ok=True)
 
     def accuracy(self, fmt, path: Path, *, quantized: bool) -> float:
         on_host = accuracy(fmt.outputs(path, self.split.x), self.split.y)
