@@ -38,6 +38,12 @@ def main() -> None:
         "artifacts": [{k: a.get(k) for k in ("format", "precision", "bytes", "accuracy", "latency_ms", "peak_rss_mb",
                                              "arm", "measured_on", "status")} for a in results["artifacts"]],
         "verdict": {k: results["verdict"].get(k) for k in ("fits", "scope", "summary")},
+        # Median wall time of one training epoch (training and validation), where the history records it.
+        "epoch_s": {name: epoch_seconds(history) for name, history in (
+            ("teacher", teacher_history(manifest)), ("distill", results["training"].get("distill")))
+            if epoch_seconds(history) is not None},
+        "distillation": {k: (results.get("distillation") or {}).get(k)
+                         for k in ("baseline", "ship", "shipped", "distilled_accuracy", "teacher_cache")},
     }
     out = HERE / "results" / f"run_{results['pipeline']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -45,12 +51,25 @@ def main() -> None:
     print(out)
 
 
+def teacher_history(manifest: dict) -> list[dict] | None:
+    """The teacher's training history: trained here, or fine-tuned from a checkpoint (teacher.finetune)."""
+    metrics = manifest["stages"].get("teacher", {}).get("metrics", {})
+    return (metrics.get("finetune") or {}).get("history") or metrics.get("history")
+
+
+def epoch_seconds(history: list[dict] | None) -> float | None:
+    times = sorted(h["seconds"] for h in history or [] if isinstance(h, dict) and "seconds" in h)
+    return times[len(times) // 2] if times else None
+
+
 def _update_readme(r: dict) -> None:
     stages = ", ".join(f"{name} {seconds:.0f} s" + (" (kept from an earlier run)" if name in r["resumed"] else "")
                        for name, seconds in r["stages_s"].items())
     lines = [f"`edgedistill run` of {r['pipeline']} → {r['device']}, {r['generated_at'][:10]}, host {r['host']} "
              f"({r.get('cpu', 'CPU')}, {r['cpus']} CPUs; flags {' '.join(r.get('cpu_flags') or ['not recorded'])}). "
-             f"Stages: {stages}; {sum(r['stages_s'].values()) / 60:.1f} min in all. "
+             f"Stages: {stages}; {sum(r['stages_s'].values()) / 60:.1f} min in all"
+             + "".join(f"; one {name} epoch {s:.1f} s (median)" for name, s in (r.get("epoch_s") or {}).items())
+             + ". "
              f"{r['note']}", "",
              f"Teacher {r['teacher']['arch']}, {r['teacher']['params']:,} params, {r['teacher']['accuracy']:.2%}; "
              f"student {r['student']['arch']}, {r['student']['params']:,} params, {r['student']['accuracy']:.2%} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,10 +48,13 @@ class FitResult:
     resumed_from_epoch: int = 0
 
     def record(self, epoch: int, model: torch.nn.Module, val_accuracy: float, totals: dict[str, float], seen: int,
-               lr: float, phase: str | None) -> None:
-        """One finished epoch in the history; the model's weights kept when they validate best so far."""
+               lr: float, phase: str | None, seconds: float | None = None) -> None:
+        """One finished epoch in the history (`seconds`: its wall time, training and validation); the model's
+        weights kept when they validate best so far."""
         entry = {"epoch": epoch + 1, "train_loss": round(sum(totals.values()) / seen, 6),
                  "val_accuracy": round(val_accuracy, 6), "lr": lr, "examples": seen}
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 2)
         if phase is not None:
             entry["phase"] = phase
         if len(totals) > 1:
@@ -170,14 +174,17 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
     start_epoch = checkpoint.resume(result, console)
     generator = torch.Generator().manual_seed(seed)
     plan = EpochPlan.draw(len(train), cfg.epochs, cfg.batch_size, generator, schedule, parallel)
+    epoch_started = [time.perf_counter()]
 
     def end_epoch(epoch: int, totals: dict[str, float], seen: int) -> str:
         scheduler.step()
         totals, seen = parallel.reduce_totals(totals, seen, compute.device)
         parallel.sync_buffers(model)
         val_acc = accuracy(predict(model, val.x), val.y)  # the same weights on every rank: the same value
+        now = time.perf_counter()
         result.record(epoch, model, val_acc, totals, seen, optimizer.param_groups[0]["lr"],
-                      schedule.at(epoch).name if schedule is not None else None)
+                      schedule.at(epoch).name if schedule is not None else None, now - epoch_started[0])
+        epoch_started[0] = now
         checkpoint.save(epoch + 1, result)
         return f"val {val_acc:.1%} (best {result.best_val_accuracy:.1%})"
 
