@@ -197,3 +197,9 @@ def test_a_bank_of_seeded_views_caches_the_teacher_on_augmented_images(data, tmp
                                                                           teacher_views=3),
                            seed=0, label="f", console=QUIET)
     assert hooked.cache == "bypass"
+
+
+def test_teacher_views_without_augmentation_is_one_line(tmp_path):
+    spec = tiny_pipeline_dict(distill={"teacher_views": 4})
+    with pytest.raises(UserError, match=r"distill: .*teacher_views 4: views of what\? set distill.augment"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
