@@ -125,3 +125,27 @@ def test_a_foreign_teacher_cannot_be_fine_tuned_whole(tmp_path):
     raw["teacher"] = {"kind": "torchscript", "path": str(tmp_path / "t.pt"), "finetune": {"scope": "whole"}}
     with pytest.raises(UserError, match="teacher.finetune: .*scope whole: a teacher from another framework"):
         load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
+
+
+def test_a_student_can_start_from_the_teachers_layers(tmp_path):
+    """student.init: teacher copies every tensor the student shares with the teacher by name and shape; a student
+    that shares none stops with one line."""
+    from safetensors.torch import load_file
+
+    raw = tiny_pipeline_dict(student={"family": "resnet", "width": 0.25, "depth": 0.25, "init": "teacher"})
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
+    run_pipeline(spec, load_device(spec.device), default_stages()[:2], tmp_path / "run",
+                 console=Console(file=open("/dev/null", "w")))
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    inherited = stages["student"]["metrics"]["inherited"]
+    assert inherited["tensors"] == inherited["of"] and inherited["share_of_values"] == 1.0  # the first blocks, all
+    teacher = load_file(str(tmp_path / "run" / "teacher" / "model.safetensors"))
+    student = load_file(str(tmp_path / "run" / "student" / "init.safetensors"))
+    same = [k for k in student if k in teacher and teacher[k].shape == student[k].shape]
+    assert len(same) == inherited["tensors"] and all(torch.equal(student[k], teacher[k]) for k in same)
+    raw = tiny_pipeline_dict(student={"family": "mobilenetv2", "width": 0.125, "depth": 0.5, "init": "teacher"})
+    spec = load_pipeline(write_pipeline(tmp_path / "q.yaml", raw))
+    run_pipeline(spec, load_device(spec.device), default_stages()[:2], tmp_path / "other",
+                 console=Console(file=open("/dev/null", "w")))
+    record = json.loads((tmp_path / "other" / "manifest.json").read_text())["stages"]["student"]
+    assert record["status"] == "failed" and "of its values (tensors of the same name and shape)" in record["error"]

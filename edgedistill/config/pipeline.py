@@ -328,6 +328,10 @@ Teacher = Annotated[TrainedTeacher | CheckpointTeacher | HuggingFaceTeacher | To
 
 
 class Student(Architecture):
+    init: Literal["random", "teacher"] = Field(
+        default="random", description="teacher: every teacher tensor the student shares by name and shape is copied "
+                                      "in (the same family at a smaller depth keeps the first blocks of each "
+                                      "stage), the rest drawn at random; a teacher of one of the built-in families")
     size: Literal["fixed", "auto"] = Field(
         default="fixed", description="auto: width and depth chosen by the device's budgets (edgedistill select)")
     max_param_ratio: float = Field(default=0.5, gt=0, le=1,

@@ -19,6 +19,7 @@ def run(spec, ctx) -> StageResult:
                     teacher.class_names)
     seed_everything(spec.seed)
     model = arch.build()
+    inherited = inherit_from_teacher(model, ctx) if cfg.init == "teacher" else None
     params = count_params(model)
     teacher_params = ctx.metrics("teacher")["params"]
     out = ctx.stage_dir("student")
@@ -27,10 +28,41 @@ def run(spec, ctx) -> StageResult:
     ratio = params / teacher_params
     ctx.console.print(f"  student {cfg.family} ×{width:g} depth ×{depth:g}: {params:,} params "
                       f"({ratio:.1%} of the teacher)")
-    metrics = {"family": cfg.family, "width": width, "depth": depth, "params": params, "param_ratio": ratio}
+    metrics = {"family": cfg.family, "width": width, "depth": depth, "params": params, "param_ratio": ratio,
+               "init": cfg.init}
+    if inherited is not None:
+        metrics["inherited"] = inherited
     if selection is not None:
         metrics["selection"] = selection
     return StageResult(outputs={"weights": out / "init.safetensors", "arch": out / "arch.json"}, metrics=metrics)
+
+
+def inherit_from_teacher(model, ctx) -> dict:
+    """student.init: teacher. Copy in every tensor of the teacher's saved weights that the student has under the
+    same name with the same shape, as DistilBERT starts from its teacher's layers: the same family at a smaller
+    depth keeps the first blocks of each stage, and the blocks it drops are the ones skipped. Which tensors came
+    across is recorded; a student that shares under half its values is an error, not a silent random start (a
+    classifier's bias has the same shape in every family)."""
+    from safetensors.torch import load_file
+
+    from edgedistill.errors import StageFailed
+
+    if "weights" not in ctx.record("teacher").outputs:
+        raise StageFailed("student.init: teacher needs a teacher of a built-in family or a factory (its weights are "
+                          "saved by the teacher stage); a teacher from another framework has none to give")
+    teacher = load_file(str(ctx.output("teacher", "weights")))
+    own = model.state_dict()
+    shared = {k: v for k, v in teacher.items() if k in own and own[k].shape == v.shape}
+    copied = sum(v.numel() for v in shared.values())
+    total = sum(v.numel() for v in own.values())
+    if copied < total / 2:
+        raise StageFailed(f"student.init: teacher: the student shares {copied / total:.1%} of its values (tensors of "
+                          "the same name and shape) with the teacher, under half; use the teacher's family at a "
+                          "smaller depth, or init: random")
+    model.load_state_dict(shared, strict=False)
+    ctx.console.print(f"  student starts from the teacher: {len(shared)} of {len(own)} tensors "
+                      f"({copied / total:.1%} of its values) copied in")
+    return {"tensors": len(shared), "of": len(own), "share_of_values": copied / total}
 
 
 def choose(spec, ctx) -> dict:
