@@ -2,7 +2,9 @@
 student is built fresh (its initial weights drawn from the seed), distilled with the pipeline's distill section,
 and the same initial student trained from labels alone with the same epochs, batch, optimizer, LR and augmentation
 (the distill stage's scratch baseline); both are scored on the run's test split. The split is the run's (its
-seed's), so seeds vary the initial weights, the example order and the augmentation only.
+seed's), so seeds vary the initial weights, the example order and the augmentation only (a student that starts
+from the teacher, student.init: teacher, starts from the run's own initial weights for every seed). The run's own
+seed is read from its manifest (its distill stage trained both arms exactly so), not trained again.
 
 Each finished cell is written to benchmarks/results/distill_vs_scratch_<pipeline>.json at once, and cells already
 there are kept, so a long benchmark can be stopped and resumed. The table (mean ± std, the paired per-seed
@@ -28,7 +30,7 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.data import load_dataset
 from edgedistill.distill.distiller import distill_model, train_from_labels
 from edgedistill.distill.trainer import accuracy, predict, seed_everything
-from edgedistill.models.io import ArchInfo, pipeline_families
+from edgedistill.models.io import ArchInfo, load_weights, pipeline_families
 from edgedistill.models.teachers import teacher_from_run
 
 HERE = Path(__file__).resolve().parent
@@ -64,12 +66,18 @@ def main() -> None:
                    "teacher_test_accuracy": teacher_accuracy, "student": f"{arch.family} x{arch.width}",
                    "distill": spec.distill.model_dump(mode="json", exclude_none=True)})
     console = Console(stderr=True)
+    if (spec.seed, "distilled") not in done and spec.seed in args.seeds:
+        record["cells"] += run_cells(args.run_dir, spec.seed)
+        results.write_text(json.dumps(record, indent=2) + "\n")
+        done |= {(spec.seed, "distilled"), (spec.seed, "scratch")}
     for seed in args.seeds:
         for arm in ("distilled", "scratch"):
             if (seed, arm) in done:
                 continue
             seed_everything(seed)
             student = arch.build()  # the same initial weights for both arms of a seed
+            if spec.student.init == "teacher":  # the teacher's layers, the same for every seed
+                load_weights(student, args.run_dir / "student" / "init.safetensors")
             started = time.perf_counter()
             if arm == "distilled":
                 run = distill_model(student, teacher, data, spec.distill, seed=seed, label=f"distill seed {seed}",
@@ -85,6 +93,21 @@ def main() -> None:
             console.print(json.dumps(cell))
     summarize(record)
     results.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_cells(run_dir: Path, seed: int) -> list[dict]:
+    """Both arms of the run's own seed, as its distill stage recorded them (it needs distill.baseline: scratch)."""
+    distill = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]["metrics"]
+    base = distill.get("baseline")
+    if base is None:
+        raise SystemExit(f"{run_dir}: the run trained no scratch baseline (distill.baseline); nothing to compare")
+    common = {"seed": seed, "from_run": str(run_dir)}
+    return [{**common, "arm": "distilled", "test_accuracy": distill["distilled_accuracy"],
+             "val_accuracy": distill["val_accuracy"], "best_epoch": distill["best_epoch"],
+             "seconds": round(sum(h.get("seconds", 0) for h in distill["history"]), 1) or None,
+             "teacher_outputs": distill["teacher_cache"]},
+            {**common, "arm": "scratch", "test_accuracy": base["accuracy"], "val_accuracy": base["val_accuracy"],
+             "best_epoch": base["best_epoch"], "seconds": base["seconds"], "teacher_outputs": "not used"}]
 
 
 def summarize(record: dict) -> None:
@@ -105,7 +128,7 @@ def summarize(record: dict) -> None:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         lines.append(f"| {arm} | " + " | ".join(pct(v) for v in values)
                      + f" | {pct(statistics.mean(values))} ± {pct(spread)} | "
-                     f"{statistics.mean(by[s, arm]['seconds'] for s in seeds):.0f} |")
+                     f"{statistics.mean(by[s, arm]['seconds'] or 0 for s in seeds):.0f} |")
     diffs = [by[s, "distilled"]["test_accuracy"] - by[s, "scratch"]["test_accuracy"] for s in seeds]
     lines.append("| distilled − scratch (points) | " + " | ".join(f"{d * 100:+.2f}" for d in diffs)
                  + f" | {statistics.mean(diffs) * 100:+.2f} | |")
