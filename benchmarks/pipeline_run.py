@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--note", default="", help="how the run was made (e.g. resumed after a student change)")
+    parser.add_argument("--variant", default="", help="a name for a variant of the pipeline (another student): "
+                                                      "run_<pipeline>-<variant>.json, its own README section")
     args = parser.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
     results = json.loads((args.run / "report" / "results.json").read_text())
@@ -45,7 +47,9 @@ def main() -> None:
         "distillation": {k: (results.get("distillation") or {}).get(k)
                          for k in ("baseline", "ship", "shipped", "distilled_accuracy", "teacher_cache")},
     }
-    out = HERE / "results" / f"run_{results['pipeline']}.json"
+    if args.variant:
+        record["pipeline"] = f"{record['pipeline']}-{args.variant}"
+    out = HERE / "results" / f"run_{record['pipeline']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     _update_readme(record)
     print(out)
