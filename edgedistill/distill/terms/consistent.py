@@ -23,6 +23,8 @@ class ConsistentConfig(Strict):
     crop_area: float = Field(default=0.35, gt=0, le=1, description="random resized crop of this much to all of "
                                                                    "the image's area (1: none)")
     flip: bool = Field(default=False, description="mirror left-right with probability 1/2 (not for digits)")
+    turn: bool = Field(default=False, description="turn by a multiple of 90 degrees and mirror top-bottom (images "
+                                                  "with no up; square inputs)")
     shift: int = Field(default=0, ge=0, le=64, description="random translation by up to this many pixels")
     mixup: float = Field(default=0.0, ge=0, le=10, description="Beta(mixup, mixup) weight of a second image mixed "
                                                                "into each view; 0: no mixup")
