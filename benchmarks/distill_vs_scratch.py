@@ -49,9 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variant", default="", help="a name for a variant of the pipeline (another student), "
+                                                      "as pipeline_run.py --variant")
     args = parser.parse_args()
     spec = load_pipeline(args.run_dir / "pipeline.resolved.yaml")
-    results = HERE / "results" / f"distill_vs_scratch_{spec.name}.json"
+    name = f"{spec.name}-{args.variant}" if args.variant else spec.name
+    results = HERE / "results" / f"distill_vs_scratch_{name}.json"
     record = json.loads(results.read_text()) if results.exists() else {"cells": []}
     done = {(c["seed"], c["arm"]) for c in record["cells"]}
     data = load_dataset(spec.data, spec.seed)
@@ -59,7 +62,7 @@ def main() -> None:
     arch = ArchInfo.load(args.run_dir / "student" / "arch.json", pipeline_families(spec))
     teacher_accuracy = accuracy(predict(teacher.eval(), data.test.x), data.test.y)
     flags = host_cpu_flags()
-    record.update({"benchmark": "distill_vs_scratch", "pipeline": spec.name, "run_dir": str(args.run_dir),
+    record.update({"benchmark": "distill_vs_scratch", "pipeline": name, "run_dir": str(args.run_dir),
                    "host_cpu": host_cpu(), "vnni": any("vnni" in f for f in flags),
                    "split_seed": spec.seed, "train": len(data.train), "val": len(data.val), "test": len(data.test),
                    "teacher": f"{spec.teacher.family if hasattr(spec.teacher, 'family') else spec.teacher.kind}",
