@@ -148,6 +148,13 @@ def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt)
     assert gate.final is not None and gate.final.passed and gate.fell_back
     assert gate.final.drop <= 0.02
     assert all(a.reason for a in gate.attempts) and gate.final.reason != "as requested"
+    # ONNX tries 7-bit weights (reduce_range) before keeping layers in float; TFLite cannot store them.
+    narrow = [a for a in gate.attempts if a.reduce_range]
+    if fmt == "onnx":
+        assert len(narrow) == 1 and "7-bit weights (reduce_range)" in narrow[0].reason and narrow[0].path.exists()
+        assert FORMATS["onnx"].read_metadata(narrow[0].path)["weights"] == "7-bit (reduce_range)"
+    else:
+        assert narrow == []
 
 
 def test_gate_passes_a_healthy_model_first_time(linear_weights, digits, tmp_path):
