@@ -217,3 +217,10 @@ def test_a_large_test_split_ships_as_a_stated_stratified_sample(tmp_path, monkey
         assert arrays["x"].shape == (100, 1, 8, 8) and np.bincount(arrays["y"], minlength=10).min() >= 9
     monkeypatch.setattr(bench, "MAX_TEST_MB", 256)
     assert bench.ship_test_split(data, tmp_path / "all.npz", seed=0) == {"samples": 360, "of": 360}
+
+
+def test_emulated_runs_take_fewer_samples_of_larger_models():
+    """One emulated run spends at most EMULATED_MACS: the tiny students keep 512 samples, a 124 M-MAC one 161."""
+    from edgedistill.bench.emulated import fidelity_samples
+
+    assert fidelity_samples(1e5) == 512 and fidelity_samples(124e6) == 161 and fidelity_samples(1e12) == 32

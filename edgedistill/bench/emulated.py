@@ -252,6 +252,15 @@ def run_emulated(model: Path, data: Path | None, *, cpu: str, runner_args: list[
 # The emulated run checks numbers, not speed: one timed run, and at most this many test samples (a tiny model
 # takes ~0.3 ms a sample under emulation, a 224x224 one hundreds of times that).
 FIDELITY_SAMPLES = 512
+# Multiply-adds one emulated run may spend: qemu runs a model about two orders of magnitude slower than the host.
+# A 124 M-MAC model on 512 samples (6.3e10) ran past the 600 s timeout on a loaded 2-core host (ELPV, 2026-12-05).
+EMULATED_MACS = 2e10
+
+
+def fidelity_samples(macs_per_sample: float) -> int:
+    """How many samples one emulated run may take for a model of `macs_per_sample`: FIDELITY_SAMPLES for small
+    models, fewer (never under 32) as the model grows."""
+    return int(min(FIDELITY_SAMPLES, max(32, EMULATED_MACS // max(macs_per_sample, 1))))
 FIDELITY_RUNNER_ARGS = ["--threads", "1", "--runs", "1", "--warmup-runs", "0", "--warmup-s", "0", "--min-time-s", "0"]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgedistill.bench.local import BenchFailed
 from edgedistill.bench.targets import get_target
-from edgedistill.data import load_dataset
+from edgedistill.data import load_dataset, stratified_indices
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_output, atomic_write_json
 from edgedistill.pipeline.engine import StageResult
@@ -152,9 +152,15 @@ def emulate_artifacts(ctx, spec, cpu: str, student, data, cells: list[dict], war
     from concurrent.futures import ThreadPoolExecutor
 
     from edgedistill.bench import emulated
+    from edgedistill.cost import model_cost
     from edgedistill.distill.trainer import predict
 
-    reference = predict(student, data.test.x[:emulated.FIDELITY_SAMPLES])
+    # A stratified draw of the test split, as many samples as the model's size allows under emulation.
+    samples = emulated.fidelity_samples(model_cost(student, tuple(data.input_shape)).macs)
+    picked = stratified_indices(data.test.y, samples, spec.seed) if len(data.test) > samples \
+        else np.arange(len(data.test))
+    x, y = data.test.x[picked], data.test.y[picked]
+    reference = predict(student, x)
     emulated.setup(ctx.console)  # built once here, before the runs that share it
     todo = [(artifact, cell) for artifact, cell in zip(ctx.metrics("export").get("artifacts", []), cells)
             if artifact.get("status") == "ok"]
@@ -162,7 +168,7 @@ def emulate_artifacts(ctx, spec, cpu: str, student, data, cells: list[dict], war
     def fidelity_of(artifact: dict) -> dict | Exception:
         key = f"{artifact['format']}-{artifact['requested_precision']}"
         try:
-            return emulated.arm_fidelity(ctx.output("export", key), data.test.x, data.test.y, reference, cpu=cpu,
+            return emulated.arm_fidelity(ctx.output("export", key), x, y, reference, cpu=cpu,
                                          timeout_s=spec.bench.timeout_s)
         except (BenchFailed, UserError) as exc:  # UserError: the userland could not be built (tools, network)
             return exc

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.cost import is_linear_heavy
+from edgedistill.cost import is_linear_heavy, model_cost
 from edgedistill.data import load_dataset, preprocessing, stratified_indices
 from edgedistill.distill.trainer import accuracy, predict
 from edgedistill.errors import StageFailed
@@ -58,7 +58,7 @@ def run(spec, ctx) -> StageResult:
 
         metadata["trained_on"] = trained_on(spec.data.root)
     warnings: list[str] = []
-    judge = GateJudge.for_run(spec, ctx, data.val, warnings)
+    judge = GateJudge.for_run(spec, ctx, data.val, warnings, model_cost(model, tuple(data.input_shape)).macs)
     try:
         artifacts, outputs = _every_artifact(ctx, model, data, precisions, warnings, {
             "reference": reference, "val_reference": val_reference, "calibration_x": calibration_x,
@@ -171,8 +171,6 @@ class GateJudge:
     (bench/emulated.py) and that accuracy decides; this host's is recorded beside it. If emulation fails, the
     host's decides and a warning says so."""
 
-    MAX_SAMPLES = 2_000  # a larger validation split is judged on this host: emulation runs ~100x slower
-
     def __init__(self, split, cpu: str | None, work: Path, timeout_s: float, warnings: list[str]):
         self.split, self.cpu, self.timeout_s, self.warnings = split, cpu, timeout_s, warnings
         self.npz = work / ".gate-validation.npz"
@@ -181,7 +179,9 @@ class GateJudge:
         self.judged: dict[Path, dict] = {}  # attempt file -> {"host_accuracy", "judged_on"}
 
     @classmethod
-    def for_run(cls, spec, ctx, split, warnings: list[str]) -> GateJudge:
+    def for_run(cls, spec, ctx, split, warnings: list[str], macs: int) -> GateJudge:
+        """The judge for this run; `macs`: the student's multiply-adds per sample, which bound how many samples
+        an emulated run can take (bench/emulated.py: fidelity_samples)."""
         from edgedistill.bench import emulated
 
         mode, cpu = spec.export.gate.judge_on, ctx.device.hardware.arm_cpu
@@ -191,9 +191,11 @@ class GateJudge:
                                                   "debootstrap (apt-get install qemu-user-static debootstrap)")
         emulate = mode == "device" or (mode == "auto" and cpu is not None and spec.bench.emulate != "off"
                                        and emulated.available())
-        if emulate and len(split) > cls.MAX_SAMPLES:
-            warnings.append(f"accuracy gate: {len(split):,} validation samples are over the {cls.MAX_SAMPLES:,} the "
-                            f"emulated {cpu} judges; this host's kernels judge them")
+        allowed = emulated.fidelity_samples(macs)
+        if emulate and len(split) > allowed:
+            warnings.append(f"accuracy gate: {len(split):,} validation samples of {macs / 1e6:.0f} M multiply-adds "
+                            f"each are over the {allowed:,} an emulated {cpu} run takes; this host's kernels judge "
+                            "them")
             emulate = False
         return cls(split, cpu if emulate else None, ctx.stage_dir("export"), spec.bench.timeout_s, warnings)
 
