@@ -100,6 +100,9 @@ def test_the_verdict_says_what_distilling_gained_or_that_scratch_shipped():
     assert gained.endswith("; distilling gained 2.00 points over the same student from scratch")
     lost = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": -0.031}, "shipped": "scratch"})["summary"]
     assert lost.endswith("; the scratch student shipped: distilling lost 3.10 points against it")
+    tied = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": 0.0}, "shipped": "scratch"})["summary"]
+    assert tied.endswith("; the scratch student shipped (it validated higher): on the test split distilling tied "
+                         "with it")  # ELPV's half-depth Lite0: both students 88.41 %
     assert "scratch" not in verdict([art], {}, 0.95, "rpi", {"baseline": None})["summary"]
     validated = verdict([art], {}, 0.95, "rpi", {"baseline": {**base, "gain": -0.0028}, "shipped": "distilled",
                                                   "ship": "best"})["summary"]

@@ -284,7 +284,10 @@ def _distillation_evidence(d: dict | None) -> str:
         return ""
     points = f"{abs(base['gain']) * 100:.2f} points"
     if d.get("shipped") == "scratch":
-        return f"; the scratch student shipped: distilling lost {points} against it"
+        if base["gain"] == 0:
+            return "; the scratch student shipped (it validated higher): on the test split distilling tied with it"
+        verb = "gained" if base["gain"] > 0 else "lost"  # it shipped for validating higher; the test may disagree
+        return f"; the scratch student shipped: distilling {verb} {points} against it"
     if base["gain"] > 0:
         return f"; distilling gained {points} over the same student from scratch"
     why = "distill.ship: distilled" if d.get("ship") == "distilled" else "the distilled one validated higher"
