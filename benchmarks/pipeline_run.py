@@ -41,9 +41,9 @@ def main() -> None:
                                              "arm", "measured_on", "status")} for a in results["artifacts"]],
         "verdict": {k: results["verdict"].get(k) for k in ("fits", "scope", "summary")},
         # Median wall time of one training epoch (training and validation), where the history records it.
-        "epoch_s": {name: epoch_seconds(history) for name, history in (
-            ("teacher", teacher_history(manifest)), ("distill", results["training"].get("distill")))
-            if epoch_seconds(history) is not None},
+        "epoch_s": {name: seconds for name, seconds in (
+            ("teacher", epoch_seconds(teacher_history(manifest))),
+            ("distill", epoch_seconds(results["training"].get("distill")))) if seconds is not None},
         "distillation": {k: (results.get("distillation") or {}).get(k)
                          for k in ("baseline", "ship", "shipped", "distilled_accuracy", "teacher_cache")},
     }

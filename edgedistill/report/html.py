@@ -94,7 +94,8 @@ def _verdict(r: dict) -> str:
         rows.append([e(c["budget"]), e(limit_text(c, show)), e(show(c["value"])), e(show(c["margin"])), result,
                      e(c.get("evidence") or "—")])
     table = html_table(["budget", "limit", "measured", "margin", "result", "evidence"], rows) if rows else ""
-    floor = f"<p>{e(floor_sentence(r))}</p>" if floor_sentence(r) else ""
+    floor = floor_sentence(r)
+    floor = f"<p>{e(floor)}</p>" if floor else ""
     return _section("verdict", "Verdict", f"<div class=\"verdict {css}\"><b>{e(word)}</b> — {e(v['summary'])}."
                     f"</div><p>Device: {e(r['device']['description'])}.</p>{floor}{table}")
 
