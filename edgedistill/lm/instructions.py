@@ -2,8 +2,10 @@
 
 Three categories, each a table of generators (one row per kind of prompt) and a grader per kind:
 - `instructions`: verifiable instructions in the style of IFEval (Zhou et al. 2023, arXiv:2311.07911): answer
-  in upper case or lower case, in at most N words, use or avoid a given word, reply with a JSON object with
-  given keys, a list of N items;
+  in upper case or lower case, in at most or at least N words, in exactly N sentences, use one or two given words
+  or avoid one, reply with a JSON object with given keys, a list of N items, start with a given word, end with a
+  given phrase, wrap the answer in quotation marks, give a title in <<double angular brackets>>, use no commas,
+  and two of these at once (lowercase in at most N words);
 - `arithmetic`: a sum, difference or product of two small integers, graded by the answer's last integer;
 - `facts`: questions with one right answer (capitals, and a few others), graded by the answer's presence.
 
@@ -23,14 +25,23 @@ CATEGORIES = ("instructions", "arithmetic", "facts")
 
 TOPICS = ["the sea", "a forest", "winter", "a city at night", "coffee", "a library", "the moon", "a garden",
           "rain", "a mountain", "a train journey", "bread", "a river", "music", "a desert", "the sun", "a cat",
-          "a bicycle", "autumn", "a market"]
+          "a bicycle", "autumn", "a market", "a lighthouse", "spring", "a kitchen", "snow", "an old bridge",
+          "a school", "the wind", "a dog", "a beach", "a storm", "a museum", "a farm", "the stars", "a village",
+          "tea", "a clock", "a park", "a ship", "summer", "a bakery"]
 # (topic, a word most descriptions of it use): asked to avoid it
 AVOIDABLE = [("the sea", "water"), ("winter", "cold"), ("the sun", "light"), ("a forest", "trees"),
              ("rain", "water"), ("a library", "books"), ("coffee", "cup"), ("the moon", "night"),
-             ("a garden", "flowers"), ("a desert", "sand")]
-WORDS = ["bright", "quiet", "green", "ancient", "gentle", "blue", "small", "warm", "happy", "old"]
+             ("a garden", "flowers"), ("a desert", "sand"), ("a beach", "sand"), ("snow", "white"),
+             ("a bakery", "bread"), ("a storm", "wind"), ("the stars", "sky"), ("a kitchen", "food"),
+             ("a school", "students"), ("a park", "trees"), ("a ship", "sea"), ("tea", "cup"), ("a clock", "time"),
+             ("summer", "hot"), ("a dog", "bark"), ("a river", "water")]
+WORDS = ["bright", "quiet", "green", "ancient", "gentle", "blue", "small", "warm", "happy", "old", "soft", "golden",
+         "busy", "calm", "strong", "tiny", "silver", "fresh", "dark", "sweet"]
 KEYS = [("name", "color"), ("title", "year"), ("city", "country"), ("animal", "sound"), ("food", "taste")]
-THINGS = ["fruits", "colors", "animals", "countries", "vegetables", "sports", "musical instruments", "tools"]
+THINGS = ["fruits", "colors", "animals", "countries", "vegetables", "sports", "musical instruments", "tools",
+          "birds", "flowers", "drinks", "jobs", "trees", "games"]
+START_WORDS = ["Today", "Yes", "Once", "Imagine", "Here", "Every"]
+END_PHRASES = ["That is all.", "Thank you.", "The end.", "Any other questions?"]
 
 # Questions with one right answer, and what a right answer contains. Split by row between training and evaluation.
 FACTS = [
@@ -65,14 +76,17 @@ class Prompt:
     check: dict  # what the grader of `kind` needs (a number, a word, keys...)
 
 
+def _question(rng, facts) -> str:
+    """A question from the fact table, or a request to describe a topic: what a case instruction applies to."""
+    return rng.choice(facts)[0] if rng.random() < 0.5 else f"Describe {rng.choice(TOPICS)} in one sentence."
+
+
 def _upper(rng, facts):
-    q, _ = rng.choice(facts)
-    return f"Answer in capital letters only: {q}", {}
+    return f"Answer in capital letters only: {_question(rng, facts)}", {}
 
 
 def _lower(rng, facts):
-    q, _ = rng.choice(facts)
-    return f"Answer in lowercase letters only, no capitals at all: {q}", {}
+    return f"Answer in lowercase letters only, no capitals at all: {_question(rng, facts)}", {}
 
 
 def _max_words(rng, facts):
@@ -87,7 +101,9 @@ def _include(rng, facts):
 
 def _avoid(rng, facts):
     topic, word = rng.choice(AVOIDABLE)
-    return f"Describe {topic} in one sentence without using the word '{word}'.", {"word": word}
+    if rng.random() < 0.5:
+        return f"Describe {topic} in one sentence without using the word '{word}'.", {"word": word}
+    return f"Write two sentences about {topic}. Do not use the word '{word}'.", {"word": word}
 
 
 def _json(rng, facts):
@@ -99,6 +115,52 @@ def _json(rng, facts):
 def _list(rng, facts):
     n = rng.randint(2, 5)
     return f"List {n} {rng.choice(THINGS)}, one per line, each line starting with '- '.", {"n": n}
+
+
+def _min_words(rng, facts):
+    n = rng.randint(12, 25)
+    return f"Write about {rng.choice(TOPICS)} in at least {n} words.", {"n": n}
+
+
+def _sentences(rng, facts):
+    n = rng.randint(1, 3)
+    return (f"Describe {rng.choice(TOPICS)} in exactly {n} sentence{'s' * (n > 1)}.", {"n": n})
+
+
+def _keywords(rng, facts):
+    a, b = rng.sample(WORDS, 2)
+    return (f"Write one sentence about {rng.choice(TOPICS)} that uses both the words '{a}' and '{b}'.",
+            {"words": [a, b]})
+
+
+def _start_word(rng, facts):
+    word = rng.choice(START_WORDS)
+    return f"Describe {rng.choice(TOPICS)} in one sentence. Start your answer with the word '{word}'.", {"word": word}
+
+
+def _end_phrase(rng, facts):
+    phrase = rng.choice(END_PHRASES)
+    return (f"Describe {rng.choice(TOPICS)} in one short sentence, then end your answer with the exact phrase "
+            f"'{phrase}'", {"phrase": phrase})
+
+
+def _quoted(rng, facts):
+    return (f"Describe {rng.choice(TOPICS)} in one sentence and wrap your whole answer in double quotation marks.",
+            {})
+
+
+def _title(rng, facts):
+    return (f"Write a two-line poem about {rng.choice(TOPICS)} with a title in double angular brackets, "
+            "like <<my title>>.", {})
+
+
+def _no_commas(rng, facts):
+    return f"Describe {rng.choice(TOPICS)} in one sentence without using any commas.", {}
+
+
+def _lower_short(rng, facts):
+    n = rng.randint(8, 15)
+    return (f"Describe {rng.choice(TOPICS)} in at most {n} words, all in lowercase letters.", {"n": n})
 
 
 def _arithmetic(rng, facts):
@@ -114,11 +176,21 @@ def _arithmetic(rng, facts):
 GENERATORS = {"upper": ("instructions", _upper), "lower": ("instructions", _lower),
               "max_words": ("instructions", _max_words), "include_word": ("instructions", _include),
               "avoid_word": ("instructions", _avoid), "json_keys": ("instructions", _json),
-              "list_items": ("instructions", _list), "arithmetic": ("arithmetic", _arithmetic)}
+              "list_items": ("instructions", _list), "min_words": ("instructions", _min_words),
+              "sentences": ("instructions", _sentences), "keywords": ("instructions", _keywords),
+              "start_word": ("instructions", _start_word), "end_phrase": ("instructions", _end_phrase),
+              "quoted": ("instructions", _quoted), "title": ("instructions", _title),
+              "no_commas": ("instructions", _no_commas), "lower_short": ("instructions", _lower_short),
+              "arithmetic": ("arithmetic", _arithmetic)}
 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Za-z0-9']+", text)
+
+
+def _sentences_of(text: str) -> list[str]:
+    """Sentences: text up to a '.', '!' or '?' followed by a space or the end, with a word in it."""
+    return [part for part in re.split(r"[.!?]+(?:\s+|$)", text) if _words(part)]
 
 
 def _json_object(text: str):
@@ -144,6 +216,15 @@ GRADERS = {
     "avoid_word": lambda r, c: bool(_words(r)) and c["word"].lower() not in (w.lower() for w in _words(r)),
     "json_keys": lambda r, c: (obj := _json_object(r)) is not None and all(k in obj for k in c["keys"]),
     "list_items": lambda r, c: sum(line.strip().startswith("- ") for line in r.splitlines()) == c["n"],
+    "min_words": lambda r, c: len(_words(r)) >= c["n"],
+    "sentences": lambda r, c: len(_sentences_of(r)) == c["n"],
+    "keywords": lambda r, c: all(w in (x.lower() for x in _words(r)) for w in c["words"]),
+    "start_word": lambda r, c: bool(_words(r)) and _words(r)[0].lower() == c["word"].lower(),
+    "end_phrase": lambda r, c: r.rstrip().endswith(c["phrase"]),
+    "quoted": lambda r, c: len(r) > 2 and r[0] in '"\u201c' and r[-1] in '"\u201d',
+    "title": lambda r, c: re.search(r"<<[^<>\n]+>>", r) is not None,
+    "no_commas": lambda r, c: bool(_words(r)) and "," not in r,
+    "lower_short": lambda r, c: 0 < len(_words(r)) <= c["n"] and r == r.lower(),
     "arithmetic": lambda r, c: _last_integer(r) == c["answer"],
     "fact": lambda r, c: any(re.search(rf"\b{re.escape(a)}\b", r.lower()) for a in c["answer"].split("|")),
 }
@@ -151,6 +232,12 @@ GRADERS = {
 
 def grade(prompt: Prompt, response: str) -> bool:
     return bool(GRADERS[prompt.kind](response.strip(), prompt.check))
+
+
+def passes(prompt: Prompt, response: str) -> bool:
+    """Whether a response is fit to train on: its grader accepts it (a prompt of the user's own has no grader and
+    always passes)."""
+    return prompt.kind not in GRADERS or grade(prompt, response)
 
 
 def prompt_sets(train_size: int, eval_per_category: int, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
