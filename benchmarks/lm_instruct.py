@@ -48,10 +48,19 @@ def generate(model: Path, prompts_npz: Path, evaluation: list[Prompt], tokenizer
     answers = checked_answers(result, len(evaluation))
     graded = scores(evaluation, [tokenizer.decode(a, skip_special_tokens=True) for a in answers])
     gen = result["generation"]
-    return {"bytes": model.stat().st_size, "ttft_ms_p50": gen["ttft_ms"]["p50"],
+    return {"answers": answers, "bytes": model.stat().st_size, "ttft_ms_p50": gen["ttft_ms"]["p50"],
             "decode_tokens_per_s": gen["decode_tokens_per_s"], "ms_per_token_p90": result["latency_ms"]["p90"],
             "peak_rss_mb": result["peak_rss_mb"], "scores": graded, "prompt_tokens": gen["prompt_tokens"],
             "new_tokens": gen["new_tokens"]}
+
+
+def which_student(answers: list[list[int]], distilled: Path) -> dict:
+    """Share of held-out answers of the artifact identical, token for token, to the run's distilled PyTorch
+    student's and to its undistilled start's (the distill stage keeps both): which model the artifact is."""
+    saved = json.loads(distilled.read_text())
+    same = lambda ids: sum(a == b for a, b in zip(answers, ids)) / len(answers)  # noqa: E731
+    return {"distilled_pytorch": same(saved["ids"]),
+            "undistilled_pytorch": same(saved["undistilled_ids"]) if "undistilled_ids" in saved else None}
 
 
 def main() -> None:
@@ -88,10 +97,13 @@ def main() -> None:
         summary["teacher_export_seconds"] = time.perf_counter() - started
         summary["teacher_runtime"] = generate(path, prompts_npz, evaluation, tokenizer, **common)
     teacher_rt = summary["teacher_runtime"]
+    teacher_rt.pop("answers")
     for run, manifest in zip(args.runs, manifests):
         stages = manifest["stages"]
         artifact = run / stages["export"]["outputs"][f"{args.format}-{args.precision}"]["path"]
         student = generate(artifact, prompts_npz, evaluation, tokenizer, **common)
+        distilled_answers = run / stages["distill"]["outputs"]["answers"]["path"]
+        student["answers_match"] = which_student(student.pop("answers"), distilled_answers)
         distill = stages["distill"]["metrics"]
         student.update(arch=stages["student"]["metrics"]["arch"], params=stages["student"]["metrics"]["params"],
                        param_ratio=stages["student"]["metrics"]["param_ratio"], run=str(run),
@@ -130,6 +142,13 @@ def _update_readme(s: dict) -> None:
         kept = "—" if st["kept"]["all"] is None else f"{st['kept']['all']:.0%}"
         rows.append(row(f"student {st['arch']}", st["params"], st["param_ratio"], st, kept, f"{st['speedup']:.2f}×",
                         f"{st['perplexity']['student']:.2f} (teacher {st['perplexity']['teacher']:.2f})"))
+    for st in s["students"]:
+        match = st.get("answers_match")
+        if match:
+            undistilled = match["undistilled_pytorch"]
+            rows.append(f"\nThe {st['arch']} artifact's held-out answers are token for token its run's distilled "
+                        f"PyTorch student's for {match['distilled_pytorch']:.0%} of the prompts"
+                        + ("" if undistilled is None else f", the undistilled start's for {undistilled:.0%}") + ".")
     suffix = "" if s["format"] == "onnx" else f"_{s['format']}"
     update_section(f"lm_instruct{suffix}", f"## Instruction-following students of SmolLM2-135M-Instruct ({s['format']})"
                    f"\n\n`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] --format {s['format']}` (runs of "

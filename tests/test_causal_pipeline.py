@@ -18,6 +18,7 @@ from tests.sshd import NEEDS_SSHD, bench
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
+from edgedistill.distill.compute import CPU  # noqa: E402
 
 TEMPLATE = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}assistant: {% endif %}")
@@ -58,7 +59,16 @@ def test_graders_accept_right_answers_and_refuse_wrong_ones():
              ("json_keys", {"keys": ["name", "age"]}, '```json\n{"name": "Ann", "age": 30}\n```', '{"name": "Ann"}'),
              ("list_items", {"n": 2}, "- apple\n- pear", "- apple\n- pear\n- plum"),
              ("arithmetic", {"answer": 19}, "35 - 16 = 19", "19 + 16 = 35"),
-             ("fact", {"answer": "seven|7"}, "There are 7 days.", "There are seventy.")]
+             ("fact", {"answer": "seven|7"}, "There are 7 days.", "There are seventy."),
+             ("min_words", {"n": 4}, "one two three four", "one two three"),
+             ("sentences", {"n": 2}, "It rains. Then it stops!", "It rains. Then it stops. The end."),
+             ("keywords", {"words": ["calm", "blue"]}, "A calm, blue sea.", "A calm grey sea."),
+             ("start_word", {"word": "Today"}, "Today, the sun shone.", "The sun shone today."),
+             ("end_phrase", {"phrase": "That is all."}, "Tea is warm. That is all.", "That is all. Tea is warm."),
+             ("quoted", {}, '"Tea is warm."', 'Tea is "warm."'),
+             ("title", {}, "<<Rain>>\nDrops fall.", "<Rain>\nDrops fall."),
+             ("no_commas", {}, "Tea is warm and sweet.", "Tea is warm, sweet."),
+             ("lower_short", {"n": 3}, "warm sweet tea", "Warm sweet tea")]
     for kind, check, right, wrong in cases:
         prompt = Prompt("x", kind, "?", check)
         assert grade(prompt, right), (kind, right)
@@ -78,11 +88,13 @@ def test_training_and_evaluation_prompts_are_disjoint_and_facts_split():
     assert prompt_sets(300, 12, seed=3) == (training, evaluation)  # seeded
     # Asked for more than the generators have distinct forms of, the run says so and how the pool is made up.
     assert shortfall(training, 300) is None
-    many, _ = prompt_sets(3000, 12, seed=3)
-    note = shortfall(many, 3000)
-    assert len(many) < 3000 and f"give {len(many):,} distinct ones" in note and "arithmetic" in note
+    many, _ = prompt_sets(8000, 12, seed=3)
+    note = shortfall(many, 8000)
+    assert len(many) < 8000 and f"give {len(many):,} distinct ones" in note and "arithmetic" in note
     mix = training_mix(many)
-    assert sum(mix.values()) == len(many) and next(iter(mix)) == "arithmetic"  # most first
+    counts = list(mix.values())
+    assert sum(counts) == len(many) and counts == sorted(counts, reverse=True)  # most first
+    assert {"arithmetic", "keywords"} <= set(list(mix)[:2])  # the kinds with thousands of forms fill the pool
 
 
 # --- students and training ---
@@ -126,6 +138,55 @@ def test_answer_only_targets_train_on_the_answer_and_never_the_prompt(tiny_llama
     run = train_causal(model, ids, CausalTrainConfig(epochs=1, batch_size=2, lr=1e-12), targets=targets)
     assert run.history[0]["ce"] == pytest.approx(expected, rel=1e-4)
     assert abs(expected - everything) > 1e-3  # the mask changed what was averaged
+
+
+def test_kd_on_the_teachers_whole_distribution_is_zero_for_the_same_model_and_trains_toward_it(tiny_llama):
+    from edgedistill.lm.causal import CausalTrainConfig, train_causal
+    from edgedistill.lm.chat import answer_batch, load_causal
+
+    model, _ = load_causal(tiny_llama)
+    ids, targets = answer_batch([[5, 6, 7], [8, 9]], [[10, 11, 12], [13, 14]], pad=0, max_length=16)
+    for kind in ("forward_kl", "reverse_kl"):
+        twin, _ = load_causal(tiny_llama)
+        run = train_causal(model, ids, CausalTrainConfig(epochs=1, batch_size=2, lr=1e-12, alpha=1.0, divergence=kind),
+                           teacher=twin, targets=targets)
+        assert run.history[0]["kd"] == pytest.approx(0.0, abs=1e-6), kind
+    other, _ = load_causal(tiny_llama)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    first = train_causal(model, ids, CausalTrainConfig(epochs=1, batch_size=2, lr=1e-12, alpha=1.0,
+                                                       divergence="reverse_kl"), teacher=other, targets=targets)
+    later = train_causal(model, ids, CausalTrainConfig(epochs=40, batch_size=2, lr=1e-2, alpha=1.0,
+                                                       divergence="reverse_kl"), teacher=other, targets=targets)
+    assert first.history[0]["kd"] > 0.01 and later.history[-1]["kd"] < 0.5 * first.history[0]["kd"]
+
+
+def test_teaching_keeps_only_graded_right_answers_and_runs_on_policy_rounds(tiny_llama):
+    from rich.console import Console
+
+    from edgedistill.config.causal import CausalDistill
+    from edgedistill.errors import StageFailed
+    from edgedistill.lm.chat import load_causal
+    from edgedistill.lm.instructions import Prompt, prompt_sets
+    from edgedistill.stages.causal.distill import teach
+
+    teacher, tokenizer = load_causal(tiny_llama)
+    student, _ = load_causal(tiny_llama)
+    training, _ = prompt_sets(6, 2, seed=1)
+    quiet = Console(quiet=True)
+    # A random teacher answers no graded prompt right: nothing to learn from, said so.
+    with pytest.raises(StageFailed, match="accepts none of the teacher's 6 training answers"):
+        teach(student, teacher, tokenizer, training, CausalDistill(answers="correct", top_k=5), 6, 0, CPU, quiet)
+    own = training + [Prompt("own", "own", "Write a haiku about tea.", {})]  # ungraded: always kept
+    before = [p.detach().clone() for p in student.parameters()]
+    taught = teach(student, teacher, tokenizer, own, CausalDistill(
+        answers="correct", top_k=5, batch_size=4, on_policy={"rounds": 2, "prompts": 3}), 6, 0, CPU, quiet)
+    assert taught["answers_kept"] == "1 of 7" and taught["train_sequences"] == 1
+    assert [h.get("on_policy_round") for h in taught["history"]] == [None, None, 1, 2]
+    assert "on-policy (2 rounds of 3 student answers, reverse_kl)" in taught["terms"]
+    assert all(h["kd"] >= 0 for h in taught["history"][2:])
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 # --- export with the KV cache, and the runner's generation ---

@@ -94,6 +94,22 @@ class CausalStudent(Strict):
                                      "each kept block keeps its most active neurons on training prompts")
 
 
+class OnPolicy(Strict):
+    """On-policy distillation after the epochs on the teacher's answers (generalized KD, Agarwal et al. 2024,
+    arXiv:2306.13649): the student answers training prompts itself, sampled, and learns the teacher's whole
+    next-token distribution at every token of its own answers: it is corrected where it goes, at the cost of a
+    teacher forward pass per batch, not a teacher generation."""
+
+    rounds: int = Field(default=0, ge=0, le=100, description="rounds of student answers and training on them; "
+                        "0: off")
+    prompts: int = Field(default=256, ge=1, le=20_000, description="training prompts the student answers per round")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        default="reverse_kl", description="reverse_kl: mode-seeking, the student drops what the teacher would not "
+                                          "say (MiniLLM, GKD)")
+    temperature: float = Field(default=1.0, gt=0, le=10, description="the student's sampling temperature")
+    lr: float | None = Field(default=None, gt=0, le=1, description="default: distill.lr")
+
+
 class CausalDistill(Strict):
     epochs: int = Field(default=2, ge=1, le=1000)
     batch_size: int = Field(default=8, ge=1, le=1024)
@@ -104,6 +120,10 @@ class CausalDistill(Strict):
     temperature: float = Field(default=1.0, gt=0, le=100)
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     max_length: int = Field(default=256, ge=16, le=8192, description="tokens per training sequence (prompt + answer)")
+    answers: Literal["all", "correct"] = Field(
+        default="all", description="the teacher's training answers to learn from: all, or only those its prompt's "
+                                   "grader accepts (prompts of your own, ungraded, are always kept)")
+    on_policy: OnPolicy = Field(default_factory=lambda: OnPolicy())
 
 
 class CausalExport(Strict):

@@ -129,26 +129,34 @@ class CausalTrained:
 
 
 def train_causal(model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig, *, topk: TopKLogits | None = None,
-                 targets: torch.Tensor | None = None, seed: int = 0, label: str = "train",
-                 console: Console | None = None, compute: Compute = CPU) -> CausalTrained:
-    """Next-token training; with `topk` and alpha > 0, KD from the teacher's cached top-k logits as well. With
-    `targets` (bool, the shape of `blocks`), only the tokens marked there are predicted and distilled (an
-    answer after its prompt; right padding is never marked, and causal attention keeps it from the real tokens).
-    On `compute`'s device; the model is back on the CPU after."""
-    if cfg.alpha > 0 and topk is None:
-        raise ValueError("alpha > 0 needs the teacher's top-k logits")
+                 teacher: nn.Module | None = None, targets: torch.Tensor | None = None, seed: int = 0,
+                 label: str = "train", console: Console | None = None, compute: Compute = CPU) -> CausalTrained:
+    """Next-token training; with alpha > 0, KD from the teacher as well: from its cached top-k logits (`topk`),
+    or from its whole next-token distribution computed on each batch (`teacher`: for sequences that change from
+    run to run, such as the student's own answers in on-policy distillation). With `targets` (bool, the shape of
+    `blocks`), only the tokens marked there are predicted and distilled (an answer after its prompt; right
+    padding is never marked, and causal attention keeps it from the real tokens). On `compute`'s device; the
+    models are back on the CPU after."""
+    if cfg.alpha > 0 and topk is None and teacher is None:
+        raise ValueError("alpha > 0 needs the teacher's top-k logits or the teacher")
     try:
-        return _train_causal(model, blocks, cfg, topk=topk, targets=targets, seed=seed, label=label,
-                             console=console, compute=compute)
+        return _train_causal(model, blocks, cfg, topk=topk, teacher=teacher, targets=targets, seed=seed,
+                             label=label, console=console, compute=compute)
     finally:
         model.to("cpu")
+        if teacher is not None:
+            teacher.to("cpu")
 
 
-def _train_causal(model, blocks, cfg, *, topk, targets, seed, label, console, compute: Compute) -> CausalTrained:
+def _train_causal(model, blocks, cfg, *, topk, teacher, targets, seed, label, console,
+                  compute: Compute) -> CausalTrained:
     torch.manual_seed(seed)
     model.to(compute.device)
+    if teacher is not None:
+        teacher.to(compute.device).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    task = CausalTask(label, model, blocks, cfg, topk, targets, compute, torch.Generator().manual_seed(seed))
+    task = CausalTask(label, model, blocks, cfg, topk, targets, compute, torch.Generator().manual_seed(seed),
+                      teacher)
     steps = sum(map(len, task.batches))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
     start = time.perf_counter()
@@ -164,9 +172,10 @@ class CausalTask(TrainingTask):
     lm/terms.py:CAUSAL_TERMS at the positions whose next token counts."""
 
     def __init__(self, label: str, model: nn.Module, blocks: torch.Tensor, cfg: CausalTrainConfig,
-                 topk: TopKLogits | None, targets: torch.Tensor | None, compute: Compute, generator: torch.Generator):
-        self.label, self.model, self.blocks, self.cfg, self.topk, self.targets = (
-            label, model, blocks, cfg, topk, targets)
+                 topk: TopKLogits | None, targets: torch.Tensor | None, compute: Compute, generator: torch.Generator,
+                 teacher: nn.Module | None = None):
+        self.label, self.model, self.blocks, self.cfg, self.topk, self.targets, self.teacher = (
+            label, model, blocks, cfg, topk, targets, teacher)
         self.compute, self.result = compute, CausalTrained()
         self.batches = [torch.randperm(len(blocks), generator=generator).split(cfg.batch_size)
                         for _ in range(cfg.epochs)]
@@ -180,7 +189,10 @@ class CausalTask(TrainingTask):
         keep = (self.compute.batch(self.targets[idx][:, 1:]) if self.targets is not None
                 else torch.ones_like(x[:, 1:], dtype=torch.bool))
         top = None
-        if self.topk is not None and self.cfg.alpha > 0:
+        if self.teacher is not None and self.cfg.alpha > 0:
+            with torch.no_grad():
+                top = [self.teacher(x).logits[:, :-1][keep], None]
+        elif self.topk is not None and self.cfg.alpha > 0:
             i = idx.numpy()
             top = [self.compute.batch(torch.from_numpy(np.asarray(part[i][:, :-1])))[keep]
                    for part in (self.topk.values, self.topk.indices)]

@@ -217,9 +217,11 @@ def stop_ids(model: nn.Module, tokenizer) -> set[int]:
 
 @torch.no_grad()
 def greedy_answers(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, *,
-                   batch_size: int = 8, label: str = "generating", console: Console | None = None) -> list[list[int]]:
+                   batch_size: int = 8, label: str = "generating", console: Console | None = None,
+                   sample_temperature: float | None = None) -> list[list[int]]:
     """Greedy answers (token ids, the stop token included when reached) to chat-formatted prompts, batched with
-    left padding and the KV cache."""
+    left padding and the KV cache; sampled from the whole distribution at `sample_temperature` instead when one
+    is given (seed torch's generator first for answers that repeat)."""
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_ids(model, tokenizer)
@@ -231,7 +233,9 @@ def greedy_answers(model: nn.Module, tokenizer, prompts: list[list[int]], max_ne
             width = max(map(len, batch))
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            how = ({"do_sample": False} if sample_temperature is None else
+                   {"do_sample": True, "temperature": sample_temperature, "top_k": 0, "top_p": 1.0})
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **how,
                                  pad_token_id=pad, eos_token_id=sorted(stops))
             for row in out[:, width:].tolist():
                 end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))

@@ -111,7 +111,8 @@ def topk_kd_loss(student_logits: torch.Tensor, top_values: torch.Tensor, top_ind
 @dataclass
 class CausalStep:
     """One step of causal-LM training, at the positions whose next token counts: the student's logits, the
-    next tokens, and the teacher's cached top-k logits there (None without a teacher)."""
+    next tokens, and the teacher's logits there: its cached top-k (values and token ids), or all of them
+    (top_indices None) when the teacher runs on the batch; both None without a teacher."""
 
     logits: torch.Tensor
     next_tokens: torch.Tensor
@@ -120,9 +121,14 @@ class CausalStep:
     cfg: Any  # the CausalTrainConfig: temperature, divergence, beta
 
 
+def _token_kd(step: CausalStep) -> torch.Tensor:
+    cfg = step.cfg
+    if step.top_indices is None:  # the teacher's whole distribution
+        return divergence(step.logits, step.top_values, cfg.temperature, cfg.divergence, cfg.beta)
+    return topk_kd_loss(step.logits, step.top_values, step.top_indices, cfg.temperature, cfg.divergence, cfg.beta)
+
+
 CAUSAL_TERMS = registry(
     TokenTerm("ce", lambda cfg: 1 - cfg.alpha, lambda step: F.cross_entropy(step.logits, step.next_tokens)),
-    TokenTerm("kd", lambda cfg: cfg.alpha,
-              lambda step: topk_kd_loss(step.logits, step.top_values, step.top_indices, step.cfg.temperature,
-                                        step.cfg.divergence, step.cfg.beta)),
+    TokenTerm("kd", lambda cfg: cfg.alpha, _token_kd),
 )
