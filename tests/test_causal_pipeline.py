@@ -97,6 +97,21 @@ def test_training_and_evaluation_prompts_are_disjoint_and_facts_split():
     assert {"arithmetic", "keywords"} <= set(list(mix)[:2])  # the kinds with thousands of forms fill the pool
 
 
+def test_the_documented_example_prompts_file_adds_its_lines_as_ungraded_training_prompts():
+    from pathlib import Path
+
+    from edgedistill.config.causal import InstructionData
+    from edgedistill.lm.instructions import passes, pipeline_prompts
+
+    example = Path(__file__).resolve().parents[1] / "pipelines" / "prompts-example.txt"
+    lines = [line for line in example.read_text().splitlines() if line.strip()]
+    data = InstructionData(kind="instructions", train_prompts=8, eval_per_category=2, prompts_file=example)
+    training, _ = pipeline_prompts(data, seed=0)
+    own = [p for p in training if p.kind == "own"]
+    assert len(training) == 8 + len(lines) and [p.text for p in own] == lines
+    assert all(passes(p, "") for p in own)  # never graded, so never filtered out
+
+
 # --- students and training ---
 
 def test_layer_dropped_students_keep_the_chosen_blocks_and_the_teachers_weights(tiny_llama):
