@@ -217,10 +217,11 @@ def stop_ids(model: nn.Module, tokenizer) -> set[int]:
 
 @torch.no_grad()
 def greedy_answers(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, *,
-                   batch_size: int = 8, label: str = "generating", console: Console | None = None,
+                   batch_size: int = 32, label: str = "generating", console: Console | None = None,
                    sample_temperature: float | None = None) -> list[list[int]]:
     """Greedy answers (token ids, the stop token included when reached) to chat-formatted prompts, batched with
-    left padding and the KV cache; sampled from the whole distribution at `sample_temperature` instead when one
+    left padding and the KV cache (32 at a time: SmolLM2's answers to 64 prompts took 61 s at 8, 35 s at 32 on
+    this 2-core host, the same tokens); sampled from the whole distribution at `sample_temperature` instead when one
     is given (seed torch's generator first for answers that repeat)."""
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
