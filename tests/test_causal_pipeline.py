@@ -134,6 +134,21 @@ def test_layer_dropped_students_keep_the_chosen_blocks_and_the_teachers_weights(
     assert out.shape[-1] == teacher.config.vocab_size and torch.isfinite(out).all()
 
 
+def test_selection_by_kl_drops_the_block_the_teacher_does_not_need_first(tiny_llama):
+    from edgedistill.lm.chat import blocks_kept_by_kl, decoder_layers, layer_dropped, load_causal
+
+    teacher, _ = load_causal(tiny_llama)
+    with torch.no_grad():  # block 2 adds nothing to the residual stream: skipping it changes nothing
+        decoder_layers(teacher)[2].self_attn.o_proj.weight.zero_()
+        decoder_layers(teacher)[2].mlp.down_proj.weight.zero_()
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    assert blocks_kept_by_kl(teacher, prompts, 3) == [0, 1, 3]
+    kept = blocks_kept_by_kl(teacher, prompts, 2)
+    assert kept == [0, 3]  # the first and last always stay
+    student, chosen = layer_dropped(teacher, 2, "kl", kept=kept)
+    assert chosen == [0, 3] and len(decoder_layers(student)) == 2
+
+
 def test_answer_only_targets_train_on_the_answer_and_never_the_prompt(tiny_llama):
     from edgedistill.lm.causal import CausalTrainConfig, train_causal
     from edgedistill.lm.chat import answer_batch, load_causal

@@ -110,6 +110,46 @@ def block_influence(model: nn.Module, sequences: list[list[int]]) -> list[float]
     return (totals / max(1, sum(map(len, sequences)))).tolist()
 
 
+@torch.no_grad()
+def blocks_kept_by_kl(model: nn.Module, sequences: list[list[int]], k: int,
+                      console: Console | None = None) -> list[int]:
+    """The k blocks to keep, chosen on the distillation objective: the block whose skipping changes the teacher's
+    next-token distribution least (KL(teacher || teacher without the blocks dropped so far), averaged over every
+    position of `sequences`) is dropped, then the next is measured without it, until k are left. The first and
+    last blocks are always kept, as with block influence."""
+    model.eval()
+    layers = decoder_layers(model)
+    n = len(layers)
+    if not 2 <= k <= n:
+        raise UserError(f"student layers {k}: selection by KL keeps the first and last; need 2..{n}")
+    width = max(map(len, sequences))
+    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.bool)
+    reference = torch.log_softmax(model(ids).logits[mask], dim=-1)
+    dropped: set[int] = set()
+
+    def skip(module, args, kwargs, output):
+        x = args[0] if args else kwargs["hidden_states"]
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    def kl_without(blocks: set[int]) -> float:
+        handles = [layers[i].register_forward_hook(skip, with_kwargs=True) for i in blocks]
+        try:
+            log_q = torch.log_softmax(model(ids).logits[mask], dim=-1)
+        finally:
+            for h in handles:
+                h.remove()
+        return float(torch.nn.functional.kl_div(log_q, reference, log_target=True, reduction="batchmean"))
+
+    with progress_bar(console or Console()) as progress:
+        task = progress.add_task("blocks by KL", total=n - k, info="")
+        while len(dropped) < n - k:
+            costs = {i: kl_without(dropped | {i}) for i in range(1, n - 1) if i not in dropped}
+            dropped.add(min(costs, key=costs.get))
+            progress.update(task, advance=1, info=f"KL {min(costs.values()):.3f}")
+    return [i for i in range(n) if i not in dropped]
+
+
 def _run_hooked(model: nn.Module, sequences: list[list[int]], handles: list) -> None:
     """The model over each sequence, then the hooks removed (also when it fails)."""
     try:
@@ -121,10 +161,11 @@ def _run_hooked(model: nn.Module, sequences: list[list[int]], handles: list) -> 
 
 
 def layer_dropped(teacher: nn.Module, k: int, select: str | list[int] = "uniform",
-                  influence: list[float] | None = None) -> tuple[nn.Module, list[int]]:
+                  influence: list[float] | None = None, kept: list[int] | None = None) -> tuple[nn.Module, list[int]]:
     """A copy of a decoder `teacher` keeping k of its blocks, initialized from them; embeddings, final norm and
     head are the teacher's. `select`: uniform, first, last, a list, or importance (the k blocks of highest
-    `influence`, the first and last always kept: they turn the stream most)."""
+    `influence`, the first and last always kept: they turn the stream most), or kl (`kept` from
+    blocks_kept_by_kl)."""
     blocks = decoder_layers(teacher)
     n = len(blocks)
     if select == "importance":
@@ -134,6 +175,9 @@ def layer_dropped(teacher: nn.Module, k: int, select: str | list[int] = "uniform
             raise UserError(f"student layers {k}: importance keeps the first and last; need 2..{n}")
         middle = sorted(range(1, n - 1), key=lambda i: -influence[i])[:k - 2]
         kept = sorted([0, n - 1, *middle])
+    elif select == "kl":
+        if kept is None or len(kept) != k:
+            raise ValueError("select kl needs the k kept blocks (blocks_kept_by_kl)")
     else:
         kept = keep_layers(n, k, select)
     student = copy.deepcopy(teacher)

@@ -7,6 +7,7 @@ import random
 
 from edgedistill.lm.chat import (
     block_influence,
+    blocks_kept_by_kl,
     chat_ids,
     describe,
     layer_dropped,
@@ -30,7 +31,10 @@ def run(spec, ctx) -> StageResult:
     if spec.student.select == "importance":
         with ctx.console.status(f"  ranking the teacher's blocks on {len(sequences)} training prompts…"):
             influence = block_influence(teacher, sequences)
-    student, kept = layer_dropped(teacher, spec.student.layers, spec.student.select, influence)
+    by_kl = None
+    if spec.student.select == "kl":
+        by_kl = blocks_kept_by_kl(teacher, sequences, spec.student.layers, ctx.console)
+    student, kept = layer_dropped(teacher, spec.student.layers, spec.student.select, influence, by_kl)
     if spec.student.intermediate is not None:
         with ctx.console.status(f"  ranking feed-forward neurons on {len(sequences)} training prompts…"):
             narrow_mlp(student, spec.student.intermediate, mlp_importance(student, sequences))
