@@ -512,3 +512,12 @@ def test_causal_pipeline_errors_are_one_line(tmp_path, tiny_llama):
     many = _pipeline(tmp_path, tiny_llama, data={"kind": "instructions", "train_prompts": 5000, "eval_per_category": 2})
     proc = cli("validate", many, cwd=tmp_path)
     assert proc.returncode == 0 and "note: data.train_prompts: 5,000 asked, the generators give" in proc.stdout
+
+
+def test_the_report_says_when_the_student_learned_only_from_accepted_answers():
+    from edgedistill.report.text import prompt_counts
+
+    lm = {"eval_prompts": 98, "train_prompts": 2400, "train_mix": {"arithmetic": 300, "upper": 50}}
+    assert prompt_counts(lm) == "98 graded held-out prompts; 2400 training prompts (arithmetic 300, upper 50)."
+    lm.update(answers="correct", answers_kept="913 of 2400")
+    assert prompt_counts(lm).endswith("The student learned from the teacher's answers its graders accept: 913 of 2400.")

@@ -129,7 +129,8 @@ def _language_model(ctx, t_metrics: dict | None, d_metrics: dict | None, artifac
             "student_scores": d_metrics.get("scores"), "undistilled_scores": d_metrics.get("undistilled"),
             "agreement": d_metrics.get("agreement"), "perplexity": d_metrics.get("perplexity"),
             "runtimes": runtime_rows, "side_by_side": prompts, "eval_prompts": t_metrics.get("eval_prompts"),
-            "train_prompts": t_metrics.get("train_prompts"), "train_mix": t_metrics.get("train_mix")}
+            "train_prompts": t_metrics.get("train_prompts"), "train_mix": t_metrics.get("train_mix"),
+            "answers": d_metrics.get("answers"), "answers_kept": d_metrics.get("answers_kept")}
 
 
 def _finetune(tuned: dict | None) -> dict | None:

@@ -224,7 +224,10 @@ def prompt_counts(lm: dict) -> str:
     """How many prompts graded the models and how many (of each kind) trained the student."""
     mix = lm.get("train_mix")
     kinds = f" ({mix_text(mix)})" if mix else ""
-    return f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts{kinds}."
+    learned = (f" The student learned from the teacher's answers its graders accept: {lm['answers_kept']}."
+               if lm.get("answers") == "correct" else "")
+    return (f"{lm.get('eval_prompts')} graded held-out prompts; {lm.get('train_prompts')} training prompts{kinds}."
+            + learned)
 
 
 def capability_rows(lm: dict) -> list[list[str]]:
