@@ -521,3 +521,17 @@ def test_the_report_says_when_the_student_learned_only_from_accepted_answers():
     assert prompt_counts(lm) == "98 graded held-out prompts; 2400 training prompts (arithmetic 300, upper 50)."
     lm.update(answers="correct", answers_kept="913 of 2400")
     assert prompt_counts(lm).endswith("The student learned from the teacher's answers its graders accept: 913 of 2400.")
+
+
+def test_logits_at_the_marked_positions_are_the_models_own(tiny_llama):
+    from edgedistill.lm.causal import logits_at, tiny_gpt2
+    from edgedistill.lm.chat import answer_batch, load_causal
+
+    llama, _ = load_causal(tiny_llama)
+    ids, targets = answer_batch([[5, 6, 7], [8, 9]], [[10, 11, 12], [13]], pad=0, max_length=16)
+    keep = targets[:, 1:]
+    for model in (llama, tiny_gpt2(64, layers=2, hidden=32, heads=2).eval()):
+        with torch.no_grad():
+            full = model(ids).logits[:, :-1][keep]
+            assert full.shape[0] == int(keep.sum()) == 4
+            assert torch.allclose(logits_at(model, ids, keep), full, atol=1e-5)
