@@ -509,9 +509,10 @@ def test_causal_pipeline_errors_are_one_line(tmp_path, tiny_llama):
     prompts.write_text("x" * 5000 + "\n")
     proc = cli("validate", path, cwd=tmp_path)
     assert proc.returncode == 2 and "mine.txt:1" in proc.stderr and "5,000 characters" in proc.stderr
-    many = _pipeline(tmp_path, tiny_llama, data={"kind": "instructions", "train_prompts": 5000, "eval_per_category": 2})
+    many = _pipeline(tmp_path, tiny_llama,
+                     data={"kind": "instructions", "train_prompts": 12000, "eval_per_category": 2})
     proc = cli("validate", many, cwd=tmp_path)
-    assert proc.returncode == 0 and "note: data.train_prompts: 5,000 asked, the generators give" in proc.stdout
+    assert proc.returncode == 0 and "note: data.train_prompts: 12,000 asked, the generators give" in proc.stdout
 
 
 def test_the_report_says_when_the_student_learned_only_from_accepted_answers():
