@@ -103,18 +103,20 @@ def main() -> None:
 def _update_readme(r: dict) -> None:
     t = r["teacher_scores"]
     head = ("| method | " + " | ".join(CATEGORIES) + " | all | kept (all) | kept (instructions) | trained on | "
-            "train s |")
+            "train s | load |")
     rows = [f"Teacher `{Path(r['teacher']).name}` ({r['teacher_params']:,} params) → student {r['student']} "
             f"({r['param_ratio']:.1%} of its params), each method from the same start; {r['train_prompts']:,} "
             f"training prompts, {r['eval_prompts']} graded held-out prompts; {r['measured']} ({r['host_cpu']}, "
-            f"{r['cpus']} CPUs), {r['date']}.", "", head, "|---" * (len(CATEGORIES) + 6) + "|",
-            "| teacher | " + " | ".join(f"{t[c]:.0%}" for c in CATEGORIES) + f" | {t['all']:.0%} | — | — | — | — |"]
+            f"{r['cpus']} CPUs), {r['date']}. Training seconds are wall time beside other jobs (load: the 1-minute "
+            "load average when the method finished; 2 means both cores busy), so compare them only roughly.", "",
+            head, "|---" * (len(CATEGORIES) + 7) + "|",
+            "| teacher | " + " | ".join(f"{t[c]:.0%}" for c in CATEGORIES) + f" | {t['all']:.0%} | — | — | — | — | — |"]
     for c in r["cells"]:
         s, kept = c["scores"], c["kept"]
         fmt = lambda v: "—" if v is None else f"{v:.0%}"  # noqa: E731
         rows.append(f"| {c['method']} | " + " | ".join(f"{s[k]:.0%}" for k in CATEGORIES)
                     + f" | {s['all']:.0%} | {fmt(kept['all'])} | {fmt(kept['instructions'])} | "
-                    f"{c['answers_kept']} answers | {c['train_seconds']:.0f} |")
+                    f"{c['answers_kept']} answers | {c['train_seconds']:.0f} | {c['load_average'][0]:.1f} |")
     update_section(f"lm_methods_{r['pipeline']}", f"## Distilling {r['pipeline']}: what each method adds\n\n"
                    f"`python benchmarks/lm_methods.py pipelines/{r['pipeline']}.yaml --out WORK`; "
                    f"results/lm_methods_{r['pipeline']}.json", rows)
