@@ -90,8 +90,8 @@ class CausalStudent(Strict):
     select: Literal["importance", "kl", "uniform", "first", "last"] | list[int] = Field(
         default="importance", description="importance: the first, the last and the blocks that turn the residual "
                                           "stream most on training prompts (ShortGPT's block influence); kl: "
-                                          "blocks dropped one at a time, each the one whose skipping changes the "
-                                          "teacher's next-token distribution least on training prompts")
+                                          "the first, the last and the blocks whose skipping changes the "
+                                          "teacher's next-token distribution most on training prompts")
     intermediate: int | None = Field(default=None, ge=1, le=131_072, description="a smaller feed-forward size: "
                                      "each kept block keeps its most active neurons on training prompts")
 

@@ -113,10 +113,11 @@ def block_influence(model: nn.Module, sequences: list[list[int]]) -> list[float]
 @torch.no_grad()
 def blocks_kept_by_kl(model: nn.Module, sequences: list[list[int]], k: int,
                       console: Console | None = None) -> list[int]:
-    """The k blocks to keep, chosen on the distillation objective: the block whose skipping changes the teacher's
-    next-token distribution least (KL(teacher || teacher without the blocks dropped so far), averaged over every
-    position of `sequences`) is dropped, then the next is measured without it, until k are left. The first and
-    last blocks are always kept, as with block influence."""
+    """The k blocks to keep, chosen on the distillation objective: each middle block is skipped once and the
+    change of the teacher's next-token distribution measured (KL(teacher || teacher without it), averaged over
+    every position of `sequences`); the first, the last and the k - 2 whose skipping costs most are kept. One
+    teacher pass per block: re-measuring after each drop (iterative) took over 7 minutes for SmolLM2 on 32
+    prompts beside other jobs on 2 cores without finishing, so it is not done."""
     model.eval()
     layers = decoder_layers(model)
     n = len(layers)
@@ -126,28 +127,24 @@ def blocks_kept_by_kl(model: nn.Module, sequences: list[list[int]], k: int,
     ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in sequences])
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.bool)
     reference = torch.log_softmax(model(ids).logits[mask], dim=-1)
-    dropped: set[int] = set()
 
     def skip(module, args, kwargs, output):
         x = args[0] if args else kwargs["hidden_states"]
         return (x, *output[1:]) if isinstance(output, tuple) else x
 
-    def kl_without(blocks: set[int]) -> float:
-        handles = [layers[i].register_forward_hook(skip, with_kwargs=True) for i in blocks]
-        try:
-            log_q = torch.log_softmax(model(ids).logits[mask], dim=-1)
-        finally:
-            for h in handles:
-                h.remove()
-        return float(torch.nn.functional.kl_div(log_q, reference, log_target=True, reduction="batchmean"))
-
+    costs = {}
     with progress_bar(console or Console()) as progress:
-        task = progress.add_task("blocks by KL", total=n - k, info="")
-        while len(dropped) < n - k:
-            costs = {i: kl_without(dropped | {i}) for i in range(1, n - 1) if i not in dropped}
-            dropped.add(min(costs, key=costs.get))
-            progress.update(task, advance=1, info=f"KL {min(costs.values()):.3f}")
-    return [i for i in range(n) if i not in dropped]
+        task = progress.add_task("blocks by KL", total=n - 2, info="")
+        for i in range(1, n - 1):
+            handle = layers[i].register_forward_hook(skip, with_kwargs=True)
+            try:
+                log_q = torch.log_softmax(model(ids).logits[mask], dim=-1)
+            finally:
+                handle.remove()
+            costs[i] = float(torch.nn.functional.kl_div(log_q, reference, log_target=True, reduction="batchmean"))
+            progress.update(task, advance=1)
+    middle = sorted(costs, key=costs.get, reverse=True)[:k - 2]
+    return sorted([0, n - 1, *middle])
 
 
 def _run_hooked(model: nn.Module, sequences: list[list[int]], handles: list) -> None:
