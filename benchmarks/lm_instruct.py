@@ -37,8 +37,14 @@ from edgedistill.stages.causal.teacher import teacher_folder
 HERE = Path(__file__).resolve().parent
 
 
-def results_path(fmt: str) -> Path:
-    return HERE / "results" / ("lm_instruct.json" if fmt == "onnx" else f"lm_instruct_{fmt}.json")
+def results_name(fmt: str, precision: str) -> str:
+    """lm_instruct, then the format and the precision where they are not the first measured (onnx int8-weights)."""
+    return ("lm_instruct" + ("" if fmt == "onnx" else f"_{fmt}")
+            + ("" if precision == "int8-weights" else f"_{precision}"))
+
+
+def results_path(fmt: str, precision: str) -> Path:
+    return HERE / "results" / f"{results_name(fmt, precision)}.json"
 
 
 def generate(model: Path, prompts_npz: Path, evaluation: list[Prompt], tokenizer, *, threads: int, runs: int,
@@ -114,7 +120,7 @@ def main() -> None:
                        speedup=student["decode_tokens_per_s"] / teacher_rt["decode_tokens_per_s"])
         summary["students"].append(student)
     summary["load_average"] = os.getloadavg()
-    results = results_path(args.format)
+    results = results_path(args.format, args.precision)
     results.parent.mkdir(exist_ok=True)
     results.write_text(json.dumps(summary, indent=2) + "\n")
     _update_readme(summary)
@@ -149,11 +155,11 @@ def _update_readme(s: dict) -> None:
             rows.append(f"\nThe {st['arch']} artifact's held-out answers are token for token its run's distilled "
                         f"PyTorch student's for {match['distilled_pytorch']:.0%} of the prompts"
                         + ("" if undistilled is None else f", the undistilled start's for {undistilled:.0%}") + ".")
-    suffix = "" if s["format"] == "onnx" else f"_{s['format']}"
-    update_section(f"lm_instruct{suffix}", f"## Instruction-following students of SmolLM2-135M-Instruct ({s['format']})"
-                   f"\n\n`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] --format {s['format']}` (runs of "
-                   "pipelines/smollm2-rpi5.yaml and smollm2-rpi5-20.yaml); results/" + results_path(s["format"]).name,
-                   rows)
+    name = results_name(s["format"], s["precision"])
+    update_section(name, f"## Instruction-following students of SmolLM2-135M-Instruct ({s['format']} "
+                   f"{s['precision']})\n\n`python benchmarks/lm_instruct.py RUN_DIR [RUN_DIR ...] --format "
+                   f"{s['format']} --precision {s['precision']}` (runs of causal-LM pipelines such as "
+                   f"pipelines/smollm2-rpi5.yaml); results/{name}.json", rows)
 
 
 if __name__ == "__main__":
