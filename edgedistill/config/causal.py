@@ -125,7 +125,7 @@ class CausalDistill(Strict):
     answers: Literal["all", "correct"] = Field(
         default="all", description="the teacher's training answers to learn from: all, or only those its prompt's "
                                    "grader accepts (prompts of your own, ungraded, are always kept)")
-    on_policy: OnPolicy = Field(default_factory=lambda: OnPolicy())
+    on_policy: OnPolicy = Field(default_factory=OnPolicy)
 
 
 class CausalExport(Strict):
