@@ -122,21 +122,19 @@ def tflite_partitions(path: Path) -> dict:
     plain = [o for o in ops if o["op_name"] != "DELEGATE"]
     made_by_pieces = {int(t) for o in pieces for t in o["outputs"]}
     visible = {int(t) for o in pieces for t in o["inputs"]} | {d["index"] for d in interpreter.get_output_details()}
-    outside: list[dict] = []
+    outside: dict[int, str] = {}  # operator index -> type
     changed = True
     while changed:
         changed = False
         for o in plain:
-            if o in outside:
-                continue
             outs = {int(t) for t in o["outputs"]}
-            if outs & visible and not outs & made_by_pieces:
-                outside.append(o)
+            if o["index"] not in outside and outs & visible and not outs & made_by_pieces:
+                outside[o["index"]] = o["op_name"]
                 visible |= {int(t) for t in o["inputs"]}
                 changed = True
     types = Counter(f"{o['op_name']} ({np.dtype(o['operand_types'][0]).name})" for o in plain if o["operand_types"])
     return {"operators": len(plain), "by_type": dict(types.most_common()), "xnnpack_pieces": len(pieces),
-            "outside_xnnpack": dict(Counter(o["op_name"] for o in outside).most_common())}
+            "outside_xnnpack": dict(Counter(outside.values()).most_common())}
 
 
 def artifacts(model, label: str, shape: tuple, folder: Path, stem: str, calibration: np.ndarray) -> dict:
@@ -187,7 +185,7 @@ def main() -> None:
             layer = make().eval()
             sample = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
             macs = model_cost(layer, shape[1:]).macs
-            paths = artifacts(layer, name, shape, work, f"peak{len(record['peaks'])}", sample)
+            paths = artifacts(layer, name, shape, work, f"peak-{name.split()[0]}", sample)
             record["peaks"][name] = {"macs": macs, **measure(paths, sample, macs, args.runs, work, details=False)}
             RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         for key in args.models.split(","):

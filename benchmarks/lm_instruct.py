@@ -29,7 +29,7 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.export.formats import FORMATS, artifact_name
 from edgedistill.lm.chat import load_causal
 from edgedistill.lm.formats import DECODER
-from edgedistill.lm.instructions import Prompt, scores
+from edgedistill.lm.instructions import Prompt, kept, scores
 from edgedistill.stages.causal.bench import checked_answers
 from edgedistill.stages.causal.export import cache_positions
 from edgedistill.stages.causal.teacher import teacher_folder
@@ -116,7 +116,7 @@ def main() -> None:
                        pytorch_scores=distill["scores"], undistilled_scores=distill["undistilled"],
                        perplexity=distill["perplexity"], agreement=distill["agreement"],
                        distill_seconds=stages["distill"]["seconds"],
-                       kept={k: (student["scores"][k] / v if v else None) for k, v in teacher_rt["scores"].items()},
+                       kept=kept(student["scores"], teacher_rt["scores"]),
                        speedup=student["decode_tokens_per_s"] / teacher_rt["decode_tokens_per_s"])
         summary["students"].append(student)
     summary["load_average"] = os.getloadavg()

@@ -28,7 +28,7 @@ from edgedistill.config.pipeline import load_pipeline
 from edgedistill.distill.compute import resolve
 from edgedistill.fileio import sha256_json
 from edgedistill.lm.chat import chat_ids, load_causal
-from edgedistill.lm.instructions import CATEGORIES
+from edgedistill.lm.instructions import CATEGORIES, kept
 from edgedistill.pipeline.engine import load_run, run_pipeline
 from edgedistill.stages import default_stages
 from edgedistill.stages.causal.distill import graded, teach
@@ -88,15 +88,15 @@ def main() -> None:
         taught = teach(student, teacher, tokenizer, training, cfg, spec.data.answer_tokens, spec.seed, compute,
                        console)
         after = graded(student, tokenizer, evaluation, eval_ids, spec.data.answer_tokens, name, console)
-        kept = {k: (after["scores"][k] / v if v else None) for k, v in teacher_scores.items()}
+        kept_share = kept(after["scores"], teacher_scores)
         record["cells"] = [c for c in record["cells"] if c["method"] != name] + [{
-            "method": name, "key": key, "settings": METHODS[name], "scores": after["scores"], "kept": kept,
+            "method": name, "key": key, "settings": METHODS[name], "scores": after["scores"], "kept": kept_share,
             "train_sequences": taught["train_sequences"], "answers_kept": taught["answers_kept"],
             "teacher_cache": taught["teacher_cache"], "train_seconds": taught["seconds"],
             "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg()}]
         results.write_text(json.dumps(record, indent=2) + "\n")
-        console.print(f"  {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in after["scores"].items())
-                      + f"; kept {kept['all']:.0%} of the teacher's score" if kept["all"] is not None else "")
+        share = "" if kept_share["all"] is None else f"; kept {kept_share['all']:.0%} of the teacher's score"
+        console.print(f"  {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in after["scores"].items()) + share)
         _update_readme(record)
 
 
@@ -112,10 +112,10 @@ def _update_readme(r: dict) -> None:
             head, "|---" * (len(CATEGORIES) + 7) + "|",
             "| teacher | " + " | ".join(f"{t[c]:.0%}" for c in CATEGORIES) + f" | {t['all']:.0%} | — | — | — | — | — |"]
     for c in r["cells"]:
-        s, kept = c["scores"], c["kept"]
+        s, share = c["scores"], c["kept"]
         fmt = lambda v: "—" if v is None else f"{v:.0%}"  # noqa: E731
         rows.append(f"| {c['method']} | " + " | ".join(f"{s[k]:.0%}" for k in CATEGORIES)
-                    + f" | {s['all']:.0%} | {fmt(kept['all'])} | {fmt(kept['instructions'])} | "
+                    + f" | {s['all']:.0%} | {fmt(share['all'])} | {fmt(share['instructions'])} | "
                     f"{c['answers_kept']} answers | {c['train_seconds']:.0f} | {c['load_average'][0]:.1f} |")
     update_section(f"lm_methods_{r['pipeline']}", f"## Distilling {r['pipeline']}: what each method adds\n\n"
                    f"`python benchmarks/lm_methods.py pipelines/{r['pipeline']}.yaml --out WORK`; "

@@ -285,6 +285,11 @@ def scores(prompts: list[Prompt], responses: list[str]) -> dict:
     return out
 
 
+def kept(student: dict, teacher: dict) -> dict:
+    """Per category, the student's score over the teacher's (None where the teacher scores 0)."""
+    return {k: student[k] / v if v else None for k, v in teacher.items()}
+
+
 def describe(prompts: list[Prompt]) -> list[dict]:
     return [asdict(p) for p in prompts]
 

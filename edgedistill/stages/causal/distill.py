@@ -18,7 +18,7 @@ from edgedistill.errors import StageFailed
 from edgedistill.fileio import cache_root, sha256_json
 from edgedistill.lm.causal import CausalTrainConfig, rouge_l, teacher_topk, train_causal
 from edgedistill.lm.chat import answer_batch, answer_perplexity, chat_ids, greedy_answers, load_causal, save_causal
-from edgedistill.lm.instructions import Prompt, passes, scores
+from edgedistill.lm.instructions import Prompt, kept, passes, scores
 from edgedistill.pipeline.engine import StageResult
 from edgedistill.stages.causal.teacher import load_prompts, teacher_folder
 
@@ -47,15 +47,16 @@ def run(spec, ctx) -> StageResult:
     (out / "answers.json").write_text(json.dumps({"ids": after["ids"], "texts": after["texts"],
                                                   "undistilled_ids": before["ids"]}))
     outputs["answers"] = out / "answers.json"
-    kept = {k: after["scores"][k] / v if v else None for k, v in ctx.metrics("teacher")["scores"].items()}
+    kept_share = kept(after["scores"], ctx.metrics("teacher")["scores"])
     ctx.console.print("  student graded scores " + ", ".join(f"{k} {v:.0%}" for k, v in before["scores"].items())
                       + " → " + ", ".join(f"{k} {v:.0%}" for k, v in after["scores"].items())
                       + f"; greedy agreement with the teacher: exact {agreement['exact_match']:.0%}, ROUGE-L "
                       f"{agreement['rouge_l']:.2f}; perplexity of the teacher's held-out answers "
                       f"{perplexity['student']:.2f} (teacher {perplexity['teacher']:.2f})")
     return StageResult(outputs=outputs, metrics={
-        "accuracy": after["scores"]["all"], "scores": after["scores"], "kept": kept, "undistilled": before["scores"],
-        "agreement": agreement, "perplexity": perplexity, "epochs": cfg.epochs, **taught})
+        "accuracy": after["scores"]["all"], "scores": after["scores"], "kept": kept_share,
+        "undistilled": before["scores"], "agreement": agreement, "perplexity": perplexity, "epochs": cfg.epochs,
+        **taught})
 
 
 def teach(student, teacher, tokenizer, training: list[Prompt], cfg, answer_tokens: int, seed: int,
