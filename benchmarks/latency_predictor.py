@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -24,9 +25,9 @@ from _readme import update_section
 from rich.progress import Progress
 
 from edgedistill.bench.local import run_local
-from edgedistill.config.device import load_device
+from edgedistill.config.device import host_cpu_flags, load_device
 from edgedistill.cost import model_cost
-from edgedistill.latency.calibration import ROUNDS, fit_all, measure_all, micro_models, quality
+from edgedistill.latency.calibration import ROUNDS, fit_all, measure_all, micro_models, quality, real_size_models
 from edgedistill.models import build_model
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,25 @@ HELD_OUT = [
 ]
 
 
+# The real-size held-out set, fixed before any fit on real-size measurements: the published families at several
+# widths and resolutions, 1000 classes, random weights (timing does not depend on them).
+REAL_HELD_OUT = [
+    ("mobilenet_v2", 1.0, 224), ("mobilenet_v2", 1.0, 160), ("mobilenet_v2", 1.0, 96), ("mobilenet_v2", 0.75, 192),
+    ("mobilenet_v2", 0.75, 128), ("mobilenet_v2", 0.5, 224), ("mobilenet_v2", 0.5, 160), ("mobilenet_v2", 0.35, 224),
+    ("mobilenet_v2", 0.35, 128), ("mobilenet_v3_small", 1.0, 224), ("mobilenet_v3_small", 1.0, 160),
+    ("mobilenet_v3_small", 0.75, 224), ("mobilenet_v3_large", 1.0, 224), ("mobilenet_v3_large", 1.0, 128),
+    ("efficientnet_lite0", 1.0, 224), ("efficientnet_lite0", 1.0, 160),
+]
+
+
+def real_held_out_models():
+    out = []
+    for family, width, hw in REAL_HELD_OUT:
+        model = build_model(family, width=width, depth=1.0, in_channels=3, num_classes=1000, input_hw=(hw, hw))
+        out.append((f"{family}-w{width:g}-{hw}px", model.eval(), (3, hw, hw)))
+    return out
+
+
 def held_out_models():
     out = []
     for family, width, depth, channels, hw in HELD_OUT:
@@ -53,8 +73,19 @@ def held_out_models():
     return out
 
 
+SETS = {  # name: (calibration models, held-out models, how the README names the held-out set)
+    "micro": (micro_models, held_out_models, "held-out family models (ResNet / MobileNetV2 style, 8–32 px, 1 or 3 "
+                                             "channels)"),
+    "real": (real_size_models, real_held_out_models, "held-out real-size models (MobileNetV2 ×0.35–1.0, "
+                                                     "MobileNetV3-Small/Large, EfficientNet-Lite0; 96–224 px)"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=list(SETS), default="micro",
+                        help="micro: sub-millisecond models (calibration micro-models, 8-32 px families); real: "
+                             "real-size models (96-224 px); the results file keeps each set apart")
     parser.add_argument("--formats", default="onnx,tflite")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--refit", action="store_true", help="reuse the raw measurements in the results file")
@@ -64,35 +95,60 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="timing rounds per artifact; the quietest counts")
     args = parser.parse_args()
     device = load_device("host")
-    threads = args.threads
-    calibration_set, held_out = micro_models(), held_out_models()
+    calibration_set, held_out = SETS[args.set][0](), SETS[args.set][1]()
     costs = {label: model_cost(model, shape) for label, model, shape in calibration_set + held_out}
+    everything = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    previous = everything if args.set == "micro" else everything.get("real_size", {})
     if args.refit:
-        previous = json.loads(RESULTS.read_text())
         records, date, threads = previous["records"], previous["date"], previous["threads"]
     else:
+        threads = args.threads
+        # Real-size models run for milliseconds: fewer runs give as many seconds of timing per round.
+        runs, min_time_s = (200, 0.5) if args.set == "micro" else (50, 0.3)
+
         def bench(path: Path) -> dict:
-            return run_local(path, None, threads=threads, warmup_runs=10, warmup_s=0.2, runs=200, min_time_s=0.5,
-                             timeout_s=300)
+            return run_local(path, None, threads=threads, warmup_runs=10, warmup_s=0.2, runs=runs,
+                             min_time_s=min_time_s, timeout_s=300)
 
         formats, precisions = args.formats.split(","), args.precisions.split(",")
-        everything = calibration_set + held_out
+        models = calibration_set + held_out
+        load_before = os.getloadavg()
         with Progress() as progress:
-            steps = len(everything) * len(formats) * len(precisions) * (1 + args.rounds)
+            steps = len(models) * len(formats) * len(precisions) * (1 + args.rounds)
             task = progress.add_task("measure", total=steps)
-            records = measure_all(everything, formats=formats, precisions=precisions, bench=bench, rounds=args.rounds,
+            records = measure_all(models, formats=formats, precisions=precisions, bench=bench, rounds=args.rounds,
                                   on_step=lambda label: progress.advance(task))
         for r in records:
             r["set"] = "held-out" if r["model"] in {label for label, _, _ in held_out} else "calibration"
         date = time.strftime("%Y-%m-%d")
-    rounds = len(records[0].get("p50_rounds_ms", [None]))
-    fits = fit_all([r for r in records if r["set"] == "calibration"], costs, device.hardware)
+        previous = {"load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "cpu_flags": host_cpu_flags(), "records": records, "date": date, "threads": threads}
+        # The raw measurements are kept before any fit, so `--refit` can always start from them.
+        _save(everything, previous, args.set)
+    summary = evaluate(records, costs, device, calibration_set, held_out)
+    summary.update({k: previous[k] for k in ("load_average_before", "load_average_after", "cpu_flags")
+                    if k in previous})
+    summary.update(date=date, threads=threads, set=args.set)
+    _save(everything, summary, args.set)
+    _update_readme(summary, args.set)
+    for key, k in summary["keys"].items():
+        h = k["held_out"]
+        print(f"{key:12s} held-out within ±10 % {h['within_10']:.0%}, ±20 % {h['within_20']:.0%}, "
+              f"median error {h['median_abs_error']:.1%}  (in-sample ±20 % {k['in_sample']['within_20']:.0%})")
+    o = summary["overall_held_out"]
+    print(f"overall: {o['predictions']} predictions, ±10 % {o['within_10']:.0%}, ±20 % {o['within_20']:.0%}")
+
+
+def evaluate(records: list[dict], costs: dict, device, calibration_set: list, held_out: list) -> dict:
+    """Fit on the calibration records, predict the held-out ones (each record gets its predicted_p50_ms)."""
     from edgedistill.latency.predictor import LatencyPredictor
 
+    rounds = len(records[0].get("p50_rounds_ms", [None]))
+    fits = fit_all([r for r in records if r["set"] == "calibration"], costs, device.hardware)
     predictor = LatencyPredictor(device.hardware, fits)
-    summary = {"benchmark": "latency_predictor", "date": date, "threads": threads, "rounds": rounds,
-               "processor": str(device.hardware.processor), "calibration_models": len(calibration_set),
-               "held_out_models": len(held_out), "keys": {}, "records": records}
+    summary = {"benchmark": "latency_predictor", "rounds": rounds, "processor": str(device.hardware.processor),
+               "calibration_models": len(calibration_set), "held_out_models": len(held_out), "keys": {},
+               "records": records}
     for key, fit in fits.items():
         fmt, precision = key.split("/")
         rows = [r for r in records if r["set"] == "held-out" and f"{r['format']}/{r['precision']}" == key]
@@ -107,23 +163,25 @@ def main() -> None:
     summary["overall_held_out"] = {"predictions": len(every), "within_10": float(np.mean(np.array(every) <= 0.1)),
                                    "within_20": float(np.mean(np.array(every) <= 0.2)),
                                    "median_abs_error": statistics.median(every)}
+    return summary
+
+
+def _save(everything: dict, section: dict, name: str) -> None:
+    """The results file: the micro set at the top level (as before the real-size set), the real one under
+    `real_size`."""
+    if name == "micro":
+        everything = {**section, **({"real_size": everything["real_size"]} if "real_size" in everything else {})}
+    else:
+        everything["real_size"] = section
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    _update_readme(summary)
-    for key, k in summary["keys"].items():
-        h = k["held_out"]
-        print(f"{key:12s} held-out within ±10 % {h['within_10']:.0%}, ±20 % {h['within_20']:.0%}, "
-              f"median error {h['median_abs_error']:.1%}  (in-sample ±20 % {k['in_sample']['within_20']:.0%})")
-    o = summary["overall_held_out"]
-    print(f"overall: {o['predictions']} predictions, ±10 % {o['within_10']:.0%}, ±20 % {o['within_20']:.0%}")
+    RESULTS.write_text(json.dumps(everything, indent=2) + "\n")
 
 
-def _update_readme(s: dict) -> None:
+def _update_readme(s: dict, name: str) -> None:
     rows = [f"Host {s['processor']}, {s['threads']} thread(s); every artifact timed in {s['rounds']} interleaved "
             "rounds, "
-            f"the quietest round's p50 kept; {s['calibration_models']} calibration micro-models, "
-            f"{s['held_out_models']} held-out family models (ResNet / MobileNetV2 style, 8–32 px, 1 or 3 channels); "
-            f"{s['date']}.", "",
+            f"the quietest round's p50 kept; {s['calibration_models']} calibration models, "
+            f"{s['held_out_models']} {SETS[name][2]}; {s['date']}.", "",
             "| runtime / precision | held-out within ±10 % | within ±20 % | median abs error | measured p50 range (ms) "
             "| in-sample within ±20 % |", "|---|---|---|---|---|---|"]
     for key, k in s["keys"].items():
@@ -133,8 +191,12 @@ def _update_readme(s: dict) -> None:
     o = s["overall_held_out"]
     rows.append(f"| **all** | **{o['within_10']:.0%}** | **{o['within_20']:.0%}** | "
                 f"**{o['median_abs_error']:.1%}** | | |")
-    update_section("latency_predictor", "## Latency predictor\n\n`python benchmarks/latency_predictor.py` — "
-                   "calibrate on this host, then predict held-out models.", rows)
+    if name == "micro":
+        update_section("latency_predictor", "## Latency predictor\n\n`python benchmarks/latency_predictor.py` — "
+                       "calibrate on this host, then predict held-out models.", rows)
+    else:
+        update_section("latency_predictor_real", "## Latency predictor at real size\n\n`python "
+                       "benchmarks/latency_predictor.py --set real`", rows)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_calibration_file_round_trip(tmp_path):
         write_calibration(_calibration(), written, replace=False)
     # Calibrated predictions use the fitted overheads, the p90 ratio and the runtime's base memory.
     cost = model_cost(nn.Linear(64, 10), (64,))
-    p = back.predictor(HOST.hardware).predict(cost, "onnx", "fp32")
+    p = LatencyPredictor(HOST.hardware, back.fits).predict(cost, "onnx", "fp32")
     assert p.source == "calibrated" and not p.ram_is_lower_bound
     assert p.p90_ms == pytest.approx(1.2 * p.p50_ms) and p.p50_ms > 0.06 and p.ram_mb > 40
 
@@ -258,6 +258,92 @@ def test_residual_additions_are_counted():
     cost = model_cost(Block(), (4, 2, 2))
     assert [(layer.kind, layer.input_bytes, layer.output_bytes) for layer in cost.layers] == [
         ("conv", 64, 64), ("add", 128, 64)]
+
+
+def test_gates_and_unfolded_activations_are_counted_folded_ones_are_not():
+    class Gated(nn.Module):  # squeeze-and-excitation's shape: x * hardsigmoid(conv(pool(x))), then hard-swish
+        def __init__(self):
+            super().__init__()
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 4, 1, bias=False)
+
+        def forward(self, x):
+            gated = x * nn.functional.hardsigmoid(self.fc(self.pool(x)))
+            return nn.functional.hardswish(nn.functional.relu6(gated) * 0.5)
+
+    cost = model_cost(Gated(), (4, 2, 2))
+    kinds = [(layer.kind, layer.input_bytes, layer.output_bytes) for layer in cost.layers]
+    # relu6 folds into the conv before it and a product with a number is no second tensor: neither counts.
+    assert kinds == [("pool", 64, 16), ("conv", 16, 16), ("activation", 16, 16), ("mul", 64 + 16, 64),
+                     ("activation", 64, 64)]
+    at = TERMS.index("activation_act")
+    bandwidth_ms = HOST.hardware.memory_bandwidth_gbps * 1e9 / 1e3
+    assert terms(cost, HOST.hardware, "fp32")[at] == pytest.approx((16 + 16 + 64 + 64) / bandwidth_ms)
+
+
+def _profile_with(tmp_path, references: list[dict]):
+    import yaml
+
+    data = yaml.safe_load(device_files()["raspberry-pi-4"].read_text())
+    data["references"] = references
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_published_references_scale_the_roofline_by_their_median(tmp_path):
+    from edgedistill.latency.calibration import predictor_for
+    from edgedistill.latency.references import reference_scales
+    from edgedistill.models import build_model
+
+    source = "https://example.org/board-benchmarks"
+    mnv2 = model_cost(build_model("mobilenet_v2", width=1.0, depth=1.0, in_channels=3, num_classes=1000,
+                                  input_hw=(224, 224)), (3, 224, 224))
+    pi4 = load_device("raspberry-pi-4")
+    roofline = LatencyPredictor(pi4.hardware).predict(mnv2, "tflite", "fp32").p50_ms
+    refs = [{"model": "mobilenet_v2", "precision": "fp32", "threads": 4, "latency_ms": 3 * roofline,
+             "runtime": "r", "source": source},
+            # measured at twice the profile's clock: counts as twice its latency at the profile's clock
+            {"model": "mobilenet_v2", "precision": "fp32", "threads": 4, "latency_ms": 2.5 * roofline,
+             "clock_ghz": 2 * pi4.hardware.clock_ghz, "runtime": "r", "source": source},
+            {"model": "mobilenet_v2", "precision": "fp32", "threads": 4, "latency_ms": 4 * roofline,
+             "runtime": "r", "source": source},
+            # one thread on a four-core board: the roofline assumes every core, so it is not used
+            {"model": "mobilenet_v2", "precision": "fp32", "threads": 1, "latency_ms": 100 * roofline,
+             "runtime": "r", "source": source}]
+    path = _profile_with(tmp_path, refs)
+    device = load_device(str(path))
+    scaled = reference_scales(device)
+    assert set(scaled) == {"fp32"} and len(scaled["fp32"].references) == 3
+    assert scaled["fp32"].factor == pytest.approx(4.0) and scaled["fp32"].max_error == pytest.approx(1 / 3)
+    predictor, _ = predictor_for(device, path)
+    fp32, int8 = predictor.predict(mnv2, "onnx", "fp32"), predictor.predict(mnv2, "tflite", "int8")
+    assert fp32.source == "published" and fp32.p50_ms == pytest.approx(4 * roofline)
+    assert int8.source == "datasheet"  # no int8 reference: the int8 roofline stays a lower bound
+
+
+def test_the_bundled_pi4_predicts_its_published_mobilenets_within_their_error():
+    from edgedistill.latency.calibration import predictor_for
+    from edgedistill.models import build_model
+
+    pi4 = load_device("raspberry-pi-4")
+    predictor, _ = predictor_for(pi4, device_files()["raspberry-pi-4"])
+    for ref in (r for r in pi4.references if r.precision == "fp32"):
+        model = build_model(ref.model, width=ref.width, depth=1.0, in_channels=3, num_classes=1000,
+                            input_hw=(ref.resolution, ref.resolution))
+        p = predictor.predict(model_cost(model, (3, ref.resolution, ref.resolution)), "tflite", "fp32")
+        assert p.source == "published"
+        assert abs(p.p50_ms / ref.latency_ms - 1) <= predictor.scaled["fp32"].max_error + 1e-9
+        assert ref.source.startswith("https://")
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("source", "http://example.org", "source"), ("model", "resnet50", "model"), ("latency_ms", -3, "latency_ms"),
+    ("precision", "fp16", "precision")])
+def test_a_bad_reference_is_one_clear_error(tmp_path, field, value, expected):
+    ref = {"model": "mobilenet_v2", "precision": "fp32", "threads": 4, "latency_ms": 40, "runtime": "r",
+           "source": "https://example.org/x", field: value}
+    with pytest.raises(UserError, match=rf"references\.0\.{expected}"):
+        load_device(str(_profile_with(tmp_path, [ref])))
 
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ def select_command(
     if as_json:
         typer.echo(json.dumps(selection.to_dict(), indent=2))
     else:
-        print_selection(selection, calibration, budgets)
+        print_selection(selection, calibration, budgets, profile)
     if selection.chosen is None:
         raise nothing_fits(selection)
 
@@ -168,7 +168,7 @@ def _shape(value: str) -> tuple[int, int, int]:
     return shape
 
 
-def print_selection(selection, calibration, budgets) -> None:
+def print_selection(selection, calibration, budgets, profile) -> None:
     from rich.table import Table
 
     from edgedistill.latency.select import predictor_note
@@ -182,7 +182,7 @@ def print_selection(selection, calibration, budgets) -> None:
         table.add_row(mark, c.label, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.size_mb:.3g}", f"{c.p90_ms:.3g}",
                       f"{c.ram_mb:.3g}", "yes" if c.fits else "no: " + "; ".join(c.breaks))
     console.print(table)
-    console.print(f"predictor: {predictor_note(selection, calibration)}")
+    console.print(f"predictor: {predictor_note(selection, calibration, profile)}")
     console.print(f"budgets: {', '.join(f'{k} {v:g}' for k, v in budgets.model_dump(exclude_none=True).items())}")
     if selection.excluded:
         console.print(selection.excluded)

@@ -133,6 +133,23 @@ class Connection(Strict):
     _safe_address = field_validator("address", mode="before")(check_ssh_address)
 
 
+class Reference(Strict):
+    """A latency measured on the device and published: a model the student families build, how it ran, where
+    it was published. The predictor is scaled to these until the device is calibrated (latency/references.py)."""
+
+    model: Literal["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_lite0"]
+    width: float = Field(default=1.0, gt=0, le=4)
+    resolution: int = Field(default=224, ge=32, le=1024)
+    runtime: str = Field(max_length=80, description="what ran it, as published (TFLite with XNNPACK, ...)")
+    precision: Literal["fp32", "int8"]
+    threads: int = Field(ge=1, le=256)
+    latency_ms: float = Field(gt=0, le=1e6)
+    clock_ghz: float | None = Field(default=None, gt=0, description="the board's clock when it differs from "
+                                                                   "hardware.clock_ghz (overclocked boards)")
+    source: str = Field(pattern=r"^https://\S+$", max_length=300, description="an address a reader can open")
+    note: str = Field(default="", max_length=300)
+
+
 class DeviceProfile(Strict):
     name: str
     description: str
@@ -144,6 +161,7 @@ class DeviceProfile(Strict):
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
                                            description="onnxruntime providers to try in order; CPU is the fallback")
     connection: Connection | None = None
+    references: list[Reference] = Field(default_factory=list, max_length=64)
 
 
 def _scan_devices() -> tuple[dict[str, Path], dict[str, list[Path]]]:

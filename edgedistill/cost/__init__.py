@@ -2,9 +2,12 @@
 
 This is what the latency predictor and student selection build on. Counts come from one
 forward pass with hooks on the layers that do arithmetic (Conv2d, Linear) and on pooling layers, and
-with a function mode that sees tensor additions (residual connections): pooling and additions do no
-multiply-accumulates, but each stays a separate op in the exported graph that moves its inputs. Batch
-norm and activations are not counted: the runtimes fold them into the convolution before them.
+with a function mode that sees tensor additions (residual connections), multiplications of two tensors
+(squeeze-and-excitation's gate) and the activations runtimes do not fold into the convolution before them
+(hard-swish, sigmoid, SiLU, GELU, tanh: LiteRT's int8 HARD_SWISH even runs outside XNNPACK,
+benchmarks/README.md "Where int8 time goes"). These do no multiply-accumulates, but each stays a separate
+op in the exported graph that moves its inputs. Batch norm and ReLU/ReLU6 are not counted: the runtimes
+fold them into the convolution before them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from edgedistill.precisions import get_precision
 @dataclass(frozen=True)
 class LayerCost:
     name: str
-    kind: str  # conv | depthwise | linear | pool | add
+    kind: str  # conv | depthwise | linear | pool | add | mul | activation
     macs: int
     params: int
     input_bytes: int  # fp32 activations read
@@ -51,7 +54,7 @@ class ModelCost:
     def macs_by_kind(self) -> dict[str, int]:
         out = {"conv": 0, "linear": 0}
         for layer in self.layers:
-            if layer.kind not in ("pool", "add"):
+            if layer.kind in ("conv", "depthwise", "linear"):
                 out["linear" if layer.kind == "linear" else "conv"] += layer.macs
         return out
 
@@ -88,7 +91,7 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
         handles = [m.register_forward_hook(hook(n)) for n, m in shadow.named_modules()
                    if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear) + POOLS)]
         try:
-            with torch.no_grad(), _count_adds_mode()(layers):
+            with torch.no_grad(), _count_elementwise_mode()(layers):
                 shadow(torch.zeros(1, *input_shape, device=device))
         finally:
             for handle in handles:
@@ -106,13 +109,17 @@ def model_cost(model, input_shape: tuple[int, ...]) -> ModelCost:
     return ModelCost(sum(p.numel() for p in model.parameters()), layers, peak)
 
 
-def _count_adds_mode():
+def _count_elementwise_mode():
     from torch.overrides import TorchFunctionMode
 
-    class CountAdds(TorchFunctionMode):
-        """Records every addition of two same-shaped tensors as an 'add' layer."""
+    class CountElementwise(TorchFunctionMode):
+        """Records every addition of two same-shaped tensors as an 'add' layer, every product of two tensors
+        as a 'mul' layer, and every activation that runtimes leave as an op of its own as an 'activation'."""
 
         ADDS = {"__add__", "__radd__", "__iadd__", "add", "add_"}
+        MULS = {"__mul__", "__rmul__", "__imul__", "mul", "mul_"}
+        ACTIVATIONS = {"hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "sigmoid_", "silu",
+                       "silu_", "gelu", "tanh", "tanh_", "mish"}
 
         def __init__(self, layers: list):
             super().__init__()
@@ -121,13 +128,19 @@ def _count_adds_mode():
         def __torch_function__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             name = getattr(func, "__name__", "")
-            if name in self.ADDS and len(args) == 2 and all(hasattr(a, "numel") for a in args) \
-                    and args[0].shape == args[1].shape:
+            tensors = len(args) == 2 and all(hasattr(a, "numel") for a in args)
+            if name in self.ADDS and tensors and args[0].shape == args[1].shape:
                 n = out.numel()
                 self.layers.append(LayerCost(f"add.{len(self.layers)}", "add", 0, 0, 2 * n * 4, n * 4))
+            elif name in self.MULS and tensors:
+                read = (args[0].numel() + args[1].numel()) * 4
+                self.layers.append(LayerCost(f"mul.{len(self.layers)}", "mul", 0, 0, read, out.numel() * 4))
+            elif name in self.ACTIVATIONS and args and hasattr(args[0], "numel"):
+                n = args[0].numel() * 4
+                self.layers.append(LayerCost(f"{name.rstrip('_')}.{len(self.layers)}", "activation", 0, 0, n, n))
             return out
 
-    return CountAdds
+    return CountElementwise
 
 
 def macs_by_kind(model, input_shape: tuple[int, ...]) -> dict[str, int]:

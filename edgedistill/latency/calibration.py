@@ -26,7 +26,7 @@ from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_write_text, sha256_file
 from edgedistill.latency.predictor import TERMS, Fit, LatencyPredictor, terms
 
-SCHEMA = 2  # 2: the thin_conv term
+SCHEMA = 3  # 2: the thin_conv term; 3: activation_act
 SUFFIX = ".calibration.json"
 ROUNDS = 3  # timing rounds per artifact; the quietest counts (see measure_all)
 
@@ -49,6 +49,102 @@ MICRO_MODELS = [
     ((32, 1, 8), (256, 2, 8), (512, 3, 16), (1024, 1, 16), (128, 4, 32), (2048, 2, 8),
      (64, 2, 16), (768, 2, 8), (96, 6, 8), (4096, 1, 8), (384, 3, 24), (16, 2, 32))
 ]
+
+
+# Real-size calibration models: a 3-channel image at `hw` (96-224), a 3x3 stride-2 stem to `stem` channels,
+# inverted-residual stages (expansion, output channels, depthwise kernel, stride, blocks, squeeze-excite,
+# activation), an optional 1x1 head to `head` channels, global pooling and a 1000-way linear layer: the kernels
+# and blocks real 224x224 students are made of (channels 8-1280, 3x3 and 5x5 depthwise, hard-swish and SE),
+# 30 models of 1-10 ms on a desktop core. None is a student family at any width (the held-out check,
+# benchmarks/latency_predictor.py, predicts those).
+R6, HS, RE = "relu6", "hardswish", "relu"
+REAL_SIZE_MODELS = [
+    (224, 16, [(1, 16, 3, 1, 1, 0, R6), (6, 24, 3, 2, 2, 0, R6)], 0),
+    (224, 32, [(6, 24, 3, 2, 1, 0, R6), (6, 32, 3, 2, 2, 0, R6)], 0),
+    (192, 16, [(4, 24, 3, 2, 2, 0, R6), (4, 40, 5, 2, 2, 0, R6)], 0),
+    (160, 24, [(6, 32, 3, 2, 3, 0, R6), (6, 64, 3, 2, 2, 0, R6)], 0),
+    (128, 32, [(6, 48, 3, 2, 2, 0, R6), (6, 96, 3, 2, 3, 0, R6), (6, 160, 3, 2, 1, 0, R6)], 640),
+    (96, 32, [(6, 64, 3, 2, 2, 0, R6), (6, 128, 3, 2, 2, 0, R6), (6, 256, 3, 2, 1, 0, R6)], 1280),
+    (224, 16, [(4, 24, 5, 2, 1, 1, HS), (3, 40, 5, 2, 2, 1, HS)], 0),
+    (160, 16, [(4.5, 24, 3, 2, 2, 0, RE), (4, 40, 5, 2, 2, 1, HS), (6, 96, 5, 2, 2, 1, HS)], 576),
+    (128, 16, [(6, 40, 5, 2, 2, 1, HS), (6, 80, 3, 2, 2, 0, HS)], 960),
+    (224, 48, [(3, 48, 3, 1, 1, 0, R6)], 0),
+    (192, 24, [(6, 40, 5, 2, 3, 0, R6), (6, 80, 3, 2, 3, 0, R6)], 0),
+    (224, 32, [(6, 64, 3, 2, 1, 0, R6), (6, 128, 3, 2, 1, 0, R6), (6, 256, 3, 2, 1, 0, R6),
+               (6, 512, 3, 2, 1, 0, R6)], 1280),
+    (160, 40, [(2, 40, 3, 1, 3, 0, R6)], 0),
+    (128, 24, [(6, 24, 3, 1, 4, 0, R6)], 0),
+    (224, 16, [(3, 16, 3, 1, 2, 1, HS)], 0),
+    (96, 24, [(6, 48, 5, 1, 3, 1, HS)], 0),
+    (224, 24, [(1, 24, 3, 1, 1, 0, R6)], 0),
+    (128, 64, [(4, 128, 3, 2, 2, 0, R6), (4, 256, 3, 2, 2, 0, R6)], 1024),
+    (192, 32, [(6, 32, 3, 1, 2, 0, HS), (6, 64, 3, 2, 2, 1, HS)], 0),
+    (112, 16, [(6, 24, 3, 2, 2, 0, R6), (6, 48, 5, 2, 3, 0, R6), (6, 88, 3, 2, 3, 0, R6),
+               (6, 136, 5, 2, 3, 0, R6)], 1024),
+    (144, 24, [(4, 32, 3, 2, 2, 1, R6), (4, 64, 5, 2, 2, 1, R6)], 0),
+    (176, 16, [(6, 24, 3, 2, 2, 0, R6), (6, 40, 3, 2, 2, 0, R6), (6, 80, 3, 2, 2, 0, R6)], 0),
+    (208, 32, [(1, 16, 3, 1, 1, 0, R6)], 0),
+    (96, 48, [(6, 96, 3, 2, 2, 1, HS), (6, 192, 3, 2, 2, 1, HS)], 1280),
+    (160, 32, [(6, 48, 3, 2, 1, 0, R6), (6, 96, 5, 2, 2, 0, R6), (6, 192, 5, 2, 3, 0, R6)], 1280),
+    (224, 8, [(6, 16, 3, 2, 2, 0, R6)], 0),
+    (128, 16, [(3, 16, 3, 1, 2, 0, RE)], 0),
+    (96, 16, [(4, 24, 3, 2, 2, 0, HS), (4, 48, 3, 2, 2, 1, HS), (4, 96, 3, 2, 2, 1, HS)], 768),
+    (192, 16, [(6, 16, 5, 1, 1, 0, R6), (6, 32, 5, 2, 1, 0, R6)], 0),
+    (144, 40, [(3, 80, 3, 2, 2, 0, R6), (3, 160, 3, 2, 2, 0, R6), (3, 320, 3, 2, 1, 0, R6)], 1280),
+]
+
+
+def build_real_size(hw: int, stem: int, stages: list[tuple], head: int):
+    """One model of REAL_SIZE_MODELS (input 3 x hw x hw)."""
+    from torch import nn
+
+    acts = {R6: nn.ReLU6, HS: nn.Hardswish, RE: nn.ReLU}
+
+    def conv(cin, cout, kernel=1, stride=1, groups=1, act=None):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return layers + ([acts[act]()] if act else [])
+
+    class Gate(nn.Module):  # squeeze-and-excitation: pool, squeeze, expand, hard-sigmoid, scale
+        def __init__(self, c):
+            super().__init__()
+            squeezed = max(8, c // 4 // 8 * 8)
+            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, squeezed, 1), nn.ReLU(),
+                                    nn.Conv2d(squeezed, c, 1), nn.Hardsigmoid())
+
+        def forward(self, x):
+            return x * self.fc(x)
+
+    class Block(nn.Module):
+        def __init__(self, cin, expansion, cout, kernel, stride, se, act):
+            super().__init__()
+            hidden = max(8, int(cin * expansion + 4) // 8 * 8) if expansion != 1 else cin
+            layers = conv(cin, hidden, act=act) if hidden != cin else []
+            layers += conv(hidden, hidden, kernel, stride, hidden, act) + ([Gate(hidden)] if se else [])
+            self.body = nn.Sequential(*layers, *conv(hidden, cout))
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    layers, c = conv(3, stem, 3, 2, act=R6), stem
+    for expansion, cout, kernel, stride, blocks, se, act in stages:
+        for i in range(blocks):
+            layers.append(Block(c, expansion, cout, kernel, stride if i == 0 else 1, se, act))
+            c = cout
+    if head:
+        layers += conv(c, head, act=R6)
+        c = head
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1000))
+
+
+def real_size_models() -> list[tuple[str, object, tuple[int, ...]]]:
+    """(label, model, input shape) for every real-size calibration model, in eval mode."""
+    out = []
+    for i, (hw, stem, stages, head) in enumerate(REAL_SIZE_MODELS):
+        blocks = sum(stage[4] for stage in stages)
+        label = f"real{i:02d}-{hw}px-s{stem}-b{blocks}-c{stages[-1][1]}" + (f"-h{head}" if head else "")
+        out.append((label, build_real_size(hw, stem, stages, head).eval(), (3, hw, hw)))
+    return out
 
 
 def build_micro(kind: str, input_shape: tuple[int, int, int], **kw):
@@ -156,9 +252,6 @@ class Calibration:
     host: dict
     fits: dict[str, Fit]
 
-    def predictor(self, hardware) -> LatencyPredictor:
-        return LatencyPredictor(hardware, self.fits)
-
     def to_json(self) -> str:
         data = asdict(self)
         data["schema"] = SCHEMA
@@ -191,8 +284,13 @@ def load_calibration(profile_path: Path) -> Calibration | None:
 
 
 def predictor_for(device, profile_path: Path) -> tuple[LatencyPredictor, Calibration | None]:
+    """The device's predictor: its calibration where it has one, else the roofline scaled to the measurements
+    its profile cites (latency/references.py), else the bare roofline."""
+    from edgedistill.latency.references import reference_scales
+
     calibration = load_calibration(profile_path)
-    return (calibration.predictor(device.hardware) if calibration else LatencyPredictor(device.hardware)), calibration
+    return LatencyPredictor(device.hardware, calibration.fits if calibration else None,
+                            reference_scales(device)), calibration
 
 
 def measure_all(models: list[tuple[str, object, tuple[int, ...]]], *, formats: list[str], precisions: list[str],

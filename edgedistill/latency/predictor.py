@@ -26,15 +26,17 @@ from edgedistill.precisions import get_precision
 
 # Dense convolutions are bound by arithmetic and by moving their activations; depthwise ones by moving
 # activations; linear layers at batch 1 by their weights (counted in their FLOPs, 2 per weight);
-# pooling and residual additions only move activations. Overheads (thin convolutions' pixels, ops, the call)
-# have no datasheet figure.
+# pooling, residual additions and gating products only move activations; so do the activations runtimes do
+# not fold (hard-swish, sigmoid: a term of their own, as some kernels run them outside the fast path).
+# Overheads (thin convolutions' pixels, ops, the call) have no datasheet figure.
 TERMS = ("conv_flops", "conv_act", "depthwise_flops", "depthwise_act", "linear_flops", "elementwise_act",
-         "thin_conv", "weights", "op", "call")
+         "activation_act", "thin_conv", "weights", "op", "call")
 OVERHEADS = ("thin_conv", "op", "call")
 DATASHEET = {t: 0.0 if t in OVERHEADS else 1.0 for t in TERMS}
 KIND_TERMS = {"conv": ("conv_flops", "conv_act"), "depthwise": ("depthwise_flops", "depthwise_act"),
               "linear": ("linear_flops", "elementwise_act"), "pool": (None, "elementwise_act"),
-              "add": (None, "elementwise_act")}
+              "add": (None, "elementwise_act"), "mul": (None, "elementwise_act"),
+              "activation": (None, "activation_act")}
 
 
 def cost_precision(precision: str) -> str:
@@ -79,29 +81,47 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class Scaled:
+    """The datasheet roofline scaled to measurements published for the device (latency/references.py)."""
+
+    factor: float  # measured over the roofline's prediction, the median over the references
+    references: list[str]  # what each was, for the report
+    max_error: float  # the scaled roofline's largest relative error on them
+
+
+@dataclass(frozen=True)
 class Prediction:
     p50_ms: float
     p90_ms: float
     ram_mb: float
     ram_is_lower_bound: bool
-    source: str  # "calibrated" | "datasheet"
+    source: str  # "calibrated" | "published" (scaled to published measurements) | "datasheet"
 
 
 class LatencyPredictor:
-    """Predicts for one device; `fits` maps "format/precision" to calibrated coefficients (may be empty)."""
+    """Predicts for one device; `fits` maps "format/precision" to calibrated coefficients (may be empty);
+    `scaled` maps an arithmetic (fp32, int8) to the roofline's scale from published measurements, used where
+    no calibrated fit is."""
 
-    def __init__(self, hardware, fits: dict[str, Fit] | None = None):
+    def __init__(self, hardware, fits: dict[str, Fit] | None = None, scaled: dict[str, Scaled] | None = None):
         self.hardware = hardware
         self.fits = fits or {}
+        self.scaled = scaled or {}
 
     def source(self, fmt: str, precision: str) -> str:
-        return "calibrated" if f"{fmt}/{precision}" in self.fits else "datasheet"
+        if f"{fmt}/{precision}" in self.fits:
+            return "calibrated"
+        return "published" if cost_precision(precision) in self.scaled else "datasheet"
 
     def predict(self, cost: ModelCost, fmt: str, precision: str) -> Prediction:
         fit = self.fits.get(f"{fmt}/{precision}")
-        coefficients = fit.coefficients if fit else DATASHEET
+        scaled = self.scaled.get(cost_precision(precision))
+        if fit:
+            coefficients = fit.coefficients
+        else:
+            coefficients = {t: c * (scaled.factor if scaled else 1.0) for t, c in DATASHEET.items()}
         p50 = float(terms(cost, self.hardware, precision) @ np.array([coefficients[t] for t in TERMS]))
         model_mb = model_memory_mb(cost, precision)
         base = fit.ram_base_mb if fit and fit.ram_base_mb is not None else None
         return Prediction(p50, p50 * (fit.p90_over_p50 if fit else 1.0), model_mb + (base or 0.0), base is None,
-                          "calibrated" if fit else "datasheet")
+                          self.source(fmt, precision))

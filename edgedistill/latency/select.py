@@ -169,13 +169,23 @@ def select_for_pipeline(spec, device, profile_path, budgets, *, family: str | No
     return selection, calibration
 
 
-def predictor_note(selection, calibration) -> str:
+def predictor_note(selection, calibration, device) -> str:
     """One line on where the predictions come from, and how good they are."""
+    from edgedistill.latency.predictor import cost_precision
+    from edgedistill.latency.references import reference_scales
+
     key = f"{selection.format}/{selection.precision}"
     if selection.predictor == "calibrated":
         q = calibration.fits[key].quality
         return (f"calibrated on {calibration.created[:10]} ({calibration.target}, {calibration.threads} threads); "
-                f"{key} within ±20 % on {q['within_20']:.0%} of {q['models']} micro-models")
+                f"{key} within ±20 % on {q['within_20']:.0%} of {q['models']} calibration models")
     why = "no calibration file" if calibration is None else f"the calibration has no {key}"
+    if selection.predictor == "published":
+        scaled = reference_scales(device)[cost_precision(selection.precision)]
+        n = len(scaled.references)
+        error = f"±{scaled.max_error:.0%} on them" if n > 1 else "one measurement: met exactly, its error unknown"
+        return (f"calibrated on {n} published measurement{'s' * (n > 1)} ({error}; {why}): the roofline "
+                f"×{scaled.factor:.3g} — {'; '.join(scaled.references)}. Models unlike them "
+                "(far smaller or larger) are predicted less well; `edgedistill calibrate` on the device measures.")
     return (f"datasheet figures ({why}): peak throughput and bandwidth with no overheads, a lower bound on latency; "
             "RAM counts the model only. Calibrate the device (edgedistill calibrate) for measured coefficients.")

@@ -184,6 +184,10 @@ def _artifacts(ctx) -> list[dict]:
 
 
 # Where a figure came from, as the report says it.
+# How a device prediction was made (latency/predictor.py Prediction.source), as the verdict says it.
+PREDICTION_SOURCES = {"calibrated": "calibrated on the device",
+                      "published": "the roofline scaled to published measurements on the device",
+                      "datasheet": "uncalibrated roofline, a lower bound"}
 EVIDENCE = {"device": "measured on the device", "host": "measured on this host",
             "stand-in": "measured on this host, standing in for the device", "file": "the artifact's file size",
             "export": "measured on this host at export (parity)"}
@@ -300,7 +304,7 @@ def _stand_in_evidence(art: dict, device: str) -> str:
     text = ""
     predicted = art.get("predicted")
     if predicted:
-        how = "calibrated" if predicted["source"] == "calibrated" else "uncalibrated roofline, a lower bound"
+        how = PREDICTION_SOURCES.get(predicted["source"], predicted["source"])
         text += (f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms as {art['format']} {art['precision']} "
                  f"({how})")
     arm = art.get("arm") or {}

@@ -78,4 +78,4 @@ def choose(spec, ctx) -> dict:
     ctx.console.print(f"  size auto on {selection.device}: {c.label} chosen of {len(selection.candidates)} candidates "
                       f"(predicted p90 {c.p90_ms:.3g} ms as {selection.format} {selection.precision}, "
                       f"{selection.predictor} predictor)")
-    return {**selection.to_dict(), "predictor_note": predictor_note(selection, calibration)}
+    return {**selection.to_dict(), "predictor_note": predictor_note(selection, calibration, ctx.device)}
