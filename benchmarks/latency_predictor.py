@@ -98,7 +98,7 @@ def main() -> None:
     calibration_set, held_out = SETS[args.set][0](), SETS[args.set][1]()
     costs = {label: model_cost(model, shape) for label, model, shape in calibration_set + held_out}
     everything = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    previous = everything if args.set == "micro" else everything.get("real_size", {})
+    previous = _section(everything, args.set)
     if args.refit:
         records, date, threads = previous["records"], previous["date"], previous["threads"]
     else:
@@ -125,7 +125,15 @@ def main() -> None:
                     "cpu_flags": host_cpu_flags(), "records": records, "date": date, "threads": threads}
         # The raw measurements are kept before any fit, so `--refit` can always start from them.
         _save(everything, previous, args.set)
-    summary = evaluate(records, costs, device, calibration_set, held_out)
+    # One predictor for every size: the other set's calibration models join the fit (same threads).
+    other = "real" if args.set == "micro" else "micro"
+    joined = [r for r in _section(everything, other).get("records", []) if r["set"] == "calibration"]
+    if joined and _section(everything, other).get("threads") == threads:
+        costs.update({label: model_cost(model, shape) for label, model, shape in SETS[other][0]()})
+    else:
+        joined = []
+    summary = evaluate(records, joined, costs, device, held_out)
+    summary["calibration_models"] = {args.set: len(calibration_set), other: len({r["model"] for r in joined})}
     summary.update({k: previous[k] for k in ("load_average_before", "load_average_after", "cpu_flags")
                     if k in previous})
     summary.update(date=date, threads=threads, set=args.set)
@@ -139,16 +147,35 @@ def main() -> None:
     print(f"overall: {o['predictions']} predictions, ±10 % {o['within_10']:.0%}, ±20 % {o['within_20']:.0%}")
 
 
-def evaluate(records: list[dict], costs: dict, device, calibration_set: list, held_out: list) -> dict:
-    """Fit on the calibration records, predict the held-out ones (each record gets its predicted_p50_ms)."""
+def _section(everything: dict, name: str) -> dict:
+    return everything if name == "micro" else everything.get("real_size", {})
+
+
+def host_fits(hardware) -> tuple[dict, str] | None:
+    """The host predictor's fits from this script's results file (both sets' calibration models, one thread),
+    and the date measured; None without a one-thread results file."""
+    if not RESULTS.is_file():
+        return None
+    everything = json.loads(RESULTS.read_text())
+    records, costs = [], {}
+    for name, (calibration, _, _) in SETS.items():
+        section = _section(everything, name)
+        if section.get("threads") == 1:
+            records += [r for r in section["records"] if r["set"] == "calibration"]
+            costs.update({label: model_cost(model, shape) for label, model, shape in calibration()})
+    return (fit_all(records, costs, hardware), everything["date"]) if records else None
+
+
+def evaluate(records: list[dict], joined: list[dict], costs: dict, device, held_out: list) -> dict:
+    """Fit on the calibration records (with `joined`, the other set's), predict the held-out ones (each record
+    gets its predicted_p50_ms)."""
     from edgedistill.latency.predictor import LatencyPredictor
 
     rounds = len(records[0].get("p50_rounds_ms", [None]))
-    fits = fit_all([r for r in records if r["set"] == "calibration"], costs, device.hardware)
+    fits = fit_all([r for r in records if r["set"] == "calibration"] + joined, costs, device.hardware)
     predictor = LatencyPredictor(device.hardware, fits)
     summary = {"benchmark": "latency_predictor", "rounds": rounds, "processor": str(device.hardware.processor),
-               "calibration_models": len(calibration_set), "held_out_models": len(held_out), "keys": {},
-               "records": records}
+               "held_out_models": len(held_out), "keys": {}, "records": records}
     for key, fit in fits.items():
         fmt, precision = key.split("/")
         rows = [r for r in records if r["set"] == "held-out" and f"{r['format']}/{r['precision']}" == key]
@@ -180,7 +207,8 @@ def _save(everything: dict, section: dict, name: str) -> None:
 def _update_readme(s: dict, name: str) -> None:
     rows = [f"Host {s['processor']}, {s['threads']} thread(s); every artifact timed in {s['rounds']} interleaved "
             "rounds, "
-            f"the quietest round's p50 kept; {s['calibration_models']} calibration models, "
+            f"the quietest round's p50 kept; one predictor fitted on "
+            f"{' + '.join(f'{n} {name}' for name, n in s['calibration_models'].items())} calibration models, "
             f"{s['held_out_models']} {SETS[name][2]}; {s['date']}.", "",
             "| runtime / precision | held-out within ±10 % | within ±20 % | median abs error | measured p50 range (ms) "
             "| in-sample within ±20 % |", "|---|---|---|---|---|---|"]

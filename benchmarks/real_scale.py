@@ -138,29 +138,23 @@ def main() -> None:
 
 
 def host_predictor_check(rows: list[dict]) -> dict | None:
-    """The host predictor fitted on benchmarks/latency_predictor.py's calibration records (one thread), predicting
-    each row's p50; per row the ratio, overall the share within 20 % and the median error."""
-    from edgedistill.latency.calibration import fit_all
+    """The host predictor fitted on benchmarks/latency_predictor.py's calibration records (both sets, one thread),
+    predicting each row's p50; per row the ratio, overall the share within 20 % and the median error."""
+    from latency_predictor import host_fits
+
     from edgedistill.latency.predictor import LatencyPredictor
 
-    source = HERE / "results" / "latency_predictor.json"
-    if not source.is_file():
-        return None
-    calibration = json.loads(source.read_text())
-    if calibration["threads"] != 1:
-        return None
-    from edgedistill.latency.calibration import micro_models
-
-    costs = {label: model_cost(model, shape) for label, model, shape in micro_models()}
-    records = [r for r in calibration["records"] if r["set"] == "calibration"]
     hardware = load_device("host").hardware
-    predictor = LatencyPredictor(hardware, fit_all(records, costs, hardware))
+    fitted = host_fits(hardware)
+    if fitted is None:
+        return None
+    predictor = LatencyPredictor(hardware, fitted[0])
     errors = []
     for row in rows:
         cost = model_cost(MODELS[row["model"]][1]().eval(), (3, 224, 224))
         row["host_predicted_p50_ms"] = predictor.predict(cost, row["format"], row["precision"]).p50_ms
         errors.append(abs(row["host_predicted_p50_ms"] / row["p50_ms"] - 1))
-    return {"calibrated_on": calibration["date"], "predictions": len(errors),
+    return {"calibrated_on": fitted[1], "predictions": len(errors),
             "within_20": float(np.mean(np.array(errors) <= 0.2)), "median_abs_error": statistics.median(errors),
             "measured_ms_range": [min(r["p50_ms"] for r in rows), max(r["p50_ms"] for r in rows)]}
 

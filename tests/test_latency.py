@@ -105,12 +105,24 @@ def test_each_artifact_keeps_its_quietest_of_interleaved_rounds():
 
 
 def test_micro_models_are_not_student_families():
+    from edgedistill.latency.calibration import calibration_models, real_size_models
+    from edgedistill.models.mobilenet import Bottleneck
     from edgedistill.models.mobilenetv2 import MobileNetV2
     from edgedistill.models.resnet import ResNet
 
     models = micro_models()
     assert len(models) >= 30 and len({label for label, _, _ in models}) == len(models)
     assert not any(isinstance(m, (ResNet, MobileNetV2)) for _, m, _ in models)
+    # The real-size ones: 96-224 px images, none built from the student families' blocks.
+    real = real_size_models()
+    assert len(real) == 30 and {shape[1] for *_, shape in real} <= set(range(96, 225))
+    assert not any(isinstance(sub, (ResNet, MobileNetV2, Bottleneck)) for _, m, _ in real for sub in m.modules())
+    assert [label for label, *_ in calibration_models("all")] == [label for label, *_ in models + real]
+
+
+def test_calibrate_refuses_an_unknown_model_set(tmp_path):
+    r = cli("calibrate", "--device", "host", "--models", "huge", "--output", tmp_path / "c.json")
+    assert r.returncode == 2 and "--models" in r.stderr and "micro" in r.stderr and "Traceback" not in r.stderr
 
 
 def _calibration(coefficients=None) -> Calibration:
@@ -208,8 +220,11 @@ def test_select_cli_differs_by_device_and_exits_2_when_nothing_fits(tmp_path):
     for device in ("host", "raspberry-pi-4"):
         r = cli("select", "--device", device, "--input-shape", "3,224,224", "--max-params", "5000000", "--json")
         assert r.returncode == 0, r.stderr
-        chosen[device] = json.loads(r.stdout)["chosen"]["label"]
-    assert chosen["host"] != chosen["raspberry-pi-4"]
+        chosen[device] = json.loads(r.stdout)
+    # The host has only its datasheet; the Pi 4's roofline is scaled to the latencies its profile cites.
+    assert chosen["host"]["predictor"] == "datasheet" and chosen["raspberry-pi-4"]["predictor"] == "published"
+    host, pi = (chosen[d]["chosen"] for d in ("host", "raspberry-pi-4"))
+    assert pi["p90_ms"] > 3 * host["p90_ms"] or pi["label"] != host["label"]
     tight = tmp_path / "tight.yaml"
     tight.write_text(device_files()["host"].read_text().replace("max_latency_p90_ms: 10",
                                                                  "max_latency_p90_ms: 0.00001"))
@@ -354,7 +369,7 @@ def test_calibrate_cli_writes_next_to_the_profile_and_select_uses_it(tmp_path):
     # --min-time 0.05: what is checked here is the command (file, refusal, use), not the fit's quality, which
     # benchmarks/latency_predictor.py measures at the default.
     r = cli("calibrate", "--device", profile, "--formats", "onnx", "--precisions", "fp32", "--rounds", "1",
-            "--min-time", "0.05", timeout=600)
+            "--min-time", "0.05", "--models", "micro", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads((tmp_path / "mine.calibration.json").read_text())
     assert list(data["fits"]) == ["onnx/fp32"] and data["fits"]["onnx/fp32"]["models"] == len(micro_models())

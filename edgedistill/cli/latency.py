@@ -20,9 +20,12 @@ def calibrate_command(
                                    help="Comma-separated: fp32, fp16, int8-dynamic, int8."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the device's cores."),
     # 3 is calibration.ROUNDS, not imported here: the CLI starts without numpy.
-    rounds: int = typer.Option(3, "--rounds", min=1, max=20, help="Timing rounds per micro-model; the quietest "
+    models: str = typer.Option("all", "--models", help="Calibration models: micro (sub-millisecond stacks), real "
+                               "(96-224 px MobileNet-style blocks, 1-10 ms on a desktop core) or all; a predictor "
+                               "calibrated on one size misses the other."),
+    rounds: int = typer.Option(3, "--rounds", min=1, max=20, help="Timing rounds per model; the quietest "
                                "counts. 1 is enough on a device nothing else runs on."),
-    min_time: float = typer.Option(0.5, "--min-time", min=0.01, max=60, help="Seconds each micro-model is timed for "
+    min_time: float = typer.Option(0.5, "--min-time", min=0.01, max=60, help="Seconds each model is timed for "
                                    "per round (after a warm-up of up to 0.2 s); shorter is quicker and noisier."),
     output: Optional[Path] = typer.Option(None, "--output", help="Default: NAME.calibration.json next to the profile."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing calibration file."),
@@ -30,7 +33,7 @@ def calibrate_command(
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config to use instead of "
                                               "~/.ssh/config (a device profile's is used only when named here)."),
 ) -> None:
-    """Time micro-models on the device's runtime and fit the latency predictor to it."""
+    """Time calibration models on the device's runtime and fit the latency predictor to it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedistill.bench.local import BenchFailed
@@ -40,6 +43,8 @@ def calibrate_command(
     from edgedistill.export.formats import FORMATS, PRECISIONS
     from edgedistill.latency.calibration import (
         MICRO_MODELS,
+        MODEL_SETS,
+        REAL_SIZE_MODELS,
         calibrate,
         calibration_path,
         refuse_overwrite,
@@ -47,6 +52,10 @@ def calibrate_command(
     )
 
     fmts, precs = _choices("--formats", formats, FORMATS), _choices("--precisions", precisions, PRECISIONS)
+    which = _choices("--models", models, MODEL_SETS)
+    if len(which) != 1:
+        raise UserError(f"--models: one of {', '.join(MODEL_SETS)}, not {models!r}")
+    count = sum(len({"micro": MICRO_MODELS, "real": REAL_SIZE_MODELS}[name]) for name in MODEL_SETS[which[0]])
     profile_path = device_path(device)
     profile = load_device(device)
     where = get_target(target, profile, measures=("timing",), field="--target")
@@ -57,13 +66,14 @@ def calibrate_command(
     for fmt in fmts:
         _require_extra(fmt)
     console = table_console()
-    console.print(f"calibrating {profile.name} on {where.describe(profile, n)}: {len(MICRO_MODELS)} micro-models × "
+    console.print(f"calibrating {profile.name} on {where.describe(profile, n)}: {count} models ({which[0]}) × "
                   f"{len(fmts)} formats × {len(precs)} precisions")
 
     def bench(artifact: Path) -> dict:
         try:
+            # At least 20 runs and --min-time seconds: a 10 ms model still runs 50 times in 0.5 s.
             return where.run(profile, artifact, None, threads=n, warmup_runs=10, warmup_s=min(0.2, min_time / 2),
-                             runs=200, min_time_s=min_time, timeout_s=300, trust_new_host=trust_new_host,
+                             runs=20, min_time_s=min_time, timeout_s=300, trust_new_host=trust_new_host,
                              ssh_config=ssh_config)
         except BenchFailed as exc:
             raise UserError(f"calibration stopped, nothing written: {exc}") from None
@@ -71,7 +81,7 @@ def calibrate_command(
     with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:
         # One export and `rounds` timings per model, format and precision.
-        task = progress.add_task("calibrate", total=len(MICRO_MODELS) * len(fmts) * len(precs) * (1 + rounds), info="")
+        task = progress.add_task("calibrate", total=count * len(fmts) * len(precs) * (1 + rounds), info="")
 
         def step(label: str) -> None:
             if progress.tasks[0].fields["info"]:
@@ -79,13 +89,13 @@ def calibrate_command(
             progress.update(task, info=label)
 
         calibration, _ = calibrate(profile, profile_path, target=where.address, threads=n, bench=bench, formats=fmts,
-                                   precisions=precs, rounds=rounds, on_step=step)
+                                   precisions=precs, rounds=rounds, which=which[0], on_step=step)
         progress.update(task, completed=progress.tasks[0].total, info="fitted")
     write_calibration(calibration, out, replace=replace)
     for key, fit in calibration.fits.items():
         q = fit.quality
         console.print(f"  {key}: in-sample median error {q['median_abs_error']:.1%}, within ±10 % "
-                      f"{q['within_10']:.0%}, within ±20 % {q['within_20']:.0%} of {q['models']} micro-models")
+                      f"{q['within_10']:.0%}, within ±20 % {q['within_20']:.0%} of {q['models']} models")
     console.print(f"wrote {out}")
 
 

@@ -1,4 +1,4 @@
-"""Calibration: measure micro-models on the device's runtime, fit the predictor's coefficients, keep them.
+"""Calibration: measure small models on the device's runtime, fit the predictor's coefficients, keep them.
 
 The micro-models are plain stacks of the blocks CNN students are made of (3x3 conv, inverted residual,
 downsampling stages with strided and 1x1 shortcut convolutions, linear layers, pooling) at several widths,
@@ -337,14 +337,25 @@ def fit_all(records: list[dict], costs: dict[str, object], hardware) -> dict[str
     return fits
 
 
+# Which calibration models `edgedistill calibrate --models` times. One predictor fitted on both sizes predicts
+# both (benchmarks/README.md "Latency predictor at real size"): micro alone misses real-size models by ~58 %.
+MODEL_SETS = {"all": ("micro", "real"), "micro": ("micro",), "real": ("real",)}
+
+
+def calibration_models(which: str = "all") -> list[tuple[str, object, tuple[int, ...]]]:
+    """(label, model, input shape) of the calibration models of MODEL_SETS[which]."""
+    builders = {"micro": micro_models, "real": real_size_models}
+    return [model for name in MODEL_SETS[which] for model in builders[name]()]
+
+
 def calibrate(device, profile_path: Path, *, target: str, threads: int, bench: Bench, formats: list[str],
-              precisions: list[str], rounds: int = ROUNDS,
+              precisions: list[str], rounds: int = ROUNDS, which: str = "all",
               on_step: Callable[[str], None] = lambda label: None) -> tuple[Calibration, list[dict]]:
-    """Measure every micro-model in every format and precision; fit each format/precision.
-    Returns the calibration and the raw measurements."""
+    """Measure the calibration models of MODEL_SETS[which] in every format and precision; fit each
+    format/precision. Returns the calibration and the raw measurements."""
     from edgedistill.cost import model_cost
 
-    models = micro_models()
+    models = calibration_models(which)
     records = measure_all(models, formats=formats, precisions=precisions, bench=bench, rounds=rounds, on_step=on_step)
     fits = fit_all(records, {label: model_cost(model, shape) for label, model, shape in models}, device.hardware)
     runtimes = {k: v for r in records for k, v in r["runtime"].items()}
