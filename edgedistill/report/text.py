@@ -27,7 +27,18 @@ def weights_size(params: int) -> str:
 
 # The models table of both reports: the same facts in the same order.
 MODEL_COLUMNS = ("model", "format", "precision", "params", "size", "accuracy", "top-1 agreement", "max |Δ| vs PyTorch",
-                 "on emulated ARM", "p50 ms", "p90 ms", "p99 ms", "target", "status")
+                 "on emulated ARM", "p50 ms", "p90 ms", "p99 ms", "predicted p90 ms on the device", "target",
+                 "status")
+
+
+def predicted_cell(predicted: dict | None) -> str:
+    """The device's predicted p90 beside the measured one, with how it was predicted: calibrated on the device,
+    scaled to published measurements on it, or the bare roofline (a lower bound)."""
+    if not predicted:
+        return "—"
+    value = f"{predicted['p90_ms']:.3g}"
+    return {"calibrated": f"{value} (calibrated)", "published": f"{value} (scaled to published)",
+            "datasheet": f"≥ {value} (roofline)"}.get(predicted["source"], value)
 
 
 def verdict_word(v: dict) -> str:
@@ -55,11 +66,11 @@ def model_rows(results: dict) -> list[tuple[list[str], str | None]]:
     if teacher:
         runs_on = "ONNX Runtime" if teacher.get("source") == "onnx" else "PyTorch"  # where its accuracy came from
         rows.append(([f"teacher {teacher['arch']}", runs_on, "fp32", f"{teacher['params']:,}",
-                      weights_size(teacher["params"]), pct(teacher["accuracy"])] + ["—"] * 7 + ["ok"], None))
+                      weights_size(teacher["params"]), pct(teacher["accuracy"])] + ["—"] * 8 + ["ok"], None))
     if student:
         rows.append(([f"student {student['arch']}", "PyTorch", "fp32",
                       f"{student['params']:,} ({student['param_ratio']:.1%})", weights_size(student["params"]),
-                      pct(student["accuracy"])] + ["—"] * 7 + ["ok"], None))
+                      pct(student["accuracy"])] + ["—"] * 8 + ["ok"], None))
     for a in results["artifacts"]:
         lat, parity = a.get("latency_ms") or {}, a.get("parity") or {}
         precision = a["precision"] if a["precision"] == a["requested_precision"] else \
@@ -67,7 +78,8 @@ def model_rows(results: dict) -> list[tuple[list[str], str | None]]:
         size = "—" if a.get("bytes") is None else f"{a['bytes'] / 1024:.1f} KiB"
         rows.append((["student", a["format"], precision, "—", size, pct(a.get("accuracy")),
                       pct(parity.get("top1_agreement")), diff(parity.get("max_abs_diff")), arm_cell(a.get("arm")),
-                      ms(lat.get("p50")), ms(lat.get("p90")), ms(lat.get("p99")), a.get("target") or "—", a["status"]],
+                      ms(lat.get("p50")), ms(lat.get("p90")), ms(lat.get("p99")), predicted_cell(a.get("predicted")),
+                      a.get("target") or "—", a["status"]],
                      a.get("error")))
     return rows
 
