@@ -524,6 +524,22 @@ def test_the_report_says_when_the_student_learned_only_from_accepted_answers():
     assert prompt_counts(lm).endswith("The student learned from the teacher's answers its graders accept: 913 of 2400.")
 
 
+def test_the_report_names_what_the_student_lost_in_one_sentence():
+    from edgedistill.report.markdown import _language_model
+    from edgedistill.report.text import capability_lost
+
+    teacher = {"instructions": 0.28, "arithmetic": 0.12, "facts": 0.78, "all": 0.31}
+    lm = {"teacher_scores": teacher, "student_scores": {"instructions": 0.32, "arithmetic": 0.12, "facts": 0.22,
+                                                        "all": 0.17}, "runtimes": [], "side_by_side": []}
+    assert capability_lost(lm) == ("Lost in distillation: facts (the student 22.00% against the teacher's 78.00%, "
+                                   "28% kept).")
+    assert f"**{capability_lost(lm)}**" in "\n".join(_language_model(lm))
+    # Half or more kept everywhere (a category the teacher scores 0 in counts as kept): nothing named.
+    lm["student_scores"] = {**lm["student_scores"], "facts": 0.39, "arithmetic": 0.0}
+    lm["teacher_scores"] = {**teacher, "arithmetic": 0.0}
+    assert capability_lost(lm) is None and "Lost in" not in "\n".join(_language_model(lm))
+
+
 def test_logits_at_the_marked_positions_are_the_models_own(tiny_llama):
     from edgedistill.lm.causal import logits_at, tiny_gpt2
     from edgedistill.lm.chat import answer_batch, load_causal

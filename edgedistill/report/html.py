@@ -16,6 +16,7 @@ from edgedistill.report.text import (
     answer_cell,
     answer_columns,
     baseline_sentence,
+    capability_lost,
     capability_rows,
     floor_sentence,
     gate_rows,
@@ -114,6 +115,7 @@ def _language_model(lm: dict) -> list[str]:
     ppl = lm.get("perplexity")
     capability = (f"<p>{e(lm.get('prompts_how'))}</p><p>{e(prompt_counts(lm))}</p>"
                   + html_table(list(CAPABILITY_COLUMNS), [[e(c) for c in row] for row in capability_rows(lm)])
+                  + (f"<p><b>{e(capability_lost(lm))}</b></p>" if capability_lost(lm) else "")
                   + (f"<p>Perplexity of the teacher's held-out answers: student {ppl['student']:.2f}, teacher "
                      f"{ppl['teacher']:.2f}.</p>" if ppl else ""))
     speed = (html_table(list(SPEED_COLUMNS), [[e(c) for c in row] for row in speed_rows(lm)]) if lm["runtimes"]

@@ -10,6 +10,7 @@ from edgedistill.report.text import (
     answer_cell,
     answer_columns,
     baseline_sentence,
+    capability_lost,
     capability_rows,
     floor_sentence,
     gate_rows,
@@ -99,6 +100,8 @@ def _language_model(lm: dict | None) -> list[str]:
     lines = ["## Capability kept", "", _escape(lm.get("prompts_how") or ""), "",
              _escape(prompt_counts(lm)), ""]
     lines += _table(CAPABILITY_COLUMNS, capability_rows(lm))
+    if capability_lost(lm):
+        lines += [f"**{_escape(capability_lost(lm))}**", ""]
     ppl = lm.get("perplexity")
     if ppl:
         lines += [f"Perplexity of the teacher's held-out answers: student {ppl['student']:.2f}, teacher "

@@ -242,6 +242,22 @@ def prompt_counts(lm: dict) -> str:
             + learned)
 
 
+LOST_BELOW = 0.5  # a category the student keeps less than half of is named as lost
+
+
+def capability_lost(lm: dict) -> str | None:
+    """One sentence naming each category the distilled student kept less than half of (None when none)."""
+    from edgedistill.lm.instructions import kept
+
+    teacher, student = lm["teacher_scores"], lm.get("student_scores")
+    if not student:
+        return None
+    ratios = kept(student, {k: v for k, v in teacher.items() if k != "all" and k in student})
+    lost = [f"{category} (the student {pct(student[category])} against the teacher's {pct(teacher[category])}, "
+            f"{ratio:.0%} kept)" for category, ratio in ratios.items() if ratio is not None and ratio < LOST_BELOW]
+    return f"Lost in distillation: {'; '.join(lost)}." if lost else None
+
+
 def capability_rows(lm: dict) -> list[list[str]]:
     """Graded scores per category: the teacher's, the student's before and after distillation, each artifact's on
     its runtime; "kept" is the ratio to the teacher's."""
