@@ -334,6 +334,10 @@ def test_published_references_scale_the_roofline_by_their_median(tmp_path):
     fp32, int8 = predictor.predict(mnv2, "onnx", "fp32"), predictor.predict(mnv2, "tflite", "int8")
     assert fp32.source == "published" and fp32.p50_ms == pytest.approx(4 * roofline)
     assert int8.source == "datasheet"  # no int8 reference: the int8 roofline stays a lower bound
+    # A model far smaller than the references gets a caveat; one of their size, none.
+    assert predictor.caveat(mnv2, "onnx", "fp32") is None and predictor.caveat(mnv2, "tflite", "int8") is None
+    tiny = model_cost(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 10)), (3, 8, 8))
+    assert "the published ones 301–301 M" in predictor.caveat(tiny, "onnx", "fp32")
 
 
 def test_the_bundled_pi4_predicts_its_published_mobilenets_within_their_error():

@@ -87,6 +87,7 @@ class Scaled:
     factor: float  # measured over the roofline's prediction, the median over the references
     references: list[str]  # what each was, for the report
     max_error: float  # the scaled roofline's largest relative error on them
+    macs: tuple[int, int] = (0, 0)  # the smallest and largest reference model's multiply-accumulates
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ class LatencyPredictor:
         if f"{fmt}/{precision}" in self.fits:
             return "calibrated"
         return "published" if cost_precision(precision) in self.scaled else "datasheet"
+
+    def caveat(self, cost: ModelCost, fmt: str, precision: str) -> str | None:
+        """A note when a prediction scaled to published measurements is for a model far (10x) from their size:
+        the roofline has no per-call or per-op overheads, which dominate a small model."""
+        if self.source(fmt, precision) != "published":
+            return None
+        low, high = self.scaled[cost_precision(precision)].macs
+        if low / 10 <= cost.macs <= high * 10:
+            return None
+        return (f"this model has {cost.macs / 1e6:.3g} M MACs, the published ones {low / 1e6:.3g}–{high / 1e6:.3g} M: "
+                "overheads the roofline leaves out weigh more in a model so far from them")
 
     def predict(self, cost: ModelCost, fmt: str, precision: str) -> Prediction:
         fit = self.fits.get(f"{fmt}/{precision}")

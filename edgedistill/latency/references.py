@@ -46,9 +46,11 @@ def reference_scales(device) -> dict[str, Scaled]:
         cost = _reference_cost(ref.model, ref.width, ref.resolution)
         predicted = float(terms(cost, hardware, ref.precision) @ [DATASHEET[t] for t in TERMS])
         measured = ref.latency_ms * (ref.clock_ghz / hardware.clock_ghz if ref.clock_ghz else 1.0)
-        by_arithmetic.setdefault(ref.precision, []).append((measured, predicted, describe(ref)))
+        by_arithmetic.setdefault(ref.precision, []).append((measured, predicted, describe(ref), cost.macs))
     out = {}
     for arithmetic, rows in by_arithmetic.items():
-        factor = statistics.median(m / p for m, p, _ in rows)
-        out[arithmetic] = Scaled(factor, [d for *_, d in rows], max(abs(factor * p / m - 1) for m, p, _ in rows))
+        factor = statistics.median(m / p for m, p, *_ in rows)
+        macs = [row[3] for row in rows]
+        out[arithmetic] = Scaled(factor, [row[2] for row in rows],
+                                 max(abs(factor * p / m - 1) for m, p, *_ in rows), (min(macs), max(macs)))
     return out

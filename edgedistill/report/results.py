@@ -305,8 +305,9 @@ def _stand_in_evidence(art: dict, device: str) -> str:
     predicted = art.get("predicted")
     if predicted:
         how = PREDICTION_SOURCES.get(predicted["source"], predicted["source"])
+        caveat = f"; {predicted['caveat']}" if predicted.get("caveat") else ""
         text += (f"; predicted p90 on {device}: {predicted['p90_ms']:.3g} ms as {art['format']} {art['precision']} "
-                 f"({how})")
+                 f"({how}{caveat})")
     arm = art.get("arm") or {}
     if arm.get("status") == "ok" and arm.get("tokens"):
         text += (f"; on emulated {arm['cpu']} (ARM kernels, qemu): {arm['top1_agreement']:.1%} of "

@@ -141,7 +141,7 @@ def device_predictions(spec, ctx, student, input_shape) -> dict[tuple[str, str],
         key = (artifact["format"], artifact["precision"])
         prediction = predictor.predict(cost, *key)
         out[key] = {"p90_ms": prediction.p90_ms, "ram_mb": prediction.ram_mb, "source": prediction.source,
-                    "lower_bound": prediction.source == "datasheet"}
+                    "lower_bound": prediction.source == "datasheet", "caveat": predictor.caveat(cost, *key)}
     return out
 
 
