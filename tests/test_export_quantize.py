@@ -128,6 +128,21 @@ def test_tflite_full_int8_has_int8_io_and_the_runner_converts_it(cnn, digits, tm
                                                         digits.test.y))
 
 
+@NEEDS_TFLITE
+def test_tflite_int8_ranges_cover_every_calibration_sample_not_their_moving_average(cnn, digits, tmp_path):
+    """The first calibration sample spans ten times the others' range: its extremes set the input's int8 range
+    (ai-edge-quantizer's default moving average would have shrunk it to about 4.4 by the 20th sample)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    conv = FORMATS["tflite"]
+    fp32 = conv.export(cnn, (1, 1, 8, 8), tmp_path / "m.tflite", opset=17, metadata=META)
+    x = np.random.default_rng(0).uniform(-1, 1, (20, 1, 8, 8)).astype(np.float32)
+    x[0, 0, 0, :2] = [-10.0, 10.0]
+    int8 = conv.variant(fp32, tmp_path / "m-int8.tflite", "int8", x, "minmax", [], META)
+    scale, _ = Interpreter(model_path=str(int8)).get_input_details()[0]["quantization"]
+    assert scale * 255 == pytest.approx(20.0, rel=0.02)
+
+
 @pytest.mark.parametrize("fmt", EVERY_FORMAT)
 def test_gate_falls_back_when_int8_breaks(linear_weights, digits, tmp_path, fmt):
     model = LinearDigits(*linear_weights, outlier=True).eval()
