@@ -62,9 +62,7 @@ def main() -> None:
     for family, fmt, precision in CASES:
         selection = select(family, device=device, predictor=predictor, budgets=budgets, fmt=fmt, precision=precision,
                            **SHAPE)
-        for candidate in neighbours(selection):
-            model = build_model(family, width=candidate.width, depth=candidate.depth, **SHAPE).eval()
-            plan.append(((family, fmt, precision), candidate, candidate is selection.chosen, model))
+        plan.append(((family, fmt, precision), selection.chosen, neighbours(selection)))
 
     def bench(path: Path) -> dict:
         return run_local(path, None, threads=1, warmup_runs=10, warmup_s=0.2, runs=50, min_time_s=0.3, timeout_s=300)
@@ -72,17 +70,21 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     with Progress() as progress:
-        task = progress.add_task("export and time", total=len(plan) * (1 + args.rounds))
-        for (case, candidate, chosen, model) in plan:
-            label = f"{candidate.label} {case[1]}/{case[2]}"
-            (record,) = measure_all([(label, model, (3, 224, 224))], formats=[case[1]], precisions=[case[2]],
-                                    bench=bench, rounds=args.rounds, on_step=lambda step: progress.advance(task))
-            rows.append({"family": case[0], "format": case[1], "precision": case[2], "candidate": candidate.label,
-                         "chosen": chosen, "params": candidate.params, "macs": candidate.macs,
-                         "predicted_p90_ms": candidate.p90_ms, "measured_p90_ms": record["p90_ms"],
-                         "measured_p50_ms": record["p50_ms"], "fits_predicted": candidate.fits,
-                         "fits_measured": record["p90_ms"] <= args.budget_ms,
-                         "error": candidate.p90_ms / record["p90_ms"] - 1})
+        task = progress.add_task("export and time", total=sum(len(c) for *_, c in plan) * (1 + args.rounds))
+        for (family, fmt, precision), chosen, candidates in plan:
+            # A case's candidates are timed together, in interleaved rounds.
+            models = [(f"{family}-w{c.width:g}-d{c.depth:g}", build_model(family, width=c.width, depth=c.depth,
+                                                                          **SHAPE).eval(), (3, 224, 224))
+                      for c in candidates]
+            records = measure_all(models, formats=[fmt], precisions=[precision], bench=bench, rounds=args.rounds,
+                                  on_step=lambda step: progress.advance(task))
+            for candidate, record in zip(candidates, records):
+                rows.append({"family": family, "format": fmt, "precision": precision, "candidate": candidate.label,
+                             "chosen": candidate is chosen, "params": candidate.params, "macs": candidate.macs,
+                             "predicted_p90_ms": candidate.p90_ms, "measured_p90_ms": record["p90_ms"],
+                             "measured_p50_ms": record["p50_ms"], "fits_predicted": candidate.fits,
+                             "fits_measured": record["p90_ms"] <= args.budget_ms,
+                             "error": candidate.p90_ms / record["p90_ms"] - 1})
     errors = np.abs([r["error"] for r in rows])
     chosen = [r for r in rows if r["chosen"]]
     summary = {"benchmark": "select_at_224", "date": time.strftime("%Y-%m-%d"), "budget_p90_ms": args.budget_ms,
