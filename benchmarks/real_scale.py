@@ -4,10 +4,12 @@ int8, checked for parity and timed with the bench runner on one pinned thread in
 
 Inputs: foolbox's 20 ImageNet photos at the released Lite0's preprocessing (calibration and parity). The
 students are randomly initialised (their speed and size do not depend on their weights; parity is checked on the
-same photos). Beside each measurement: the Raspberry Pi 4 profile's prediction (uncalibrated roofline) and, where
+same photos). Beside each measurement: the Raspberry Pi 4 profile's prediction (its roofline scaled to the
+latencies it cites; an uncalibrated roofline where it cites none for that arithmetic) and, where
 a measurement on a real board is published, that figure with its source.
 
-The host's latency predictor, calibrated on micro-models by benchmarks/latency_predictor.py (its results file),
+The host's latency predictor, calibrated on the micro and real-size calibration models by
+benchmarks/latency_predictor.py (its results file),
 predicts each artifact's one-thread p50 here: the held-out check of real-size (1-100 ms) models, reported apart
 from that script's sub-millisecond ones.
 
@@ -31,7 +33,7 @@ import numpy as np
 from _readme import update_section
 
 from edgedistill.bench.local import run_local
-from edgedistill.config.device import device_path, host_cpu, load_device
+from edgedistill.config.device import device_path, host_cpu, host_cpu_flags, load_device
 from edgedistill.cost import model_cost
 from edgedistill.data.images import ImageArray, Preprocess
 from edgedistill.distill.trainer import predict
@@ -130,7 +132,8 @@ def main() -> None:
     for row in rows:
         row["speedup_vs_fp32"] = fp32[(row["model"], row["format"])] / row["p50_ms"]
     summary = {"benchmark": "real_scale", "date": time.strftime("%Y-%m-%d"), "threads": 1, "rounds": args.rounds,
-               "runs_per_round": args.runs, "load_before": os.getloadavg(), "cpu": host_cpu(), "rows": rows,
+               "runs_per_round": args.runs, "load_before": os.getloadavg(), "cpu": host_cpu(),
+               "cpu_flags": host_cpu_flags(), "rows": rows,
                "host_predictor": host_predictor_check(rows)}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
@@ -166,9 +169,10 @@ def _update_readme(s: dict) -> None:
     lines = [f"{s['date']}, {s['cpu']}, one pinned thread, batch 1; median over {s['rounds']} interleaved rounds of "
              f"at least {s['runs_per_round']} timed runs (load average before: {s['load_before'][0]:.2f}). Inputs: "
              "foolbox's 20 ImageNet photos at Lite0's preprocessing; students randomly initialised. int8: static, "
-             "min/max calibration on the 20 photos. Pi 4 column: the raspberry-pi-4 profile's uncalibrated roofline "
-             "(a lower bound), not a measurement. Top-1 agreement is given for the teacher only: a student with "
-             "random weights has nearly tied logits, where agreement says nothing (max abs diff does).", "",
+             f"min/max calibration on the 20 photos. CPU flags: {' '.join(s.get('cpu_flags', ['not recorded']))}. "
+             "Pi 4 column: the raspberry-pi-4 profile's prediction, not a measurement (its roofline scaled to the "
+             "latencies the profile cites, per arithmetic). Top-1 agreement is given for the teacher only: a student "
+             "with random weights has nearly tied logits, where agreement says nothing (max abs diff does).", "",
              "| model | params | MACs | format | precision | size MiB | max abs diff | top-1 agreement | p50 ms | "
              "p90 ms | int8 speed-up | peak RSS MB | host predictor p50 ms | Pi 4 predicted p90 ms | "
              "published on a Pi 4 |",
@@ -187,10 +191,12 @@ def _update_readme(s: dict) -> None:
                   f"{best['format']}); the goal was ≥ 1.6×."]
     check = s.get("host_predictor")
     if check:
-        lines += ["", f"Host latency predictor (calibrated on micro-models, {check['calibrated_on']}) on these "
+        lines += ["", f"Host latency predictor (one fit on the micro and real-size calibration models of "
+                      f"latency_predictor.json, measured {check['calibrated_on']} and after) on these "
                       f"real-size models ({check['measured_ms_range'][0]:.1f}–{check['measured_ms_range'][1]:.1f} ms): "
                       f"{check['within_20']:.0%} of {check['predictions']} predictions within ±20 %, median error "
-                      f"{check['median_abs_error']:.0%} (the sub-millisecond held-out set is in the table above)."]
+                      f"{check['median_abs_error']:.0%}. These p50s are medians over rounds with the photos as "
+                      "input, where the predictor's held-out check keeps each artifact's quietest round."]
     update_section("real_scale", "## Real scale (224×224)\n\n`python benchmarks/real_scale.py` (needs the `tflite` "
                    "and `vision` extras)", lines)
 
