@@ -42,11 +42,10 @@ def calibrate_command(
     from edgedistill.config.device import device_path, load_device
     from edgedistill.export.formats import FORMATS, PRECISIONS
     from edgedistill.latency.calibration import (
-        MICRO_MODELS,
         MODEL_SETS,
-        REAL_SIZE_MODELS,
         calibrate,
         calibration_path,
+        model_count,
         refuse_overwrite,
         write_calibration,
     )
@@ -55,7 +54,7 @@ def calibrate_command(
     which = _choices("--models", models, MODEL_SETS)
     if len(which) != 1:
         raise UserError(f"--models: one of {', '.join(MODEL_SETS)}, not {models!r}")
-    count = sum(len({"micro": MICRO_MODELS, "real": REAL_SIZE_MODELS}[name]) for name in MODEL_SETS[which[0]])
+    count = model_count(which[0])
     profile_path = device_path(device)
     profile = load_device(device)
     where = get_target(target, profile, measures=("timing",), field="--target")

@@ -343,6 +343,11 @@ def fit_all(records: list[dict], costs: dict[str, object], hardware) -> dict[str
 # Which calibration models `edgedistill calibrate --models` times. Calibrated on micro-models alone, the host's
 # predictor put 0 of 20 real-size models within ±20 % (benchmarks/results/real_scale.json, 2026-11-30).
 MODEL_SETS = {"all": ("micro", "real"), "micro": ("micro",), "real": ("real",)}
+SPECS = {"micro": MICRO_MODELS, "real": REAL_SIZE_MODELS}
+
+
+def model_count(which: str) -> int:
+    return sum(len(SPECS[name]) for name in MODEL_SETS[which])
 
 
 def calibration_models(which: str = "all") -> list[tuple[str, object, tuple[int, ...]]]:

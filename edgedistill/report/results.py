@@ -183,11 +183,11 @@ def _artifacts(ctx) -> list[dict]:
     return rows
 
 
-# Where a figure came from, as the report says it.
 # How a device prediction was made (latency/predictor.py Prediction.source), as the verdict says it.
 PREDICTION_SOURCES = {"calibrated": "calibrated on the device",
                       "published": "the roofline scaled to published measurements on the device",
                       "datasheet": "uncalibrated roofline, a lower bound"}
+# Where a figure came from, as the report says it.
 EVIDENCE = {"device": "measured on the device", "host": "measured on this host",
             "stand-in": "measured on this host, standing in for the device", "file": "the artifact's file size",
             "export": "measured on this host at export (parity)"}
