@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import statistics
@@ -39,9 +40,9 @@ from _readme import update_section
 from rich.console import Console
 
 from edgedistill.config.device import host_cpu_flags
-from edgedistill.config.pipeline import DigitsData, Distill, IdxData, TrainedTeacher
+from edgedistill.config.pipeline import Augment, DigitsData, Distill, IdxData, TrainedTeacher
 from edgedistill.data import Split, load_dataset
-from edgedistill.distill.augment import shift as shift_augment
+from edgedistill.distill import augment as augmentation
 from edgedistill.distill.distiller import assistant_widths, distill_model, width_ratio
 from edgedistill.distill.trainer import accuracy, fit, predict, seed_everything
 from edgedistill.models import build_model, count_params
@@ -78,6 +79,35 @@ FASHION_METHODS = {
     "full schedule": {"features": FEATURES, "attention": ATTENTION, "classifier": {"weight": 1.0},
                       "schedule": "standard"},
 }
+TEACHER_RECIPE = {"flip": False, "batch_size": 64, "lr": 3e-3}  # TrainedTeacher's defaults
+# At convergence every method trains the same way (same epochs, optimizer, LR schedule, views): Adam, a linear
+# warm-up over a tenth of the epochs then cosine, random shifts (2 px) and left-right flips, the student shown one of
+# 8 seeded views of each image a step, the teacher's outputs on those views computed once and cached (the features
+# and the schedule's attention hook the teacher's layers, so there the teacher runs online on fresh views). Each
+# method as its authors set it: KD as mdistiller's KD (T 4, 0.9 on the teacher, 0.1 on the labels); DKD as
+# mdistiller's CIFAR-100 configs (alpha 1, beta 8, T 4, labels 1, the term ramped over 20 of 240 epochs: a twelfth);
+# function matching as Beyer et al. 2022 (arXiv:2106.05237: the teacher alone on the student's very view, T 1).
+KD_PUBLISHED = {"temperature": 4.0, "alpha": 0.9}
+
+
+def convergence_recipe(epochs: int) -> dict:
+    return {"lr": 0.01, "warmup_epochs": max(1, epochs // 10), "augment": {"shift": 2, "flip": True},
+            "teacher_views": 8}
+
+
+def convergence_methods(epochs: int) -> dict:
+    return {
+        "scratch": {"alpha": 0.0},
+        "kd": KD_PUBLISHED,
+        "dkd": {"alpha": 0.0, "temperature": 4.0,
+                "dkd": {"alpha": 1.0, "beta": 8.0, "warmup_epochs": max(1, round(epochs / 12))}},
+        "function matching": {"alpha": 1.0, "temperature": 1.0},
+        "kd+features": {**KD_PUBLISHED, "features": FEATURES},
+        "standard schedule": {**KD_PUBLISHED, "features": FEATURES, "attention": ATTENTION,
+                              "classifier": {"weight": 1.0}, "schedule": "standard"},
+    }
+
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 INPUT_HW = {"digits": (8, 8), "fashion-mnist": (28, 28)}
 _input_hw = [(8, 8)]  # the data set's image size, set in main()
@@ -98,12 +128,15 @@ def load(name: str):
                                 test_labels=f"{FASHION}/t10k-labels-idx1-ubyte.gz", val_fraction=0.1), seed=0)
 
 
-def train_teacher(data, width: float, depth: float, epochs: int, shift: int = 0):
+def train_teacher(data, width: float, depth: float, epochs: int, shift: int = 0, flip: bool = False,
+                  batch_size: int = 64, lr: float = 3e-3):
     seed_everything(0)
     teacher = build_model("resnet", width=width, depth=depth, in_channels=1, num_classes=10, input_hw=_input_hw[0])
-    cfg = TrainedTeacher(kind="train", family="resnet", width=width, depth=depth, epochs=epochs)
+    views = Augment(shift=shift, flip=flip)
+    cfg = TrainedTeacher(kind="train", family="resnet", width=width, depth=depth, epochs=epochs,
+                         batch_size=batch_size, lr=lr, augment=views)
     fit(teacher, data.train, data.val, lambda x, logits, y, idx, epoch: F.cross_entropy(logits, y), cfg, seed=0,
-        label="teacher", console=QUIET, augment=shift_augment(shift) if shift else None)
+        label="teacher", console=QUIET, augment=augmentation.build(views))
     return teacher
 
 
@@ -113,6 +146,8 @@ def trained_teacher(args, data) -> tuple[torch.nn.Module, float]:
     t_width, t_depth = map(float, args.teacher.split(":"))
     settings = {"teacher": args.teacher, "epochs": args.teacher_epochs, "shift": args.teacher_shift,
                 "data": args.data}
+    recipe = {"flip": args.teacher_flip, "batch_size": args.teacher_batch_size, "lr": args.teacher_lr}
+    settings.update({k: v for k, v in recipe.items() if v != TEACHER_RECIPE[k]})  # older sidecars lack the defaults
     ckpt = args.teacher_checkpoint
     if ckpt and ckpt.exists():
         sidecar = json.loads(ckpt.with_suffix(".json").read_text())
@@ -123,7 +158,7 @@ def trained_teacher(args, data) -> tuple[torch.nn.Module, float]:
         teacher.load_state_dict(torch.load(ckpt, weights_only=True))
         return teacher.eval(), sidecar["seconds"]
     started = time.perf_counter()
-    teacher = train_teacher(data, t_width, t_depth, args.teacher_epochs, args.teacher_shift)
+    teacher = train_teacher(data, t_width, t_depth, args.teacher_epochs, args.teacher_shift, **recipe)
     seconds = time.perf_counter() - started
     if ckpt:
         torch.save(teacher.state_dict(), ckpt)
@@ -194,6 +229,9 @@ def main() -> None:
     parser.add_argument("--teacher", default="2.0:1.0", help="ResNet width:depth")
     parser.add_argument("--teacher-epochs", type=int, default=60)
     parser.add_argument("--teacher-shift", type=int, default=1, help="random shifts while training the teacher")
+    parser.add_argument("--teacher-flip", action="store_true", help="random left-right flips too")
+    parser.add_argument("--teacher-batch-size", type=int, default=TEACHER_RECIPE["batch_size"])
+    parser.add_argument("--teacher-lr", type=float, default=TEACHER_RECIPE["lr"])
     parser.add_argument("--transfer-fraction", type=float, default=0.25,
                         help="share of the training split the second comparison distills on")
     parser.add_argument("--data", choices=sorted(INPUT_HW), default="digits")
@@ -289,41 +327,54 @@ def fashion(args, data, teacher, teacher_seconds: float) -> None:
 
 def convergence(args, data, teacher, teacher_seconds: float) -> None:
     """Methods compared at convergence, resumable cell by cell: for each student size, every method of
-    FASHION_METHODS on seed 0 (the screen), then scratch and the two methods that validated best on seeds 1 and 2.
-    Each finished cell (student, method, seed) is written to the results file at once; a rerun with the same
-    settings skips the cells already there, so a long run can be stopped and continued. The summary has mean and
-    std over seeds, the paired per-seed difference to scratch, the seconds per epoch, and whether scratch's
-    validation curve is flat over the last 20 % of epochs (moved by at most 0.5 points)."""
+    convergence_methods() on seed 0 (the screen), then scratch and the two methods that validated best on seeds 1
+    and 2, every cell with convergence_recipe(). Each finished cell (student, method, seed) is merged into the results
+    file at once under a lock, so a rerun with the same settings skips the cells already there and several
+    processes (one per student size, `--students`) can share the file. The summary has mean and std over seeds,
+    the paired per-seed difference to scratch, the seconds per epoch, and whether scratch's validation curve is flat
+    over the last 20 % of epochs (moved by at most 0.5 points)."""
     out = HERE / "results" / f"distill_methods_{args.data.replace('-', '_')}_convergence.json"
-    settings = {"data": args.data, "epochs": args.epochs, "students": args.students, "teacher": args.teacher,
+    recipe, methods = convergence_recipe(args.epochs), convergence_methods(args.epochs)
+    settings = {"data": args.data, "epochs": args.epochs, "teacher": args.teacher,
                 "teacher_epochs": args.teacher_epochs, "teacher_shift": args.teacher_shift,
-                "batch_size": BASE["batch_size"]}
-    state = json.loads(out.read_text()) if out.exists() else {}
-    if state.get("settings") != settings:
-        state = {"settings": settings, "cells": {}}
-    state.update(benchmark="distill_methods_convergence", date=time.strftime("%Y-%m-%d"),
-                 teacher_seconds=teacher_seconds, threads=torch.get_num_threads(), cpu_flags=host_cpu_flags(),
-                 teacher_params=count_params(teacher),
-                 teacher_accuracy=accuracy(predict(teacher, data.test.x), data.test.y))
-    cells = state["cells"]
+                "teacher_recipe": {"flip": args.teacher_flip, "batch_size": args.teacher_batch_size,
+                                   "lr": args.teacher_lr},
+                "batch_size": BASE["batch_size"], "recipe": recipe, "methods": methods}
+    facts = {"benchmark": "distill_methods_convergence", "teacher_seconds": teacher_seconds,
+             "teacher_params": count_params(teacher), "cpu_flags": host_cpu_flags(),
+             "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y)}
+
+    def merged(new: dict) -> dict:
+        """The results file with `new` cells added (read, merged and written under the lock)."""
+        with open(out.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = json.loads(out.read_text()) if out.exists() else {}
+            if state.get("settings") != json.loads(json.dumps(settings)):
+                state = {"settings": settings, "cells": {}}
+            state.update(facts, date=time.strftime("%Y-%m-%d"), load_average=os.getloadavg())
+            state["cells"].update(new)
+            state["summary"] = convergence_summary(state["cells"], args.epochs)
+            out.write_text(json.dumps(state, indent=2) + "\n")
+            return state["cells"]
+
+    cells = merged({})
 
     def cell(student: str, method: str, seed: int) -> dict:
         key = f"{student}|{method}|{seed}"
         if key not in cells:
-            cells[key] = run_method(method, FASHION_METHODS[method], teacher, data, student, seed, args.epochs)
-            state["load_average"] = os.getloadavg()
-            out.write_text(json.dumps(state, indent=2) + "\n")
-            print(f"{key}: {cells[key]['accuracy']:.4f} in {cells[key]['seconds']:.0f} s", file=sys.stderr)
+            result = run_method(method, {**recipe, **methods[method]}, teacher, data, student, seed,
+                                args.epochs)
+            result.update(threads=torch.get_num_threads(), student_params=count_params(student_factory(student)()))
+            cells.update(merged({key: result}))
+            print(f"{key}: {result['accuracy']:.4f} in {result['seconds']:.0f} s", file=sys.stderr, flush=True)
         return cells[key]
 
     for student in args.students.split(","):
-        screen = {m: cell(student, m, 0) for m in FASHION_METHODS}
+        screen = {m: cell(student, m, 0) for m in methods}
         best = sorted((m for m in screen if m != "scratch"), key=lambda m: -screen[m]["best_val_accuracy"])[:2]
         for seed in (1, 2):
             for method in ["scratch", *best]:
                 cell(student, method, seed)
-    state["summary"] = convergence_summary(cells, args.epochs)
-    out.write_text(json.dumps(state, indent=2) + "\n")
 
 
 def convergence_summary(cells: dict, epochs: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ from edgedistill.distill.cache import compute, load_or_compute
 from edgedistill.distill.distiller import distill_model
 from edgedistill.distill.schedule import Schedule
 from edgedistill.distill.terms import TERMS
-from edgedistill.distill.trainer import fit
+from edgedistill.distill.trainer import cosine_schedule, fit
 from edgedistill.errors import StageFailed, UserError
 from edgedistill.models import build_model
 from tests.conftest import tiny_pipeline_dict, write_pipeline
@@ -48,6 +49,25 @@ def test_standard_schedule_phases():
     assert sorted(order.tolist()) == list(range(10))
     assert sorted(schedule.order(5, 20, torch.Generator().manual_seed(0)).tolist()) == list(range(20))
     assert schedule.temperature(0) == 6 and schedule.temperature(9) == 2
+
+
+def test_lr_warms_up_linearly_then_decays_on_a_cosine():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = cosine_schedule(optimizer, epochs=6, lr_scale=None, warmup=2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Epochs 1 and 2 at a third and two thirds, then the full LR and cosine over the remaining four epochs.
+    assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5,
+                                 0.5 * (1 + math.cos(3 * math.pi / 4))])
+
+
+def test_warmup_must_leave_epochs_to_train(tmp_path):
+    spec = tiny_pipeline_dict(distill={"epochs": 3, "warmup_epochs": 3})
+    with pytest.raises(UserError, match=r"distill: .*warmup_epochs 3 leaves no epoch to train at full LR in epochs 3"):
+        load_pipeline(write_pipeline(tmp_path / "p.yaml", spec))
 
 
 def test_schedule_fractions_must_add_up(tmp_path):

@@ -227,6 +227,15 @@ class Training(Strict):
     lr: float = Field(default=3e-3, gt=0, le=10)
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
     optimizer: Literal["adam", "sgd"] = "adam"
+    warmup_epochs: int = Field(default=0, ge=0, le=1000, description="the LR rises linearly over this many epochs, "
+                                                                     "then decays (cosine) over the rest")
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves no epoch to train at full LR in epochs "
+                             f"{self.epochs}: set it below epochs (a tenth of them is common)")
+        return self
 
 
 class Augment(Strict):

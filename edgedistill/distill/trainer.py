@@ -168,7 +168,8 @@ def _fit(model: torch.nn.Module, train: Split, val: Split, loss_fn: LossFn, cfg,
         extra.to(compute.device, memory_format=layout)
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, cfg)
-    scheduler = cosine_schedule(optimizer, cfg.epochs, schedule.lr_scale if schedule is not None else None)
+    scheduler = cosine_schedule(optimizer, cfg.epochs, schedule.lr_scale if schedule is not None else None,
+                                warmup=cfg.warmup_epochs)
     result = FitResult(best_state=_copy_state(model), best_epoch=0, best_val_accuracy=-1.0)
     checkpoint = Checkpoint(state_path, model, extra, optimizer, scheduler, writes=parallel.is_main)
     start_epoch = checkpoint.resume(result, console)
@@ -261,11 +262,17 @@ def train_epochs(task: TrainingTask, start_epoch: int, optimizer: torch.optim.Op
             progress.update(bar, info=task.end_epoch(epoch, totals, seen))
 
 
-def cosine_schedule(optimizer, epochs: int, lr_scale: Callable[[int], float] | None):
-    """Cosine decay over `epochs`, times a phase's LR scale."""
+def cosine_schedule(optimizer, epochs: int, lr_scale: Callable[[int], float] | None, warmup: int = 0):
+    """A linear rise over the first `warmup` epochs (epoch e at (e + 1) / (warmup + 1) of the LR), then cosine
+    decay over the rest; times a phase's LR scale."""
     scale = lr_scale or (lambda epoch: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)) * scale(e))
+
+    def factor(e: int) -> float:
+        if e < warmup:
+            return (e + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (e - warmup) / (epochs - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: factor(e) * scale(e))
 
 
 @dataclass
