@@ -249,6 +249,14 @@ def main() -> None:
                         help="the resumable at-convergence comparison (see convergence()); with --students")
     parser.add_argument("--students", default="mobilenetv2:0.125:0.5,mobilenetv2:0.25:0.5",
                         help="--convergence: comma-separated family:width:depth")
+    parser.add_argument("--screen", default="",
+                        help="--convergence: the methods this process screens (comma-separated; default all); "
+                             "with several processes, each waits for the others' screen before confirming")
+    parser.add_argument("--confirm-seeds", default="1,2",
+                        help="--convergence: the seeds this process runs scratch and the best methods on (none: "
+                             "screen only)")
+    parser.add_argument("--confirm-best", type=int, default=2,
+                        help="--convergence: how many of the screen's best methods run on the confirming seeds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -327,12 +335,13 @@ def fashion(args, data, teacher, teacher_seconds: float) -> None:
 
 def convergence(args, data, teacher, teacher_seconds: float) -> None:
     """Methods compared at convergence, resumable cell by cell: for each student size, every method of
-    convergence_methods() on seed 0 (the screen), then scratch and the two methods that validated best on seeds 1
-    and 2, every cell with convergence_recipe(). Each finished cell (student, method, seed) is merged into the results
-    file at once under a lock, so a rerun with the same settings skips the cells already there and several
-    processes (one per student size, `--students`) can share the file. The summary has mean and std over seeds,
-    the paired per-seed difference to scratch, the seconds per epoch, and whether scratch's validation curve is flat
-    over the last 20 % of epochs (moved by at most 0.5 points)."""
+    convergence_methods() on seed 0 (the screen), then scratch and the methods that validated best (--confirm-best,
+    default 2) on seeds 1 and 2, every cell with convergence_recipe(). Each finished cell (student, method, seed) is
+    merged into the results file at once under a lock, so a rerun with the same settings skips the cells already
+    there, and several processes can share the file: one per student size (`--students`), or per share of the
+    screen (`--screen`, `--confirm-seeds`). The summary has mean and std over seeds, the paired per-seed difference
+    to scratch, the seconds per epoch, and whether scratch's validation curve is flat over the last 20 % of epochs
+    (moved by at most 0.5 points)."""
     out = HERE / "results" / f"distill_methods_{args.data.replace('-', '_')}_convergence.json"
     recipe, methods = convergence_recipe(args.epochs), convergence_methods(args.epochs)
     settings = {"data": args.data, "epochs": args.epochs, "teacher": args.teacher,
@@ -355,6 +364,7 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
             state["cells"].update(new)
             state["summary"] = convergence_summary(state["cells"], args.epochs)
             out.write_text(json.dumps(state, indent=2) + "\n")
+            _update_convergence_readme(state)
             return state["cells"]
 
     cells = merged({})
@@ -369,11 +379,23 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
             print(f"{key}: {result['accuracy']:.4f} in {result['seconds']:.0f} s", file=sys.stderr, flush=True)
         return cells[key]
 
+    mine = args.screen.split(",") if args.screen else list(methods)
+    unknown = sorted(set(mine) - set(methods))
+    if unknown:
+        sys.exit(f"--screen: unknown method(s) {', '.join(unknown)}; the methods: {', '.join(methods)}")
+    confirm_seeds = [int(seed) for seed in args.confirm_seeds.split(",") if seed]
     for student in args.students.split(","):
-        screen = {m: cell(student, m, 0) for m in methods}
-        best = sorted((m for m in screen if m != "scratch"), key=lambda m: -screen[m]["best_val_accuracy"])[:2]
-        for seed in (1, 2):
-            for method in ["scratch", *best]:
+        for method in mine:
+            cell(student, method, 0)
+        if not confirm_seeds:
+            continue
+        while not all(f"{student}|{m}|0" in cells for m in methods):  # another process screens the rest
+            time.sleep(30)
+            cells.update(merged({}))
+        screen = {m: cells[f"{student}|{m}|0"] for m in methods}
+        best = sorted((m for m in screen if m != "scratch"), key=lambda m: -screen[m]["best_val_accuracy"])
+        for seed in confirm_seeds:
+            for method in ["scratch", *best[:args.confirm_best]]:
                 cell(student, method, seed)
 
 
@@ -433,6 +455,30 @@ def _update_fashion_readme(s: dict) -> None:
     rows.append(f"\nCache hit / online: **{c['hit_over_online']:.2f}×** the time per epoch.")
     update_section("distill_methods_fashion", "## Distillation methods on Fashion-MNIST\n\n"
                    "`python benchmarks/distill_methods.py --data fashion-mnist`", rows)
+
+
+def _update_convergence_readme(state: dict) -> None:
+    s, recipe = state["settings"], state["settings"]["recipe"]
+    rows = [f"Teacher ResNet {s['teacher']}, {state['teacher_params']:,} params, {s['teacher_epochs']} epochs "
+            f"(shifts of up to {s['teacher_shift']} px{', flips' if s['teacher_recipe']['flip'] else ''}, batch "
+            f"{s['teacher_recipe']['batch_size']}), {state['teacher_seconds'] / 60:.0f} min here, test accuracy "
+            f"{state['teacher_accuracy']:.2%}. Every cell: {s['epochs']} epochs, batch {s['batch_size']}, Adam at LR "
+            f"{recipe['lr']}, {recipe['warmup_epochs']} warm-up epoch(s) then cosine, shifts of up to "
+            f"{recipe['augment']['shift']} px and flips, {recipe['teacher_views']} cached teacher views per image; "
+            f"whole test split. {state['date']}, load average {state['load_average'][0]:.2f} at the last write."]
+    for student, summary in state["summary"].items():
+        params = next(c["student_params"] for k, c in state["cells"].items() if k.startswith(f"{student}|"))
+        spread = summary["scratch_last_20pct_spread"]
+        rows += ["", f"**{student}** ({params:,} params, {params / state['teacher_params']:.2%} of the teacher); "
+                 + ("scratch's validation accuracy moved at most "
+                    f"{spread * 100:.2f} points over the last 20 % of epochs." if spread is not None else ""), "",
+                 "| method | seeds | test accuracy (mean ± std) | paired vs scratch, per seed | s / epoch |",
+                 "|---|---|---|---|---|"]
+        for method, m in sorted(summary["methods"].items(), key=lambda kv: -kv[1]["mean"]):
+            paired = ", ".join(f"{d * 100:+.2f}" for d in m["paired_vs_scratch"])
+            rows.append(f"| {method} | {','.join(map(str, m['seeds']))} | {m['mean']:.2%} ± {m['std']:.2%} | "
+                        f"{paired} pt | {m['seconds_per_epoch']:.1f} |")
+    update_section("distill_methods_convergence", "## Distillation methods on Fashion-MNIST at convergence", rows)
 
 
 def _method_rows(methods: dict) -> list[str]:

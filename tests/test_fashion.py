@@ -21,7 +21,8 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 def test_fashion_pipeline_runs_on_a_share_of_the_real_files(tmp_path):
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["data"]["subset"] = 0.05  # 3,000 training and 500 test images, every class in its share
-    raw["teacher"]["epochs"], raw["distill"]["epochs"] = 2, 2
+    raw["teacher"]["epochs"] = 2
+    raw["distill"].update(epochs=2, warmup_epochs=1)
     raw["bench"].update(runs=5, warmup_runs=1, min_time_s=0, emulate="off")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     proc = cli("run", tmp_path / "p.yaml", "--out", tmp_path / "run", timeout=900)
@@ -31,7 +32,8 @@ def test_fashion_pipeline_runs_on_a_share_of_the_real_files(tmp_path):
     # AMD EPYC host with AVX-512 and VNNI on 2026-12-05 (also with the code before that day's changes), above 50 %
     # on the host of the previous CI run.
     assert stages["teacher"]["metrics"]["accuracy"] > 0.3
-    assert "dkd" in stages["distill"]["metrics"]["terms"]
+    # Function matching, the method that did best at convergence (benchmarks/README.md): the teacher alone.
+    assert stages["distill"]["metrics"]["terms"] == ["kd"]
     results = json.loads((tmp_path / "run" / "report" / "results.json").read_text())
     assert results["verdict"]["scope"] == "stand-in"  # measured here, standing in for the Pi: and it says so
     assert results["preprocessing"]["channels"] == "gray"
