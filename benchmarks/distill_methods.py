@@ -420,7 +420,7 @@ def convergence_summary(cells: dict, epochs: int) -> dict:
             out[student]["methods"][method] = {
                 "seeds": sorted(runs), "mean": statistics.mean(accs),
                 "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "paired_vs_scratch": paired,
-                "seconds_per_epoch": (runs[0] if 0 in runs else runs[min(runs)])["seconds"] / epochs}
+                "seconds_per_epoch": runs[min(runs)]["seconds"] / epochs}
     return out
 
 
