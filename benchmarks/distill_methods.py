@@ -86,7 +86,10 @@ TEACHER_RECIPE = {"flip": False, "batch_size": 64, "lr": 3e-3}  # TrainedTeacher
 # and the schedule's attention hook the teacher's layers, so there the teacher runs online on fresh views). Each
 # method as its authors set it: KD as mdistiller's KD (T 4, 0.9 on the teacher, 0.1 on the labels); DKD as
 # mdistiller's CIFAR-100 configs (alpha 1, beta 8, T 4, labels 1, the term ramped over 20 of 240 epochs: a twelfth);
-# function matching as Beyer et al. 2022 (arXiv:2106.05237: the teacher alone on the student's very view, T 1).
+# function matching as Beyer et al. 2022 (arXiv:2106.05237: the teacher alone on the student's very view, T 1),
+# within the 8 cached views, and as their configs run it, with mixup (big_vision's
+# configs/proj/distill/bigsweep_flowers_pet.py: `mixup = dict(p=1.0, n=2)`, a uniform blend of two images): a mixed
+# image is no cached view, so there the teacher runs online on every batch.
 KD_PUBLISHED = {"temperature": 4.0, "alpha": 0.9}
 
 
@@ -102,6 +105,8 @@ def convergence_methods(epochs: int) -> dict:
         "dkd": {"alpha": 0.0, "temperature": 4.0,
                 "dkd": {"alpha": 1.0, "beta": 8.0, "warmup_epochs": max(1, round(epochs / 12))}},
         "function matching": {"alpha": 1.0, "temperature": 1.0},
+        "function matching (mixup)": {"alpha": 1.0, "temperature": 1.0, "augment": None, "teacher_views": 0,
+                                      "consistent": {"crop_area": 1.0, "shift": 2, "flip": True, "mixup": 1.0}},
         "kd+features": {**KD_PUBLISHED, "features": FEATURES},
         "standard schedule": {**KD_PUBLISHED, "features": FEATURES, "attention": ATTENTION,
                               "classifier": {"weight": 1.0}, "schedule": "standard"},
@@ -348,7 +353,7 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
                 "teacher_epochs": args.teacher_epochs, "teacher_shift": args.teacher_shift,
                 "teacher_recipe": {"flip": args.teacher_flip, "batch_size": args.teacher_batch_size,
                                    "lr": args.teacher_lr},
-                "batch_size": BASE["batch_size"], "recipe": recipe, "methods": methods}
+                "batch_size": BASE["batch_size"], "recipe": recipe}
     facts = {"benchmark": "distill_methods_convergence", "teacher_seconds": teacher_seconds,
              "teacher_params": count_params(teacher), "cpu_flags": host_cpu_flags(),
              "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y)}
@@ -357,9 +362,16 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
         """The results file with `new` cells added (read, merged and written under the lock)."""
         with open(out.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            state = json.loads(out.read_text()) if out.exists() else {}
-            if state.get("settings") != json.loads(json.dumps(settings)):
-                state = {"settings": settings, "cells": {}}
+            state = json.loads(out.read_text()) if out.exists() else {"settings": settings, "cells": {}}
+            stored = state["settings"].pop("methods", None) or state.get("methods", {})  # older files kept them there
+            if state["settings"] != json.loads(json.dumps(settings)):
+                sys.exit(f"{out} holds a comparison with other settings ({state['settings']}); move it away to "
+                         "start this one")
+            changed = [m for m in stored if m in methods and stored[m] != json.loads(json.dumps(methods[m]))]
+            if changed:
+                sys.exit(f"{out}: method(s) {', '.join(changed)} ran with other settings; move the file away or "
+                         "rename the changed method")
+            state["methods"] = {**stored, **json.loads(json.dumps(methods))}  # a new method keeps the cells
             state.update(facts, date=time.strftime("%Y-%m-%d"), load_average=os.getloadavg())
             state["cells"].update(new)
             state["summary"] = convergence_summary(state["cells"], args.epochs)
