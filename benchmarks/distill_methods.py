@@ -91,6 +91,7 @@ TEACHER_RECIPE = {"flip": False, "batch_size": 64, "lr": 3e-3}  # TrainedTeacher
 # configs/proj/distill/bigsweep_flowers_pet.py: `mixup = dict(p=1.0, n=2)`, a uniform blend of two images): a mixed
 # image is no cached view, so there the teacher runs online on every batch.
 KD_PUBLISHED = {"temperature": 4.0, "alpha": 0.9}
+CONVERGENCE_EPOCHS = 20  # where scratch's validation curve is flat for these students (results file: its spread)
 
 
 def convergence_recipe(epochs: int) -> dict:
@@ -347,7 +348,9 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
     screen (`--screen`, `--confirm-seeds`). The summary has mean and std over seeds, the paired per-seed difference
     to scratch, the seconds per epoch, and whether scratch's validation curve is flat over the last 20 % of epochs
     (moved by at most 0.5 points)."""
-    out = HERE / "results" / f"distill_methods_{args.data.replace('-', '_')}_convergence.json"
+    # The comparison at CONVERGENCE_EPOCHS has its own file and table; another schedule (patience) gets its own.
+    schedule = "" if args.epochs == CONVERGENCE_EPOCHS else f"_{args.epochs}_epochs"
+    out = HERE / "results" / f"distill_methods_{args.data.replace('-', '_')}_convergence{schedule}.json"
     recipe, methods = convergence_recipe(args.epochs), convergence_methods(args.epochs)
     settings = {"data": args.data, "epochs": args.epochs, "teacher": args.teacher,
                 "teacher_epochs": args.teacher_epochs, "teacher_shift": args.teacher_shift,
@@ -376,7 +379,7 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
             state["cells"].update(new)
             state["summary"] = convergence_summary(state["cells"], args.epochs)
             out.write_text(json.dumps(state, indent=2) + "\n")
-            _update_convergence_readme(state)
+            _update_convergence_readme(state, schedule)
             return state["cells"]
 
     cells = merged({})
@@ -470,14 +473,15 @@ def _update_fashion_readme(s: dict) -> None:
                    "`python benchmarks/distill_methods.py --data fashion-mnist`", rows)
 
 
-def _update_convergence_readme(state: dict) -> None:
+def _update_convergence_readme(state: dict, schedule: str) -> None:
     s, recipe = state["settings"], state["settings"]["recipe"]
     rows = [f"Teacher ResNet {s['teacher']}, {state['teacher_params']:,} params, {s['teacher_epochs']} epochs "
             f"(shifts of up to {s['teacher_shift']} px{', flips' if s['teacher_recipe']['flip'] else ''}, batch "
             f"{s['teacher_recipe']['batch_size']}), {state['teacher_seconds'] / 60:.0f} min here, test accuracy "
             f"{state['teacher_accuracy']:.2%}. Every cell: {s['epochs']} epochs, batch {s['batch_size']}, Adam at LR "
             f"{recipe['lr']}, {recipe['warmup_epochs']} warm-up epoch(s) then cosine, shifts of up to "
-            f"{recipe['augment']['shift']} px and flips, {recipe['teacher_views']} cached teacher views per image; "
+            f"{recipe['augment']['shift']} px and flips, {recipe['teacher_views']} cached teacher views per image "
+            "(with mixup, or a teacher layer hooked, the teacher runs online on every batch); "
             f"whole test split. {state['date']}, load average {state['load_average'][0]:.2f} at the last write."]
     for student, summary in state["summary"].items():
         params = next(c["student_params"] for k, c in state["cells"].items() if k.startswith(f"{student}|"))
@@ -491,7 +495,8 @@ def _update_convergence_readme(state: dict) -> None:
             paired = ", ".join(f"{d * 100:+.2f}" for d in m["paired_vs_scratch"])
             rows.append(f"| {method} | {','.join(map(str, m['seeds']))} | {m['mean']:.2%} ± {m['std']:.2%} | "
                         f"{paired} pt | {m['seconds_per_epoch']:.1f} |")
-    update_section("distill_methods_convergence", "## Distillation methods on Fashion-MNIST at convergence", rows)
+    update_section(f"distill_methods_convergence{schedule}",
+                   f"## Distillation methods on Fashion-MNIST, {s['epochs']} epochs", rows)
 
 
 def _method_rows(methods: dict) -> list[str]:
