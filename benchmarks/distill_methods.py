@@ -359,7 +359,8 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
                 "batch_size": BASE["batch_size"], "recipe": recipe}
     facts = {"benchmark": "distill_methods_convergence", "teacher_seconds": teacher_seconds,
              "teacher_params": count_params(teacher), "cpu_flags": host_cpu_flags(),
-             "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y)}
+             "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y),
+             "teacher_on_training_split": teacher_confidence(teacher, data.train)}
 
     def merged(new: dict) -> dict:
         """The results file with `new` cells added (read, merged and written under the lock)."""
@@ -412,6 +413,15 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
         for seed in confirm_seeds:
             for method in ["scratch", *best[:args.confirm_best]]:
                 cell(student, method, seed)
+
+
+def teacher_confidence(teacher, split: Split) -> dict:
+    """What the teacher tells a student about the images it trains on: its accuracy there, and how much
+    probability it puts on its top class at T 1 (function matching) and T 4 (KD). Near 1 at T 1, its targets are
+    nearly the labels themselves."""
+    logits = torch.from_numpy(predict(teacher, split.x))
+    return {"accuracy": accuracy(logits.numpy(), split.y),
+            **{f"mean_top_probability_t{t}": float(F.softmax(logits / t, dim=1).max(1).values.mean()) for t in (1, 4)}}
 
 
 def convergence_summary(cells: dict, epochs: int) -> dict:
@@ -483,6 +493,11 @@ def _update_convergence_readme(state: dict, schedule: str) -> None:
             f"{recipe['augment']['shift']} px and flips, {recipe['teacher_views']} cached teacher views per image "
             "(with mixup, or a teacher layer hooked, the teacher runs online on every batch); "
             f"whole test split. {state['date']}, load average {state['load_average'][0]:.2f} at the last write."]
+    on_train = state.get("teacher_on_training_split")
+    if on_train:
+        rows[0] += (f" On its own training split the teacher scores {on_train['accuracy']:.2%} and puts "
+                    f"{on_train['mean_top_probability_t1']:.1%} of its probability on its top class on average at T 1 "
+                    f"({on_train['mean_top_probability_t4']:.1%} at T 4).")
     for student, summary in state["summary"].items():
         params = next(c["student_params"] for k, c in state["cells"].items() if k.startswith(f"{student}|"))
         spread = summary["scratch_last_20pct_spread"]
