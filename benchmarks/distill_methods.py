@@ -91,7 +91,7 @@ TEACHER_RECIPE = {"flip": False, "batch_size": 64, "lr": 3e-3}  # TrainedTeacher
 # configs/proj/distill/bigsweep_flowers_pet.py: `mixup = dict(p=1.0, n=2)`, a uniform blend of two images): a mixed
 # image is no cached view, so there the teacher runs online on every batch.
 KD_PUBLISHED = {"temperature": 4.0, "alpha": 0.9}
-CONVERGENCE_EPOCHS = 20  # where scratch's validation curve is flat for these students (results file: its spread)
+CONVERGENCE_EPOCHS = 20  # the comparison's schedule; other epoch counts (patience runs) get a file of their own
 
 
 def convergence_recipe(epochs: int) -> dict:
@@ -362,20 +362,22 @@ def convergence(args, data, teacher, teacher_seconds: float) -> None:
              "teacher_accuracy": accuracy(predict(teacher, data.test.x), data.test.y),
              "teacher_on_training_split": teacher_confidence(teacher, data.train)}
 
+    as_stored = json.loads(json.dumps({"settings": settings, "methods": methods}))  # tuples as JSON lists
+
     def merged(new: dict) -> dict:
         """The results file with `new` cells added (read, merged and written under the lock)."""
         with open(out.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = json.loads(out.read_text()) if out.exists() else {"settings": settings, "cells": {}}
-            stored = state["settings"].pop("methods", None) or state.get("methods", {})  # older files kept them there
-            if state["settings"] != json.loads(json.dumps(settings)):
+            if state["settings"] != as_stored["settings"]:
                 sys.exit(f"{out} holds a comparison with other settings ({state['settings']}); move it away to "
                          "start this one")
-            changed = [m for m in stored if m in methods and stored[m] != json.loads(json.dumps(methods[m]))]
+            stored = state.get("methods", {})
+            changed = [m for m in stored if stored[m] != as_stored["methods"].get(m, stored[m])]
             if changed:
                 sys.exit(f"{out}: method(s) {', '.join(changed)} ran with other settings; move the file away or "
                          "rename the changed method")
-            state["methods"] = {**stored, **json.loads(json.dumps(methods))}  # a new method keeps the cells
+            state["methods"] = {**stored, **as_stored["methods"]}  # a new method keeps the cells measured
             state.update(facts, date=time.strftime("%Y-%m-%d"), load_average=os.getloadavg())
             state["cells"].update(new)
             state["summary"] = convergence_summary(state["cells"], args.epochs)
