@@ -79,15 +79,14 @@ def main() -> None:
     for name, (calibration, _, _) in SETS.items():
         records += [r for r in _section(everything, name)["records"] if r["set"] == "calibration"]
         costs.update({label: model_cost(model, shape) for label, model, shape in calibration()})
-    table = {"none (kept)": None, **candidates(hw)}
+    by_key = {key: [r for r in records if f"{r['format']}/{r['precision']}" == key] for key in KEYS}
+    kept = {key: [terms(costs[r["model"]], hw, r["precision"]) for r in rs] for key, rs in by_key.items()}
     scores = {}
-    for name, term in table.items():
+    for name, term in {"none (kept)": None, **candidates(hw)}.items():
         scores[name] = {}
-        for key in KEYS:
-            precision = key.split("/")[1]
-            rows = [(np.append(terms(costs[r["model"]], hw, precision),
-                               [] if term is None else [term(costs[r["model"]], precision)]), r["p50_ms"])
-                    for r in records if f"{r['format']}/{r['precision']}" == key]
+        for key, rs in by_key.items():
+            rows = [(x if term is None else np.append(x, term(costs[r["model"]], r["precision"])), r["p50_ms"])
+                    for x, r in zip(kept[key], rs)]
             scores[name][key] = leave_one_out(rows)
         print(name, {k: f"{v['within_20']:.0%}/{v['within_10']:.0%}" for k, v in scores[name].items()})
     summary = {"benchmark": "predictor_terms", "date": time.strftime("%Y-%m-%d"),
