@@ -3,8 +3,8 @@ student is built fresh (its initial weights drawn from the seed), distilled with
 and the same initial student trained from labels alone with the same epochs, batch, optimizer, LR and augmentation
 (the distill stage's scratch baseline); both are scored on the run's test split. The split is the run's (its
 seed's), so seeds vary the initial weights, the example order and the augmentation only (a student that starts
-from the teacher, student.init: teacher, starts from the run's own initial weights for every seed). The run's own
-seed is read from its manifest (its distill stage trained both arms exactly so), not trained again.
+from the teacher, student.init: teacher or pretrained, starts from the run's own initial weights for every seed).
+The run's own seed is read from its manifest (its distill stage trained both arms exactly so), not trained again.
 
 Each finished cell is written to benchmarks/results/distill_vs_scratch_<pipeline>.json at once, and cells already
 there are kept, so a long benchmark can be stopped and resumed. The table (mean ± std, the paired per-seed
@@ -79,7 +79,7 @@ def main() -> None:
                 continue
             seed_everything(seed)
             student = arch.build()  # the same initial weights for both arms of a seed
-            if spec.student.init == "teacher":  # the teacher's layers, the same for every seed
+            if spec.student.init != "random":  # the teacher's layers or checkpoint, the same for every seed
                 load_weights(student, args.run_dir / "student" / "init.safetensors")
             started = time.perf_counter()
             if arm == "distilled":

@@ -149,3 +149,30 @@ def test_a_student_can_start_from_the_teachers_layers(tmp_path):
                  console=Console(file=open("/dev/null", "w")))
     record = json.loads((tmp_path / "other" / "manifest.json").read_text())["stages"]["student"]
     assert record["status"] == "failed" and "of its values (tensors of the same name and shape)" in record["error"]
+
+
+def test_a_student_can_start_from_the_teachers_checkpoint_before_fine_tuning(tmp_path):
+    """student.init: pretrained copies the checkpoint's tensors as the file holds them (not the fine-tuned teacher's),
+    leaving out a head of another class count; a teacher that is no checkpoint is refused when the file is read."""
+    from safetensors.torch import load_file
+
+    pretrained = build_model(in_channels=1, num_classes=5, input_hw=(8, 8), **ARCH)
+    save_weights(pretrained, tmp_path / "five.safetensors")
+    raw = tiny_pipeline_dict(student={**ARCH, "depth": 0.25, "init": "pretrained"})
+    raw["teacher"] = {"kind": "checkpoint", "path": str(tmp_path / "five.safetensors"), **ARCH,
+                      "finetune": {"epochs": 1, "scope": "whole"}}
+    spec = load_pipeline(write_pipeline(tmp_path / "p.yaml", raw))
+    run_pipeline(spec, load_device(spec.device), default_stages()[:2], tmp_path / "run",
+                 console=Console(file=open("/dev/null", "w")))
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    inherited = stages["student"]["metrics"]["inherited"]
+    student = load_file(str(tmp_path / "run" / "student" / "init.safetensors"))
+    tuned = load_file(str(tmp_path / "run" / "teacher" / "model.safetensors"))
+    before = pretrained.state_dict()
+    same = [k for k in student if k in before and before[k].shape == student[k].shape]
+    assert inherited["tensors"] == len(same) < inherited["of"]  # the 5-class head is not the student's 10
+    assert all(torch.equal(student[k], before[k]) for k in same)
+    assert any(not torch.equal(student[k], tuned[k]) for k in same if k in tuned)  # fine-tuning moved the teacher
+    raw["teacher"] = tiny_pipeline_dict()["teacher"]
+    with pytest.raises(UserError, match="student.init: pretrained .* this teacher is of kind"):
+        load_pipeline(write_pipeline(tmp_path / "q.yaml", raw))

@@ -337,10 +337,13 @@ Teacher = Annotated[TrainedTeacher | CheckpointTeacher | HuggingFaceTeacher | To
 
 
 class Student(Architecture):
-    init: Literal["random", "teacher"] = Field(
+    init: Literal["random", "teacher", "pretrained"] = Field(
         default="random", description="teacher: every teacher tensor the student shares by name and shape is copied "
                                       "in (the same family at a smaller depth keeps the first blocks of each "
-                                      "stage), the rest drawn at random; a teacher of one of the built-in families")
+                                      "stage), the rest drawn at random; a teacher of one of the built-in families. "
+                                      "pretrained: the same, from the teacher's checkpoint as the file holds it, "
+                                      "before the teacher stage fine-tunes it (what the data taught the teacher "
+                                      "then reaches the student only through distillation); a checkpoint teacher")
     size: Literal["fixed", "auto"] = Field(
         default="fixed", description="auto: width and depth chosen by the device's budgets (edgedistill select)")
     max_param_ratio: float = Field(default=0.5, gt=0, le=1,
@@ -628,6 +631,14 @@ class PipelineSpec(PipelineBase):
     student: Student
     distill: Distill = Field(default_factory=Distill)
     export: Export = Field(default_factory=Export)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_a_checkpoint(self) -> "PipelineSpec":
+        if self.student.init == "pretrained" and self.teacher.kind != "checkpoint":
+            raise ValueError(f"student.init: pretrained starts the student from the teacher's checkpoint file, and "
+                             f"this teacher is of kind {self.teacher.kind}; use teacher.kind: checkpoint, or init: "
+                             "teacher (the teacher stage's weights) or random")
+        return self
 
     @model_validator(mode="after")
     def _terms_the_teacher_can_give(self) -> "PipelineSpec":

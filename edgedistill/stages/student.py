@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgedistill.distill.trainer import seed_everything
+from edgedistill.errors import StageFailed
 from edgedistill.models import count_params
 from edgedistill.models.io import ArchInfo, pipeline_families, save_weights
 from edgedistill.pipeline.engine import StageResult
@@ -19,7 +20,11 @@ def run(spec, ctx) -> StageResult:
                     teacher.class_names)
     seed_everything(spec.seed)
     model = arch.build()
-    inherited = inherit_from_teacher(model, ctx) if cfg.init == "teacher" else None
+    inherited = None
+    if cfg.init == "teacher":
+        inherited = inherit(model, teacher_weights(ctx), "teacher", ctx.console)
+    elif cfg.init == "pretrained":
+        inherited = inherit(model, pretrained_weights(spec, teacher), "pretrained", ctx.console)
     params = count_params(model)
     teacher_params = ctx.metrics("teacher")["params"]
     out = ctx.stage_dir("student")
@@ -37,32 +42,47 @@ def run(spec, ctx) -> StageResult:
     return StageResult(outputs={"weights": out / "init.safetensors", "arch": out / "arch.json"}, metrics=metrics)
 
 
-def inherit_from_teacher(model, ctx) -> dict:
-    """student.init: teacher. Copy in every tensor of the teacher's saved weights that the student has under the
-    same name with the same shape, as DistilBERT starts from its teacher's layers: the same family at a smaller
-    depth keeps the first blocks of each stage, and the blocks it drops are the ones skipped. Which tensors came
-    across is recorded; a student that shares under half its values is an error, not a silent random start (a
-    classifier's bias has the same shape in every family)."""
+def teacher_weights(ctx) -> dict:
+    """The weights the teacher stage saved (student.init: teacher)."""
     from safetensors.torch import load_file
-
-    from edgedistill.errors import StageFailed
 
     if "weights" not in ctx.record("teacher").outputs:
         raise StageFailed("student.init: teacher needs a teacher of a built-in family or a factory (its weights are "
                           "saved by the teacher stage); a teacher from another framework has none to give")
-    teacher = load_file(str(ctx.output("teacher", "weights")))
+    return load_file(str(ctx.output("teacher", "weights")))
+
+
+def pretrained_weights(spec, teacher: ArchInfo) -> dict:
+    """The teacher's checkpoint as the file holds it, read into the teacher's architecture as the teacher stage
+    reads it (student.init: pretrained); a head of another class count is left out, not copied at random."""
+    from edgedistill.models.io import load_weights
+    from edgedistill.stages.teacher import mismatched_head
+
+    model = teacher.build()
+    head, _ = mismatched_head(model, spec.teacher.path, teacher.num_classes)
+    load_weights(model, spec.teacher.path, new_head=head)
+    return {k: v for k, v in model.state_dict().items() if head is None or not k.startswith(f"{head}.")}
+
+
+def inherit(model, source: dict, init: str, console) -> dict:
+    """Copy in every tensor of `source` that the student has under the same name with the same shape, as
+    DistilBERT starts from its teacher's layers: the same family at a smaller depth keeps the first blocks of each
+    stage, and the blocks it drops are the ones skipped. Which tensors came across is recorded; a student that
+    shares under half its values is an error, not a silent random start (a classifier's bias has the same shape in
+    every family)."""
     own = model.state_dict()
-    shared = {k: v for k, v in teacher.items() if k in own and own[k].shape == v.shape}
+    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     copied = sum(v.numel() for v in shared.values())
     total = sum(v.numel() for v in own.values())
     if copied < total / 2:
-        raise StageFailed(f"student.init: teacher: the student shares {copied / total:.1%} of its values (tensors of "
+        raise StageFailed(f"student.init: {init}: the student shares {copied / total:.1%} of its values (tensors of "
                           "the same name and shape) with the teacher, under half; use the teacher's family at a "
                           "smaller depth, or init: random")
     model.load_state_dict(shared, strict=False)
-    ctx.console.print(f"  student starts from the teacher: {len(shared)} of {len(own)} tensors "
-                      f"({copied / total:.1%} of its values) copied in")
-    return {"tensors": len(shared), "of": len(own), "share_of_values": copied / total}
+    whose = "the teacher's checkpoint" if init == "pretrained" else "the teacher"
+    console.print(f"  student starts from {whose}: {len(shared)} of {len(own)} tensors "
+                  f"({copied / total:.1%} of its values) copied in")
+    return {"tensors": len(shared), "of": len(own), "share_of_values": copied / total, "source": whose}
 
 
 def choose(spec, ctx) -> dict:
