@@ -66,7 +66,8 @@ def main() -> None:
                    "host_cpu": host_cpu(), "vnni": any("vnni" in f for f in flags),
                    "split_seed": spec.seed, "train": len(data.train), "val": len(data.val), "test": len(data.test),
                    "teacher": f"{spec.teacher.family if hasattr(spec.teacher, 'family') else spec.teacher.kind}",
-                   "teacher_test_accuracy": teacher_accuracy, "student": f"{arch.family} x{arch.width}",
+                   "teacher_test_accuracy": teacher_accuracy,
+                   "student": f"{arch.family} x{arch.width:g} depth x{arch.depth:g}, init {spec.student.init}",
                    "distill": spec.distill.model_dump(mode="json", exclude_none=True)})
     console = Console(stderr=True)
     if (spec.seed, "distilled") not in done and spec.seed in args.seeds:
@@ -141,5 +142,5 @@ def summarize(record: dict) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use (taskset)
     main()
