@@ -13,6 +13,7 @@ Usage: python benchmarks/predictor_terms.py
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,10 +50,15 @@ def candidates(hw) -> dict[str, Callable[[ModelCost, str], float]]:
         "ops left in float around int8 (activations not folded, gating products): their count":
             lambda c, p: sum(la.kind in ("activation", "mul") for la in c.layers),
     }
+    peak_ms = lambda p: (hw.peak_gops_int8 if cost_precision(p) == "int8" else hw.peak_gflops_fp32) * 1e6  # noqa: E731
     for channels in (16, 32, 64, 96):
         out[f"MACs of dense convolutions under {channels} channels"] = (
             lambda c, p, t=channels: sum(2 * la.macs for la in c.layers if la.kind == "conv" and la.min_channels < t)
-            / ((hw.peak_gops_int8 if cost_precision(p) == "int8" else hw.peak_gflops_fp32) * 1e6))
+            / peak_ms(p))
+    for lanes in (16, 64):  # a vector of fp32, of int8 (AVX-512): the work of the channels a kernel pads on
+        out[f"MACs lost to padding dense convolutions' channels to {lanes}"] = (
+            lambda c, p, n=lanes: sum(2 * la.macs * (math.ceil(la.min_channels / n) * n / la.min_channels - 1)
+                                      for la in c.layers if la.kind == "conv" and la.min_channels) / peak_ms(p))
     return out
 
 
