@@ -4,13 +4,12 @@ and the same initial student trained from labels alone with the same epochs, bat
 (the distill stage's scratch baseline); both are scored on the run's test split. The split is the run's (its
 seed's), so seeds vary the initial weights, the example order and the augmentation only (a student that starts
 from the teacher, student.init: teacher or pretrained, starts from the run's own initial weights for every seed).
-The run's own seed is read from its manifest (its distill stage trained both arms exactly so), not trained again;
-a run stopped after its student stage (another teacher tried) trains that seed too.
+The run's own seed is read from its manifest (its distill stage trained both arms exactly so), not trained again.
 
 Each finished cell is written to benchmarks/results/distill_vs_scratch_<pipeline>.json at once, and cells already
 there are kept, so a long benchmark can be stopped and resumed. The table (mean ± std, the paired per-seed
 difference, seconds per arm) goes to benchmarks/README.md.
-Usage: python benchmarks/distill_vs_scratch.py RUN_DIR [--seeds 0 1 2] [--variant NAME] [--scratch-from RESULTS.json]
+Usage: python benchmarks/distill_vs_scratch.py RUN_DIR [--seeds 0 1 2] [--variant NAME]
 """
 
 from __future__ import annotations
@@ -53,9 +52,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", default="", help="a name for a variant of the pipeline (another student), "
                                                       "as pipeline_run.py --variant")
-    parser.add_argument("--scratch-from", type=Path, help="this benchmark's results file for a run that differs "
-                        "only in its teacher: its scratch cells are taken instead of trained again (the scratch arm "
-                        "reads no teacher), after checking the split, the student's initial weights and the settings")
     args = parser.parse_args()
     spec = load_pipeline(args.run_dir / "pipeline.resolved.yaml")
     name = f"{spec.name}-{args.variant}" if args.variant else spec.name
@@ -77,13 +73,8 @@ def main() -> None:
                                                          .read_bytes()).hexdigest(),
                    "distill": spec.distill.model_dump(mode="json", exclude_none=True)})
     console = Console(stderr=True)
-    if args.scratch_from:
-        for cell in scratch_cells(args.scratch_from, record, args.seeds, done):
-            record["cells"].append(cell)
-            done.add((cell["seed"], "scratch"))
-    distill_stage = json.loads((args.run_dir / "manifest.json").read_text())["stages"].get("distill", {})
-    if (spec.seed, "distilled") not in done and spec.seed in args.seeds and distill_stage.get("status") == "completed":
-        record["cells"] += [c for c in run_cells(args.run_dir, spec.seed) if (c["seed"], c["arm"]) not in done]
+    if (spec.seed, "distilled") not in done and spec.seed in args.seeds:
+        record["cells"] += run_cells(args.run_dir, spec.seed)
         results.write_text(json.dumps(record, indent=2) + "\n")
         done |= {(spec.seed, "distilled"), (spec.seed, "scratch")}
     for seed in args.seeds:
@@ -109,18 +100,6 @@ def main() -> None:
             console.print(json.dumps(cell))
     summarize(record)
     results.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def scratch_cells(path: Path, record: dict, seeds: list[int], done: set) -> list[dict]:
-    """The scratch cells of another results file whose run differs from this one only in its teacher."""
-    other = json.loads(path.read_text())
-    keys = ("split_seed", "train", "val", "test", "student", "student_init_sha256", "distill")
-    differs = [k for k in keys if other.get(k) != record[k]]
-    if differs:
-        raise SystemExit(f"{path}: differs from this run in {', '.join(differs)}; its scratch cells are not this "
-                         "run's to take")
-    return [{**c, "taken_from": str(path)} for c in other["cells"]
-            if c["arm"] == "scratch" and c["seed"] in seeds and (c["seed"], "scratch") not in done]
 
 
 def run_cells(run_dir: Path, seed: int) -> list[dict]:
