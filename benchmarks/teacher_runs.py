@@ -26,11 +26,12 @@ HERE = Path(__file__).resolve().parent
 
 def teacher_row(run: Path) -> dict:
     spec = load_pipeline(run / "pipeline.resolved.yaml")
-    stage = json.loads((run / "manifest.json").read_text())["stages"]["teacher"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    stage = manifest["stages"]["teacher"]
     if stage["status"] != "completed":
         raise SystemExit(f"{run}: the teacher stage is {stage['status']}, not completed")
     metrics, finetune = stage["metrics"], spec.teacher.finetune
-    history = teacher_history({"stages": {"teacher": stage}}) or []
+    history = teacher_history(manifest) or []
     return {"run": str(run), "pipeline": spec.name, "teacher": metrics["family"],
             "resolution": spec.data.preprocess.resize, "epochs": finetune.epochs if finetune else None,
             "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["accuracy"],
