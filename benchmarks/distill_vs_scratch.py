@@ -64,7 +64,7 @@ def main() -> None:
     teacher_accuracy = accuracy(predict(teacher.eval(), data.test.x), data.test.y)
     flags = host_cpu_flags()
     record.update({"benchmark": "distill_vs_scratch", "pipeline": name, "run_dir": str(args.run_dir),
-                   "host_cpu": host_cpu(), "vnni": any("vnni" in f for f in flags),
+                   "host_cpu": host_cpu(), "cpu_flags": flags, "vnni": any("vnni" in f for f in flags),
                    "split_seed": spec.seed, "train": len(data.train), "val": len(data.val), "test": len(data.test),
                    "teacher": f"{spec.teacher.family if hasattr(spec.teacher, 'family') else spec.teacher.kind}",
                    "teacher_test_accuracy": teacher_accuracy,
